@@ -1,0 +1,329 @@
+//! The hub core: a pure, deterministic state machine reproducing ag2 1.2.1's `Hub`.
+//!
+//! It is fed calls stamped with [`Now`] and hands back results plus queued [`Output`]s (notify
+//! frames, handshake outcomes) and its next deadline ([`Hub::poll_timeout`]). It never reads a
+//! clock, never spawns, never does IO, and iterates only ordered maps, so the same calls give the
+//! same outputs byte for byte. Drivers (in-process, simulated network, real sockets) own the
+//! links and timers around it.
+//!
+//! Submodules: `registry` (agents), `lifecycle` (channel creation, handshake, transitions),
+//! `post` (`post_envelope` and dispatch), `sweep` (TTL and expectations, timers), `tasks`
+//! (observed tasks).
+
+pub mod adapter;
+pub mod audit;
+pub mod channel;
+pub mod expectations;
+pub mod rule;
+
+mod lifecycle;
+mod post;
+mod registry;
+mod sweep;
+mod tasks;
+
+pub use lifecycle::CreateChannel;
+pub use registry::{Passport, Resume};
+pub use tasks::{TaskMetadata, TaskState};
+
+use crate::ids::{AgentId, ChannelId, EndpointId, EnvelopeId, IdGen};
+use crate::proto::{Envelope, HubError};
+use crate::time::{Instant, Now, Timestamp};
+use adapter::{AdapterKind, AdapterState};
+use audit::AuditLog;
+use channel::ChannelMetadata;
+use rule::Rule;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// Limits on what input can grow. Exceeding one is refused at the boundary.
+pub mod limits {
+    /// Participants of one channel.
+    pub const PARTICIPANTS_MAX: usize = 1024;
+    /// Envelopes in one channel's WAL.
+    pub const WAL_ENTRIES_MAX: usize = 1 << 20;
+}
+
+/// Hub settings. Durations are on the monotonic clock, in microseconds; 0 disables a sweeper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubConfig {
+    /// How long `create_channel` waits for every invitee's ack (ag2 default 30 s).
+    pub invite_ack_timeout_micros: u64,
+    /// Interval of the TTL sweeper (`expire_due`); ag2 default 30 s.
+    pub ttl_sweep_interval_micros: u64,
+    /// Interval of the expectation sweeper; ag2 default 10 s.
+    pub expectation_sweep_interval_micros: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        HubConfig {
+            invite_ack_timeout_micros: 30_000_000,
+            ttl_sweep_interval_micros: 30_000_000,
+            expectation_sweep_interval_micros: 10_000_000,
+        }
+    }
+}
+
+/// Something the hub hands its driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Deliver `envelope` to `recipient` over `endpoint` (ag2's `NotifyFrame`).
+    Notify {
+        /// The connection the recipient is bound to.
+        endpoint: EndpointId,
+        /// The addressed identity on that connection.
+        recipient: AgentId,
+        /// The envelope, shared (ag2 passes the same object to every recipient in-process).
+        envelope: Arc<Envelope>,
+    },
+    /// A pending `create_channel` finished: `Ok` on activation, or the error its caller sees.
+    OpenResolved {
+        /// The channel whose handshake ended.
+        channel: ChannelId,
+        /// The outcome.
+        result: Result<(), HubError>,
+    },
+    /// A recipient's pending count crossed its high-water mark upward (ag2's
+    /// `on_inbox_pressure`; not audited).
+    InboxPressure {
+        /// The recipient.
+        agent: AgentId,
+        /// Its pending count after the increment.
+        pending: u64,
+        /// Its `max_pending`.
+        cap: i64,
+    },
+}
+
+/// A registered agent.
+#[derive(Clone, Debug)]
+pub(crate) struct AgentEntry {
+    pub(crate) passport: Passport,
+    pub(crate) resume: Resume,
+    pub(crate) rule: Rule,
+    pub(crate) skill: Option<String>,
+}
+
+/// A channel and everything the hub keeps about it.
+#[derive(Clone, Debug)]
+pub(crate) struct ChannelEntry {
+    pub(crate) metadata: ChannelMetadata,
+    /// `None` for a "ghost" channel whose `initial_state` failed (ag2 keeps it anyway).
+    pub(crate) state: Option<AdapterState>,
+    pub(crate) wal: Vec<Arc<Envelope>>,
+    /// Expectation violation keys already fired: (expectation index, violator or "").
+    pub(crate) fired: BTreeSet<(usize, String)>,
+    /// `(sender, causation_id)` to the most recent envelope posted under that key.
+    pub(crate) causation: BTreeMap<(AgentId, String), EnvelopeId>,
+}
+
+/// A pending open's invite-ack deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpenWaiter {
+    pub(crate) deadline: Instant,
+}
+
+/// A turn the protocol expects from an agent (`pending_turns_for`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingTurn {
+    /// The channel.
+    pub channel: ChannelId,
+    /// The envelope that made it the agent's turn, if any.
+    pub trigger: Option<EnvelopeId>,
+    /// When the turn became theirs.
+    pub expected_at: Timestamp,
+}
+
+/// The hub. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    pub(crate) config: HubConfig,
+    pub(crate) ids: IdGen,
+    pub(crate) agents: BTreeMap<AgentId, AgentEntry>,
+    pub(crate) names: BTreeMap<String, AgentId>,
+    pub(crate) channels: BTreeMap<ChannelId, ChannelEntry>,
+    /// PENDING and ACTIVE channels; ids are minted in creation order, so this iterates in it.
+    pub(crate) active: BTreeSet<ChannelId>,
+    pub(crate) inbox_pending: BTreeMap<AgentId, u64>,
+    pub(crate) bindings: BTreeMap<AgentId, EndpointId>,
+    pub(crate) waiters: BTreeMap<ChannelId, OpenWaiter>,
+    pub(crate) tasks: tasks::TaskBook,
+    pub(crate) audit: AuditLog,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) next_ttl_sweep: Option<Instant>,
+    pub(crate) next_expectation_sweep: Option<Instant>,
+}
+
+impl Hub {
+    /// A fresh hub whose sweepers (if enabled) first run one interval after `now`.
+    pub fn new(config: HubConfig, now: Instant) -> Hub {
+        let first = |interval: u64| (interval > 0).then(|| now.plus_micros(interval));
+        Hub {
+            next_ttl_sweep: first(config.ttl_sweep_interval_micros),
+            next_expectation_sweep: first(config.expectation_sweep_interval_micros),
+            config,
+            ids: IdGen::default(),
+            agents: BTreeMap::new(),
+            names: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            active: BTreeSet::new(),
+            inbox_pending: BTreeMap::new(),
+            bindings: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            tasks: tasks::TaskBook::default(),
+            audit: AuditLog::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next output, in the order the hub produced them.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Mints a connection id from the hub's id counter (ag2's `LocalLink.client()`).
+    pub fn mint_endpoint(&mut self) -> EndpointId {
+        EndpointId(self.ids.next_raw())
+    }
+
+    /// Channel ids in creation order.
+    pub fn channel_ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.channels.keys().copied()
+    }
+
+    /// ag2's `get_channel`.
+    ///
+    /// # Errors
+    /// `NotFoundError("channel not found: <id>")`.
+    pub fn get_channel(&self, channel: ChannelId) -> Result<&ChannelMetadata, HubError> {
+        self.channels
+            .get(&channel)
+            .map(|entry| &entry.metadata)
+            .ok_or_else(|| HubError::not_found(format!("channel not found: {channel}")))
+    }
+
+    /// The adapter state of a channel (`None` for unknown or ghost channels).
+    pub fn adapter_state(&self, channel: ChannelId) -> Option<&AdapterState> {
+        self.channels.get(&channel).and_then(|entry| entry.state.as_ref())
+    }
+
+    /// ag2's `read_wal(cid)`: the whole WAL; an unknown channel reads as empty.
+    pub fn read_wal(&self, channel: ChannelId) -> &[Arc<Envelope>] {
+        self.channels.get(&channel).map_or(&[], |entry| entry.wal.as_slice())
+    }
+
+    /// The hub's inbox pending counters (agents that were ever counted and are still registered).
+    pub fn inbox_pending(&self) -> &BTreeMap<AgentId, u64> {
+        &self.inbox_pending
+    }
+
+    /// ag2's `can_send`: would the adapter accept a text probe from `sender` now? It does not
+    /// check the channel is ACTIVE, participation, inboxes or access.
+    pub fn can_send(&self, channel: ChannelId, sender: AgentId, event_type: Option<&str>) -> bool {
+        let Some(entry) = self.channels.get(&channel) else { return false };
+        if entry.metadata.is_terminal() {
+            return false;
+        }
+        let Some(state) = &entry.state else { return false };
+        let probe = Envelope::new(
+            channel,
+            sender,
+            None,
+            event_type.unwrap_or(crate::proto::EventType::TEXT),
+            crate::proto::envelope::map_of([("text", serde_json::Value::from(""))]),
+        );
+        state.validate_send(&entry.metadata, &probe).is_ok()
+    }
+
+    /// ag2's `find_envelope_by_causation`: the latest envelope `sender` posted in `channel`
+    /// answering `causation`. Cleared when the channel becomes terminal.
+    pub fn find_envelope_by_causation(
+        &self,
+        channel: ChannelId,
+        sender: AgentId,
+        causation: &str,
+    ) -> Option<&Arc<Envelope>> {
+        let entry = self.channels.get(&channel)?;
+        let id = entry.causation.get(&(sender, causation.to_string()))?;
+        entry.wal.iter().find(|envelope| envelope.envelope_id == Some(*id))
+    }
+
+    /// ag2's `pending_turns_for`: active (PENDING included) channels whose adapter expects `agent`.
+    pub fn pending_turns_for(&self, agent: AgentId, now: Timestamp) -> Vec<PendingTurn> {
+        if !self.agents.contains_key(&agent) {
+            return Vec::new();
+        }
+        let agent_text = agent.to_string();
+        let mut turns = Vec::new();
+        for channel in &self.active {
+            let entry = &self.channels[channel];
+            if !entry.metadata.has_participant(agent) {
+                continue;
+            }
+            let Some(state) = &entry.state else { continue };
+            let Some(expected) = state.expected_next(&entry.metadata) else { continue };
+            if expected.speaker.as_str() != Some(agent_text.as_str()) {
+                continue;
+            }
+            let expected_at = expected
+                .trigger
+                .and_then(|id| entry.wal.iter().find(|envelope| envelope.envelope_id == Some(id)))
+                .and_then(|envelope| envelope.created_at)
+                .unwrap_or(now);
+            turns.push(PendingTurn { channel: *channel, trigger: expected.trigger, expected_at });
+        }
+        turns
+    }
+
+    /// ag2's `report_turn_failure`: a client's notify handler raised; audit `turn_failed`.
+    pub fn report_turn_failure(
+        &mut self,
+        now: Now,
+        channel: ChannelId,
+        agent: AgentId,
+        envelope_id: &str,
+        failure: &HubError,
+    ) {
+        self.audit.turn_failed(now.wall, channel, agent, envelope_id, &failure.type_name, &failure.message);
+    }
+
+    /// The adapter of a channel.
+    pub fn adapter_kind(&self, channel: ChannelId) -> Option<AdapterKind> {
+        self.channels.get(&channel).map(|entry| AdapterKind::of(&entry.metadata))
+    }
+
+    /// A summary of the hub's size, as ag2's `health()` reports it.
+    pub fn health(&self) -> Health {
+        Health {
+            active_channels: self.active.len(),
+            registered_agents: self.agents.len(),
+            pending_inbox_total: self.inbox_pending.values().sum(),
+            max_pending_inbox_depth: self.inbox_pending.values().max().copied(),
+            audit_records: self.audit.records().len(),
+        }
+    }
+}
+
+/// ag2's `health()`, minus the byte counters of its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// PENDING and ACTIVE channels.
+    pub active_channels: usize,
+    /// Registered agents.
+    pub registered_agents: usize,
+    /// Sum of the inbox counters.
+    pub pending_inbox_total: u64,
+    /// The largest inbox counter, if any agent has one.
+    pub max_pending_inbox_depth: Option<u64>,
+    /// Audit records written.
+    pub audit_records: usize,
+}
+
+#[cfg(test)]
+mod tests;

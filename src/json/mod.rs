@@ -1,0 +1,300 @@
+//! JSON values printed the way CPython prints them.
+//!
+//! The oracle's traces are `json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)`, and
+//! ag2's error messages embed Python `repr()`s of strings, lists and dicts. This module owns both
+//! spellings so every byte hubsim prints can match the reference. It knows nothing of the hub.
+
+use serde_json::{Map, Number, Value};
+use std::fmt::Write as _;
+
+/// Prints `value` as `json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)` does,
+/// followed by a newline.
+pub fn to_pretty_python(value: &Value) -> String {
+    let mut out = String::with_capacity(4096);
+    write_pretty(&mut out, value, 0);
+    out.push('\n');
+    out
+}
+
+fn write_pretty(out: &mut String, value: &Value, indent: usize) {
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (idx, item) in items.iter().enumerate() {
+                if idx > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, indent + 2);
+                write_pretty(out, item, indent + 2);
+            }
+            newline_indent(out, indent);
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (idx, (key, item)) in sorted_entries(map).into_iter().enumerate() {
+                if idx > 0 {
+                    out.push(',');
+                }
+                newline_indent(out, indent + 2);
+                write_string(out, key);
+                out.push_str(": ");
+                write_pretty(out, item, indent + 2);
+            }
+            newline_indent(out, indent);
+            out.push('}');
+        }
+        _ => write_compact(out, value, false),
+    }
+}
+
+/// Prints `value` as `json.dumps(value, sort_keys=True)` does: `", "` and `": "` separators,
+/// ASCII escapes (`ensure_ascii=True`), keys sorted at every level. This is the form of ag2's WAL
+/// lines and audit records.
+pub fn to_compact_python(value: &Value) -> String {
+    let mut out = String::with_capacity(256);
+    write_compact(&mut out, value, true);
+    out
+}
+
+fn write_compact(out: &mut String, value: &Value, ascii: bool) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(number) => write_number(out, number),
+        Value::String(text) => write_string_escaped(out, text, ascii),
+        Value::Array(items) => {
+            out.push('[');
+            for (idx, item) in items.iter().enumerate() {
+                if idx > 0 {
+                    out.push_str(", ");
+                }
+                write_compact(out, item, ascii);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (idx, (key, item)) in sorted_entries(map).into_iter().enumerate() {
+                if idx > 0 {
+                    out.push_str(", ");
+                }
+                write_string_escaped(out, key, ascii);
+                out.push_str(": ");
+                write_compact(out, item, ascii);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    // Rust orders `str` by UTF-8 bytes, which is Python's order of code points.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+fn newline_indent(out: &mut String, indent: usize) {
+    out.push('\n');
+    for _ in 0..indent {
+        out.push(' ');
+    }
+}
+
+fn write_number(out: &mut String, number: &Number) {
+    if let Some(int) = number.as_i64() {
+        let _ = write!(out, "{int}");
+    } else if let Some(int) = number.as_u64() {
+        let _ = write!(out, "{int}");
+    } else if let Some(float) = number.as_f64() {
+        out.push_str(&py_float_repr(float));
+    }
+}
+
+fn write_string(out: &mut String, text: &str) {
+    write_string_escaped(out, text, false);
+}
+
+fn write_string_escaped(out: &mut String, text: &str, ascii: bool) {
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ch if (ch as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", ch as u32);
+            }
+            ch if ascii && (ch as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            ch => out.push(ch),
+        }
+    }
+    out.push('"');
+}
+
+/// CPython's `repr(float)`: the shortest round-tripping digits, in positional notation for
+/// exponents from -4 to 15 and scientific notation (`1e+16`, `1e-05`) outside that range.
+pub fn py_float_repr(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_string();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_string();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
+    }
+    // `{:e}` gives the shortest round-trip digits as `d.ddde<exp>`.
+    let sci = format!("{value:e}");
+    let (mantissa, exponent) = sci.split_once('e').expect("`{:e}` always has an exponent");
+    let exponent: i32 = exponent.parse().expect("`{:e}` exponent is an integer");
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let mut out = String::new();
+    if negative {
+        out.push('-');
+    }
+    if (-4..16).contains(&exponent) {
+        let point = exponent + 1;
+        if point <= 0 {
+            out.push_str("0.");
+            for _ in 0..(-point) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else if point as usize >= digits.len() {
+            out.push_str(&digits);
+            for _ in 0..(point as usize - digits.len()) {
+                out.push('0');
+            }
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..point as usize]);
+            out.push('.');
+            out.push_str(&digits[point as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs());
+    }
+    out
+}
+
+/// CPython's `repr(str)`: single quotes unless the text holds a single quote and no double quote.
+pub fn py_str_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for ch in text.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ch if ch == quote => {
+                out.push('\\');
+                out.push(ch);
+            }
+            ch if (ch as u32) < 0x20 || ch as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", ch as u32);
+            }
+            ch => out.push(ch),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// CPython's `repr()` of the object `json.loads` would build from `value`: `None`, `True`,
+/// `'text'`, `[1, 2]`, `{'k': 'v'}` (dicts keep their insertion order).
+pub fn py_repr(value: &Value) -> String {
+    let mut out = String::new();
+    write_py_repr(&mut out, value);
+    out
+}
+
+fn write_py_repr(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(number) => write_number(out, number),
+        Value::String(text) => out.push_str(&py_str_repr(text)),
+        Value::Array(items) => {
+            out.push('[');
+            for (idx, item) in items.iter().enumerate() {
+                if idx > 0 {
+                    out.push_str(", ");
+                }
+                write_py_repr(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (idx, (key, item)) in map.iter().enumerate() {
+                if idx > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&py_str_repr(key));
+                out.push_str(": ");
+                write_py_repr(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python truthiness of a JSON-built object: `None`, `False`, `0`, `0.0`, `""`, `[]` and `{}` are
+/// false.
+pub fn py_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(flag) => *flag,
+        Value::Number(number) => number.as_f64().is_some_and(|float| float != 0.0),
+        Value::String(text) => !text.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+    }
+}
+
+/// Python `==` between two JSON-built objects: `1 == 1.0` and `True == 1` hold.
+pub fn py_eq(a: &Value, b: &Value) -> bool {
+    fn as_number(value: &Value) -> Option<f64> {
+        match value {
+            Value::Bool(flag) => Some(f64::from(u8::from(*flag))),
+            Value::Number(number) => number.as_f64(),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| py_eq(v, w)))
+        }
+        _ => match (as_number(a), as_number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
