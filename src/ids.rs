@@ -49,7 +49,10 @@ pub const UNKNOWN_CHANNEL: ChannelId = ChannelId(u128::MAX);
 
 /// True when `text` is exactly 32 lowercase hex digits: the shape of a minted id.
 pub fn is_hex32(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn parse_hex32(text: &str) -> Option<u128> {

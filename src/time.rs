@@ -50,7 +50,10 @@ pub const DEFAULT_EPOCH: &str = "2026-01-01T00:00:00+00:00";
 impl Timestamp {
     /// This moment shifted by `micros` (negative moves back), keeping the display offset.
     pub fn plus_micros(self, micros: i64) -> Timestamp {
-        Timestamp { micros: self.micros.saturating_add(micros), offset_seconds: self.offset_seconds }
+        Timestamp {
+            micros: self.micros.saturating_add(micros),
+            offset_seconds: self.offset_seconds,
+        }
     }
 
     /// Python's `datetime.timestamp()`: seconds since the Unix epoch as a float, computed the way
@@ -190,7 +193,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -224,8 +231,14 @@ mod tests {
     #[test]
     fn shifting_crosses_days_and_years() {
         let epoch = Timestamp::parse_iso(DEFAULT_EPOCH).expect("epoch");
-        assert_eq!(epoch.plus_micros(7200 * MICROS_PER_SECOND).to_string(), "2026-01-01T02:00:00+00:00");
-        assert_eq!(epoch.plus_micros(-1).to_string(), "2025-12-31T23:59:59.999999+00:00");
+        assert_eq!(
+            epoch.plus_micros(7200 * MICROS_PER_SECOND).to_string(),
+            "2026-01-01T02:00:00+00:00"
+        );
+        assert_eq!(
+            epoch.plus_micros(-1).to_string(),
+            "2025-12-31T23:59:59.999999+00:00"
+        );
         assert_eq!(epoch.as_epoch_seconds(), 1_767_225_600.0);
     }
 }

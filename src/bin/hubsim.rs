@@ -1,1 +1,206 @@
-fn main() {}
+//! The `hubsim` command line: `trace`, `check` and `bench` over scenario files.
+
+use clap::{Parser, Subcommand};
+use hubsim::sim::scenario::Scenario;
+use hubsim::sim::{run_in_process, Outcome};
+use std::error::Error;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "hubsim",
+    version,
+    about = "Deterministic simulation harness for the AG2 agent-network hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a scenario's normalised trace, byte-identical to the reference runner's.
+    Trace {
+        /// The scenario file.
+        file: PathBuf,
+    },
+    /// Run scenarios (files or folders; default `sims/`), check their `expect_error`s, that two
+    /// runs give identical bytes, and that each trace equals its reference trace when one exists.
+    Check {
+        /// Scenario files or folders of them.
+        paths: Vec<PathBuf>,
+        /// Folder of reference traces (`NAME.json`).
+        #[arg(long, default_value = "tests/reference")]
+        reference: PathBuf,
+    },
+    /// Measure in-process runs per second of each scenario (trace rendering included).
+    Bench {
+        /// Scenario files or folders of them.
+        paths: Vec<PathBuf>,
+        /// Wall-clock seconds to spend on each scenario.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace { file } => trace(&file),
+        Command::Check { paths, reference } => check(&paths, &reference),
+        Command::Bench { paths, seconds } => bench(&paths, seconds),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hubsim: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn trace(file: &Path) -> Result<ExitCode, Box<dyn Error>> {
+    let scenario = Scenario::load(file)?;
+    let outcome = run_in_process(&scenario);
+    std::io::stdout().write_all(outcome.trace.as_bytes())?;
+    for mismatch in &outcome.mismatches {
+        eprintln!("{}: EXPECTATION MISMATCH {mismatch}", scenario.name);
+    }
+    Ok(if outcome.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Scenario files named by `paths` (folders are read for `*.yaml`, sorted); `sims/` by default.
+fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn Error>> {
+    let defaults = [PathBuf::from("sims")];
+    let paths = if paths.is_empty() {
+        &defaults[..]
+    } else {
+        paths
+    };
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn check(paths: &[PathBuf], reference: &Path) -> Result<ExitCode, Box<dyn Error>> {
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let files = scenario_files(paths)?;
+    let (mut compared, mut passed) = (0, 0);
+    for file in &files {
+        let repro = format!(
+            "hubsim trace {}  # hubsim {}",
+            file.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+        let scenario = match Scenario::load(file) {
+            Ok(scenario) => scenario,
+            Err(error) => {
+                failures.push(format!("{error}\n    repro: {repro}"));
+                continue;
+            }
+        };
+        let first = run_in_process(&scenario);
+        let second = run_in_process(&scenario);
+        let mut problems: Vec<String> = first
+            .mismatches
+            .iter()
+            .map(|m| format!("expectation mismatch: {m}"))
+            .collect();
+        if first.trace != second.trace {
+            problems.push("two runs gave different traces".to_string());
+        }
+        let expected_path = reference.join(format!("{}.json", scenario.name));
+        if let Ok(expected) = std::fs::read_to_string(&expected_path) {
+            compared += 1;
+            if let Some(line) = first_difference(&expected, &first) {
+                problems.push(format!(
+                    "differs from {} at line {line}",
+                    expected_path.display()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            passed += 1;
+        }
+        for problem in problems {
+            failures.push(format!("{}: {problem}\n    repro: {repro}", scenario.name));
+        }
+    }
+    for failure in &failures {
+        eprintln!("FAIL {failure}");
+    }
+    println!(
+        "{} scenarios, {passed} passed, {} failed; {compared} compared with reference traces; {:.2}s",
+        files.len(),
+        files.len() - passed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The first line (1-based) where the trace differs from the expected text.
+fn first_difference(expected: &str, outcome: &Outcome) -> Option<usize> {
+    if expected == outcome.trace {
+        return None;
+    }
+    let mut lines = expected.lines().zip(outcome.trace.lines()).enumerate();
+    let differing = lines.find(|(_, (a, b))| a != b).map(|(idx, _)| idx + 1);
+    Some(
+        differing
+            .unwrap_or_else(|| expected.lines().count().min(outcome.trace.lines().count()) + 1),
+    )
+}
+
+fn bench(paths: &[PathBuf], seconds: f64) -> Result<ExitCode, Box<dyn Error>> {
+    println!(
+        "{:<36} {:>10} {:>14} {:>10}",
+        "scenario", "runs", "scenarios/s", "µs/run"
+    );
+    for file in scenario_files(paths)? {
+        let scenario = Scenario::load(&file)?;
+        let started = Instant::now();
+        let mut runs = 0u64;
+        while started.elapsed().as_secs_f64() < seconds {
+            for _ in 0..64 {
+                std::hint::black_box(run_in_process(std::hint::black_box(&scenario)));
+            }
+            runs += 64;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "{:<36} {:>10} {:>14.0} {:>10.1}",
+            scenario.name,
+            runs,
+            runs as f64 / elapsed,
+            elapsed * 1e6 / runs as f64
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

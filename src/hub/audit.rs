@@ -39,7 +39,10 @@ impl AuditLog {
 
     /// The log as ag2's `/audit/audit.jsonl`: one `json.dumps(record, sort_keys=True)` per line.
     pub fn to_jsonl(&self) -> String {
-        self.records.iter().map(|record| to_compact_python(record) + "\n").collect()
+        self.records
+            .iter()
+            .map(|record| to_compact_python(record) + "\n")
+            .collect()
     }
 
     fn push(&mut self, at: Timestamp, kind: &str, fields: Vec<(&str, Value)>) {
@@ -54,8 +57,16 @@ impl AuditLog {
 
     /// `agent_registered` / `agent_unregistered`.
     pub fn agent(&mut self, at: Timestamp, registered: bool, agent: AgentId, name: &str) {
-        let kind = if registered { "agent_registered" } else { "agent_unregistered" };
-        self.push(at, kind, vec![("agent_id", id(agent)), ("name", Value::from(name))]);
+        let kind = if registered {
+            "agent_registered"
+        } else {
+            "agent_unregistered"
+        };
+        self.push(
+            at,
+            kind,
+            vec![("agent_id", id(agent)), ("name", Value::from(name))],
+        );
     }
 
     /// `resume_set` from a tenant's `set_resume`.
@@ -63,12 +74,23 @@ impl AuditLog {
         self.push(
             at,
             "resume_set",
-            vec![("source", Value::from("tenant")), ("agent_id", id(agent)), ("version", Value::from(version))],
+            vec![
+                ("source", Value::from("tenant")),
+                ("agent_id", id(agent)),
+                ("version", Value::from(version)),
+            ],
         );
     }
 
     /// `resume_set` from `record_observation`.
-    pub fn observation(&mut self, at: Timestamp, agent: AgentId, version: i64, capability: &str, outcome: &str) {
+    pub fn observation(
+        &mut self,
+        at: Timestamp,
+        agent: AgentId,
+        version: i64,
+        capability: &str,
+        outcome: &str,
+    ) {
         self.push(
             at,
             "resume_set",
@@ -84,12 +106,20 @@ impl AuditLog {
 
     /// `rule_set`.
     pub fn rule_set(&mut self, at: Timestamp, agent: AgentId, version: i64) {
-        self.push(at, "rule_set", vec![("agent_id", id(agent)), ("version", Value::from(version))]);
+        self.push(
+            at,
+            "rule_set",
+            vec![("agent_id", id(agent)), ("version", Value::from(version))],
+        );
     }
 
     /// `skill_set`.
     pub fn skill_set(&mut self, at: Timestamp, agent: AgentId, removed: bool) {
-        self.push(at, "skill_set", vec![("agent_id", id(agent)), ("removed", Value::from(removed))]);
+        self.push(
+            at,
+            "skill_set",
+            vec![("agent_id", id(agent)), ("removed", Value::from(removed))],
+        );
     }
 
     /// `channel_created`, before any invite.
@@ -110,18 +140,34 @@ impl AuditLog {
                 ("manifest_type", Value::from(manifest_type)),
                 ("manifest_version", Value::from(manifest_version)),
                 ("creator_id", id(creator)),
-                ("participants", Value::Array(participants.iter().map(|p| id(*p)).collect())),
+                (
+                    "participants",
+                    Value::Array(participants.iter().map(|p| id(*p)).collect()),
+                ),
             ],
         );
     }
 
     /// `channel_closed` or `channel_expired`.
-    pub fn channel_ended(&mut self, at: Timestamp, channel: ChannelId, expired: bool, reason: &str) {
-        let kind = if expired { "channel_expired" } else { "channel_closed" };
+    pub fn channel_ended(
+        &mut self,
+        at: Timestamp,
+        channel: ChannelId,
+        expired: bool,
+        reason: &str,
+    ) {
+        let kind = if expired {
+            "channel_expired"
+        } else {
+            "channel_closed"
+        };
         self.push(
             at,
             kind,
-            vec![("channel_id", Value::String(channel.to_string())), ("reason", Value::from(reason))],
+            vec![
+                ("channel_id", Value::String(channel.to_string())),
+                ("reason", Value::from(reason)),
+            ],
         );
     }
 
@@ -141,7 +187,10 @@ impl AuditLog {
                 ("expectation", Value::from(expectation.name)),
                 ("on_violation", Value::from(expectation.on_violation)),
                 ("params", expectation.params()),
-                ("violators", Value::Array(violation.violators.iter().map(|v| id(*v)).collect())),
+                (
+                    "violators",
+                    Value::Array(violation.violators.iter().map(|v| id(*v)).collect()),
+                ),
                 ("detail", Value::Object(violation.detail.clone())),
             ],
         );
@@ -155,9 +204,16 @@ impl AuditLog {
             vec![
                 ("task_id", Value::from(task.task_id)),
                 ("owner_id", id(task.owner_id)),
-                ("channel_id", task.channel_id.map_or(Value::Null, |c| Value::String(c.to_string()))),
+                (
+                    "channel_id",
+                    task.channel_id
+                        .map_or(Value::Null, |c| Value::String(c.to_string())),
+                ),
                 ("outcome", Value::from(task.outcome)),
-                ("capability", task.capability.map_or(Value::Null, Value::from)),
+                (
+                    "capability",
+                    task.capability.map_or(Value::Null, Value::from),
+                ),
                 ("reason", Value::from(task.reason)),
             ],
         );

@@ -152,23 +152,34 @@ impl ChannelMetadata {
 
     /// True when `agent` is a participant.
     pub fn has_participant(&self, agent: AgentId) -> bool {
-        self.participants.iter().any(|participant| participant.agent_id == agent)
+        self.participants
+            .iter()
+            .any(|participant| participant.agent_id == agent)
     }
 
     /// Participant ids in list order.
     pub fn participant_ids(&self) -> Vec<AgentId> {
-        self.participants.iter().map(|participant| participant.agent_id).collect()
+        self.participants
+            .iter()
+            .map(|participant| participant.agent_id)
+            .collect()
     }
 
     /// The participant holding `role`, first in list order.
     pub fn with_role(&self, role: ParticipantRole) -> Option<AgentId> {
-        self.participants.iter().find(|p| p.role == role).map(|p| p.agent_id)
+        self.participants
+            .iter()
+            .find(|p| p.role == role)
+            .map(|p| p.agent_id)
     }
 
     /// Participant ids sorted by `order` (stable), the rotation of discussions and workflows.
     pub fn order(&self) -> Vec<AgentId> {
         let mut participants: Vec<&Participant> = self.participants.iter().collect();
         participants.sort_by_key(|participant| participant.order);
-        participants.into_iter().map(|participant| participant.agent_id).collect()
+        participants
+            .into_iter()
+            .map(|participant| participant.agent_id)
+            .collect()
     }
 }

@@ -88,7 +88,10 @@ fn reply_within(
     }
     let mut latest_in: BTreeMap<AgentId, Timestamp> = BTreeMap::new();
     let mut latest_out: BTreeMap<AgentId, Timestamp> = BTreeMap::new();
-    for envelope in wal.iter().filter(|envelope| envelope.event_type == EventType::TEXT) {
+    for envelope in wal
+        .iter()
+        .filter(|envelope| envelope.event_type == EventType::TEXT)
+    {
         let at = envelope.created_at.expect("WAL envelopes are stamped");
         latest_out.insert(envelope.sender_id, at);
         for participant in &metadata.participants {
@@ -96,7 +99,11 @@ fn reply_within(
             if id == envelope.sender_id {
                 continue;
             }
-            if envelope.audience.as_ref().is_some_and(|audience| !audience.contains(&id)) {
+            if envelope
+                .audience
+                .as_ref()
+                .is_some_and(|audience| !audience.contains(&id))
+            {
                 continue;
             }
             latest_in.insert(id, at);
@@ -107,9 +114,14 @@ fn reply_within(
         .iter()
         .map(|participant| participant.agent_id)
         .filter(|id| {
-            let Some(inbound) = latest_in.get(id) else { return false };
+            let Some(inbound) = latest_in.get(id) else {
+                return false;
+            };
             let inbound_at = inbound.as_epoch_seconds();
-            if latest_out.get(id).is_some_and(|out| out.as_epoch_seconds() >= inbound_at) {
+            if latest_out
+                .get(id)
+                .is_some_and(|out| out.as_epoch_seconds() >= inbound_at)
+            {
                 return false;
             }
             now_seconds - inbound_at >= seconds
@@ -118,9 +130,15 @@ fn reply_within(
     if violators.is_empty() {
         return None;
     }
-    Some(Violation { violators, detail: detail(&[("threshold_seconds", seconds)]) })
+    Some(Violation {
+        violators,
+        detail: detail(&[("threshold_seconds", seconds)]),
+    })
 }
 
 fn detail(pairs: &[(&str, f64)]) -> Map<String, Value> {
-    pairs.iter().map(|(key, value)| (key.to_string(), Value::from(*value))).collect()
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), Value::from(*value)))
+        .collect()
 }

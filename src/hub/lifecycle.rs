@@ -55,31 +55,46 @@ impl Hub {
     /// `NotFoundError`, `ProtocolError`, `AccessDeniedError`, and `ValueError`/`TypeError` for a
     /// bad TTL, with ag2's messages. A failing invite leaves the channel closed `invite_failed`;
     /// a failing workflow `initial_state` leaves a PENDING ghost channel, as in ag2.
-    pub fn create_channel(&mut self, now: Now, request: CreateChannel) -> Result<Created, HubError> {
+    pub fn create_channel(
+        &mut self,
+        now: Now,
+        request: CreateChannel,
+    ) -> Result<Created, HubError> {
         let creator = request.creator;
         if !self.agents.contains_key(&creator) {
-            return Err(HubError::not_found(format!("creator not registered: {creator}")));
+            return Err(HubError::not_found(format!(
+                "creator not registered: {creator}"
+            )));
         }
         if request.participants.is_empty() {
-            return Err(HubError::protocol("channel requires at least one participant"));
+            return Err(HubError::protocol(
+                "channel requires at least one participant",
+            ));
         }
         if request.participants.len() >= PARTICIPANTS_MAX {
-            return Err(HubError::protocol(format!("hubsim: at most {PARTICIPANTS_MAX} participants")));
+            return Err(HubError::protocol(format!(
+                "hubsim: at most {PARTICIPANTS_MAX} participants"
+            )));
         }
         let mut seen = BTreeSet::new();
         for participant in &request.participants {
             if !seen.insert(*participant) {
-                return Err(HubError::protocol(format!("participant listed twice: '{participant}'")));
+                return Err(HubError::protocol(format!(
+                    "participant listed twice: '{participant}'"
+                )));
             }
             if *participant != creator && !self.agents.contains_key(participant) {
-                return Err(HubError::not_found(format!("participant not registered: {participant}")));
+                return Err(HubError::not_found(format!(
+                    "participant not registered: {participant}"
+                )));
             }
         }
         let mut participants = request.participants.clone();
         if !participants.contains(&creator) {
             participants.insert(0, creator);
         }
-        let Some(kind) = AdapterKind::lookup(&request.manifest_type, request.manifest_version) else {
+        let Some(kind) = AdapterKind::lookup(&request.manifest_type, request.manifest_version)
+        else {
             return Err(HubError::not_found(format!(
                 "no adapter registered for {}@v{}",
                 py_str_repr(&request.manifest_type),
@@ -91,12 +106,23 @@ impl Hub {
         let channel_id = ChannelId(self.ids.next_raw());
         let ttl = match &request.ttl {
             Some(ttl) => ttl.clone(),
-            None => self.agents[&creator].rule.limits.channel_ttl_default.clone(),
+            None => self.agents[&creator]
+                .rule
+                .limits
+                .channel_ttl_default
+                .clone(),
         };
         let ttl_seconds = parse_duration(&ttl)?;
         let expires_at = if ttl_seconds > 0 {
-            let micros = ttl_seconds.checked_mul(MICROS_PER_SECOND).filter(|m| now.wall.micros.checked_add(*m).is_some_and(|t| t < MAX_TIMESTAMP_MICROS));
-            Some(now.wall.plus_micros(micros.ok_or_else(|| HubError::new(ErrorKind::Other, "date value out of range"))?))
+            let micros = ttl_seconds.checked_mul(MICROS_PER_SECOND).filter(|m| {
+                now.wall
+                    .micros
+                    .checked_add(*m)
+                    .is_some_and(|t| t < MAX_TIMESTAMP_MICROS)
+            });
+            Some(now.wall.plus_micros(
+                micros.ok_or_else(|| HubError::new(ErrorKind::Other, "date value out of range"))?,
+            ))
         } else {
             None
         };
@@ -121,7 +147,11 @@ impl Hub {
         if let Some(intent) = request.intent.as_ref().filter(|intent| !intent.is_empty()) {
             labels.insert("intent".into(), Value::from(intent.as_str()));
         }
-        let invitees: Vec<AgentId> = participants.iter().copied().filter(|p| *p != creator).collect();
+        let invitees: Vec<AgentId> = participants
+            .iter()
+            .copied()
+            .filter(|p| *p != creator)
+            .collect();
         let metadata = ChannelMetadata {
             channel_id,
             manifest: kind.manifest(),
@@ -172,7 +202,9 @@ impl Hub {
         }
         self.waiters.insert(
             channel_id,
-            OpenWaiter { deadline: now.mono.plus_micros(self.config.invite_ack_timeout_micros) },
+            OpenWaiter {
+                deadline: now.mono.plus_micros(self.config.invite_ack_timeout_micros),
+            },
         );
         let entry = &self.channels[&channel_id];
         let invite_data = map_of([
@@ -202,7 +234,11 @@ impl Hub {
 
     /// ag2's `authorize_channel_open`: each invitee's `inbound_from` must match the creator's
     /// name, then the creator's `max_concurrent_channels` (PENDING channels count).
-    fn authorize_channel_open(&self, creator: AgentId, participants: &[AgentId]) -> Result<(), HubError> {
+    fn authorize_channel_open(
+        &self,
+        creator: AgentId,
+        participants: &[AgentId],
+    ) -> Result<(), HubError> {
         let creator_entry = &self.agents[&creator];
         let creator_name = &creator_entry.passport.name;
         for invitee in participants.iter().filter(|p| **p != creator) {
@@ -216,7 +252,11 @@ impl Hub {
             }
         }
         let cap = creator_entry.rule.limits.max_concurrent_channels;
-        let open = self.active.iter().filter(|id| self.channels[*id].metadata.creator_id == creator).count();
+        let open = self
+            .active
+            .iter()
+            .filter(|id| self.channels[*id].metadata.creator_id == creator)
+            .count();
         if cap > 0 && open as i64 >= cap {
             return Err(HubError::access_denied(format!(
                 "creator '{creator}' exceeded max_concurrent_channels ({open} >= {cap})"
@@ -227,7 +267,10 @@ impl Hub {
 
     /// An accepted ack: drop the sender from `pending_acks`; activate when none are left.
     pub(super) fn on_invite_ack(&mut self, now: Now, channel: ChannelId, sender: AgentId) {
-        let entry = self.channels.get_mut(&channel).expect("acked channel exists");
+        let entry = self
+            .channels
+            .get_mut(&channel)
+            .expect("acked channel exists");
         if entry.metadata.state != ChannelState::Pending {
             return;
         }
@@ -239,7 +282,10 @@ impl Hub {
 
     /// An accepted reject: all-or-nothing, the channel closes `invite_rejected`.
     pub(super) fn on_invite_reject(&mut self, now: Now, channel: ChannelId, sender: AgentId) {
-        let entry = self.channels.get_mut(&channel).expect("rejected channel exists");
+        let entry = self
+            .channels
+            .get_mut(&channel)
+            .expect("rejected channel exists");
         if entry.metadata.state != ChannelState::Pending {
             return;
         }
@@ -253,7 +299,10 @@ impl Hub {
     /// ag2's `_activate_channel`: ACTIVE, post `opened` to every participant (the creator too),
     /// then release the open's waiter.
     fn activate(&mut self, now: Now, channel: ChannelId) {
-        let entry = self.channels.get_mut(&channel).expect("activated channel exists");
+        let entry = self
+            .channels
+            .get_mut(&channel)
+            .expect("activated channel exists");
         if entry.metadata.state != ChannelState::Pending {
             return;
         }
@@ -269,7 +318,10 @@ impl Hub {
         let posted = self.post_envelope(now, opened);
         debug_assert!(posted.is_ok(), "opened post failed: {posted:?}");
         if self.waiters.remove(&channel).is_some() {
-            self.outputs.push_back(Output::OpenResolved { channel, result: Ok(()) });
+            self.outputs.push_back(Output::OpenResolved {
+                channel,
+                result: Ok(()),
+            });
         }
     }
 
@@ -278,11 +330,20 @@ impl Hub {
     ///
     /// # Errors
     /// `KeyError` for an unknown channel, as in ag2.
-    pub fn close_channel(&mut self, now: Now, channel: ChannelId, reason: &str) -> Result<(), HubError> {
+    pub fn close_channel(
+        &mut self,
+        now: Now,
+        channel: ChannelId,
+        reason: &str,
+    ) -> Result<(), HubError> {
         if !self.channels.contains_key(&channel) {
             return Err(HubError::key(&channel.to_string()));
         }
-        let reason = if reason.is_empty() { "explicit_close" } else { reason };
+        let reason = if reason.is_empty() {
+            "explicit_close"
+        } else {
+            reason
+        };
         self.transition(now, channel, ChannelState::Closed, reason);
         Ok(())
     }
@@ -298,14 +359,22 @@ impl Hub {
         self.transition(now, channel, ChannelState::Closed, "invite_timeout");
         self.outputs.push_back(Output::OpenResolved {
             channel,
-            result: Err(HubError::protocol(format!("channel '{channel}' ack timeout"))),
+            result: Err(HubError::protocol(format!(
+                "channel '{channel}' ack timeout"
+            ))),
         });
     }
 
     /// ag2's `_transition_channel` to a terminal state: cascade tasks, stamp, release the open's
     /// waiter, append and dispatch `closed`/`expired`, audit, prune the causation index. A
     /// terminal or unknown channel is left as it is.
-    pub(super) fn transition(&mut self, now: Now, channel: ChannelId, state: ChannelState, reason: &str) {
+    pub(super) fn transition(
+        &mut self,
+        now: Now,
+        channel: ChannelId,
+        state: ChannelState,
+        reason: &str,
+    ) {
         assert!(state.is_terminal(), "built-in transitions are terminal");
         match self.channels.get(&channel) {
             Some(entry) if !entry.metadata.is_terminal() => {}
@@ -322,18 +391,27 @@ impl Hub {
         if self.waiters.remove(&channel).is_some() && was_pending {
             self.outputs.push_back(Output::OpenResolved {
                 channel,
-                result: Err(HubError::protocol(format!("channel '{channel}' closed during handshake: {reason}"))),
+                result: Err(HubError::protocol(format!(
+                    "channel '{channel}' closed during handshake: {reason}"
+                ))),
             });
         }
         let expired = state == ChannelState::Expired;
-        let event_type = if expired { EventType::CHANNEL_EXPIRED } else { EventType::CHANNEL_CLOSED };
+        let event_type = if expired {
+            EventType::CHANNEL_EXPIRED
+        } else {
+            EventType::CHANNEL_CLOSED
+        };
         let entry = &self.channels[&channel];
         let mut envelope = Envelope::new(
             channel,
             entry.metadata.creator_id,
             Some(entry.metadata.participant_ids()),
             event_type,
-            map_of([("reason", Value::from(reason)), ("channel_id", Value::String(channel.to_string()))]),
+            map_of([
+                ("reason", Value::from(reason)),
+                ("channel_id", Value::String(channel.to_string())),
+            ]),
         );
         envelope.envelope_id = Some(crate::ids::EnvelopeId(self.ids.next_raw()));
         envelope.created_at = Some(now.wall);
@@ -341,7 +419,11 @@ impl Hub {
         self.append(channel, envelope.clone());
         self.dispatch(&envelope);
         self.audit.channel_ended(now.wall, channel, expired, reason);
-        self.channels.get_mut(&channel).expect("checked above").causation.clear();
+        self.channels
+            .get_mut(&channel)
+            .expect("checked above")
+            .causation
+            .clear();
     }
 }
 

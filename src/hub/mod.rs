@@ -22,7 +22,7 @@ mod registry;
 mod sweep;
 mod tasks;
 
-pub use lifecycle::CreateChannel;
+pub use lifecycle::{CreateChannel, Created};
 pub use registry::{Passport, Resume};
 pub use tasks::{TaskMetadata, TaskState};
 
@@ -210,12 +210,16 @@ impl Hub {
 
     /// The adapter state of a channel (`None` for unknown or ghost channels).
     pub fn adapter_state(&self, channel: ChannelId) -> Option<&AdapterState> {
-        self.channels.get(&channel).and_then(|entry| entry.state.as_ref())
+        self.channels
+            .get(&channel)
+            .and_then(|entry| entry.state.as_ref())
     }
 
     /// ag2's `read_wal(cid)`: the whole WAL; an unknown channel reads as empty.
     pub fn read_wal(&self, channel: ChannelId) -> &[Arc<Envelope>] {
-        self.channels.get(&channel).map_or(&[], |entry| entry.wal.as_slice())
+        self.channels
+            .get(&channel)
+            .map_or(&[], |entry| entry.wal.as_slice())
     }
 
     /// The hub's inbox pending counters (agents that were ever counted and are still registered).
@@ -226,11 +230,15 @@ impl Hub {
     /// ag2's `can_send`: would the adapter accept a text probe from `sender` now? It does not
     /// check the channel is ACTIVE, participation, inboxes or access.
     pub fn can_send(&self, channel: ChannelId, sender: AgentId, event_type: Option<&str>) -> bool {
-        let Some(entry) = self.channels.get(&channel) else { return false };
+        let Some(entry) = self.channels.get(&channel) else {
+            return false;
+        };
         if entry.metadata.is_terminal() {
             return false;
         }
-        let Some(state) = &entry.state else { return false };
+        let Some(state) = &entry.state else {
+            return false;
+        };
         let probe = Envelope::new(
             channel,
             sender,
@@ -251,7 +259,10 @@ impl Hub {
     ) -> Option<&Arc<Envelope>> {
         let entry = self.channels.get(&channel)?;
         let id = entry.causation.get(&(sender, causation.to_string()))?;
-        entry.wal.iter().find(|envelope| envelope.envelope_id == Some(*id))
+        entry
+            .wal
+            .iter()
+            .find(|envelope| envelope.envelope_id == Some(*id))
     }
 
     /// ag2's `pending_turns_for`: active (PENDING included) channels whose adapter expects `agent`.
@@ -267,16 +278,27 @@ impl Hub {
                 continue;
             }
             let Some(state) = &entry.state else { continue };
-            let Some(expected) = state.expected_next(&entry.metadata) else { continue };
+            let Some(expected) = state.expected_next(&entry.metadata) else {
+                continue;
+            };
             if expected.speaker.as_str() != Some(agent_text.as_str()) {
                 continue;
             }
             let expected_at = expected
                 .trigger
-                .and_then(|id| entry.wal.iter().find(|envelope| envelope.envelope_id == Some(id)))
+                .and_then(|id| {
+                    entry
+                        .wal
+                        .iter()
+                        .find(|envelope| envelope.envelope_id == Some(id))
+                })
                 .and_then(|envelope| envelope.created_at)
                 .unwrap_or(now);
-            turns.push(PendingTurn { channel: *channel, trigger: expected.trigger, expected_at });
+            turns.push(PendingTurn {
+                channel: *channel,
+                trigger: expected.trigger,
+                expected_at,
+            });
         }
         turns
     }
@@ -290,12 +312,21 @@ impl Hub {
         envelope_id: &str,
         failure: &HubError,
     ) {
-        self.audit.turn_failed(now.wall, channel, agent, envelope_id, &failure.type_name, &failure.message);
+        self.audit.turn_failed(
+            now.wall,
+            channel,
+            agent,
+            envelope_id,
+            &failure.type_name,
+            &failure.message,
+        );
     }
 
     /// The adapter of a channel.
     pub fn adapter_kind(&self, channel: ChannelId) -> Option<AdapterKind> {
-        self.channels.get(&channel).map(|entry| AdapterKind::of(&entry.metadata))
+        self.channels
+            .get(&channel)
+            .map(|entry| AdapterKind::of(&entry.metadata))
     }
 
     /// A summary of the hub's size, as ag2's `health()` reports it.

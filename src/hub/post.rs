@@ -21,7 +21,11 @@ impl Hub {
     /// # Errors
     /// ag2's `NetworkError`s with its messages; an adapter's fold failure (a malformed workflow
     /// payload) surfaces after the append, as in ag2.
-    pub fn post_envelope(&mut self, now: Now, mut envelope: Envelope) -> Result<EnvelopeId, HubError> {
+    pub fn post_envelope(
+        &mut self,
+        now: Now,
+        mut envelope: Envelope,
+    ) -> Result<EnvelopeId, HubError> {
         self.check_post(&envelope)?;
         let channel = envelope.channel_id;
         let entry = self.channels.get(&channel).expect("checked by check_post");
@@ -33,7 +37,9 @@ impl Hub {
         };
         state.validate_send(&entry.metadata, &envelope)?;
         if entry.wal.len() >= WAL_ENTRIES_MAX {
-            return Err(HubError::protocol(format!("hubsim: channel '{channel}' WAL is full ({WAL_ENTRIES_MAX})")));
+            return Err(HubError::protocol(format!(
+                "hubsim: channel '{channel}' WAL is full ({WAL_ENTRIES_MAX})"
+            )));
         }
         let id = EnvelopeId(self.ids.next_raw());
         envelope.envelope_id = Some(id);
@@ -75,11 +81,15 @@ impl Hub {
     fn check_post(&self, envelope: &Envelope) -> Result<(), HubError> {
         let sender_id = envelope.sender_id;
         let Some(sender) = self.agents.get(&sender_id) else {
-            return Err(HubError::not_found(format!("sender not registered: {sender_id}")));
+            return Err(HubError::not_found(format!(
+                "sender not registered: {sender_id}"
+            )));
         };
         if let Some(audience) = &envelope.audience {
             for recipient in audience.iter().filter(|id| **id != sender_id) {
-                let Some(recipient) = self.agents.get(recipient) else { continue };
+                let Some(recipient) = self.agents.get(recipient) else {
+                    continue;
+                };
                 if !matches_any(&recipient.passport.name, &sender.rule.access.outbound_to) {
                     return Err(HubError::access_denied(format!(
                         "sender {} not permitted to send to {}",
@@ -103,7 +113,10 @@ impl Hub {
         };
         let metadata = &entry.metadata;
         if metadata.is_terminal() {
-            return Err(HubError::protocol(format!("channel '{channel}' is {}", metadata.state.as_str())));
+            return Err(HubError::protocol(format!(
+                "channel '{channel}' is {}",
+                metadata.state.as_str()
+            )));
         }
         let protocol = EventType::is_protocol(&envelope.event_type);
         if !protocol && metadata.state != super::channel::ChannelState::Active {
@@ -130,8 +143,13 @@ impl Hub {
             Some(audience) => audience.clone(),
             None => metadata.participant_ids(),
         };
-        for recipient in recipients.into_iter().filter(|id| *id != envelope.sender_id) {
-            let Some(entry) = self.agents.get(&recipient) else { continue };
+        for recipient in recipients
+            .into_iter()
+            .filter(|id| *id != envelope.sender_id)
+        {
+            let Some(entry) = self.agents.get(&recipient) else {
+                continue;
+            };
             let cap = entry.rule.limits.inbox.max_pending;
             let current = self.inbox_pending.get(&recipient).copied().unwrap_or(0);
             if cap > 0 && current as i64 >= cap {
@@ -150,12 +168,19 @@ impl Hub {
         if envelope.event_type != EventType::TASK_CANCEL_REQUEST {
             return false;
         }
-        let Some(task_id) = &envelope.task_id else { return false };
-        let Some(task) = self.tasks.tasks.get(task_id) else { return false };
+        let Some(task_id) = &envelope.task_id else {
+            return false;
+        };
+        let Some(task) = self.tasks.tasks.get(task_id) else {
+            return false;
+        };
         let data = &envelope.event_data;
-        let channel_active =
-            self.channels[&envelope.channel_id].metadata.state == super::channel::ChannelState::Active;
-        let reason_ok = data.get("reason").and_then(|r| r.as_str()).is_some_and(|r| r.chars().count() <= 500);
+        let channel_active = self.channels[&envelope.channel_id].metadata.state
+            == super::channel::ChannelState::Active;
+        let reason_ok = data
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .is_some_and(|r| r.chars().count() <= 500);
         !task.state.is_terminal()
             && channel_active
             && task.channel_id == Some(envelope.channel_id)
@@ -167,11 +192,22 @@ impl Hub {
 
     /// Appends a stamped envelope to its channel's WAL and indexes its causation.
     pub(super) fn append(&mut self, channel: ChannelId, envelope: Arc<Envelope>) {
-        let entry = self.channels.get_mut(&channel).expect("append to a known channel");
+        let entry = self
+            .channels
+            .get_mut(&channel)
+            .expect("append to a known channel");
         let id = envelope.envelope_id.expect("WAL envelopes are stamped");
-        debug_assert!(entry.wal.last().is_none_or(|last| last.envelope_id < Some(id)), "WAL ids increase");
+        debug_assert!(
+            entry
+                .wal
+                .last()
+                .is_none_or(|last| last.envelope_id < Some(id)),
+            "WAL ids increase"
+        );
         if let Some(causation) = envelope.causation_id.as_ref().filter(|c| !c.is_empty()) {
-            entry.causation.insert((envelope.sender_id, causation.clone()), id);
+            entry
+                .causation
+                .insert((envelope.sender_id, causation.clone()), id);
         }
         entry.wal.push(envelope);
     }
@@ -183,19 +219,30 @@ impl Hub {
         let metadata = &self.channels[&envelope.channel_id].metadata;
         let recipients = match &envelope.audience {
             Some(audience) => audience.clone(),
-            None => metadata.participant_ids().into_iter().filter(|id| *id != envelope.sender_id).collect(),
+            None => metadata
+                .participant_ids()
+                .into_iter()
+                .filter(|id| *id != envelope.sender_id)
+                .collect(),
         };
         let substantive = !EventType::is_protocol(&envelope.event_type);
-        let sender_name = self.agents.get(&envelope.sender_id).map(|entry| entry.passport.name.clone());
+        let sender_name = self
+            .agents
+            .get(&envelope.sender_id)
+            .map(|entry| entry.passport.name.clone());
         for recipient in recipients {
             if recipient != envelope.sender_id {
-                if let (Some(sender_name), Some(entry)) = (&sender_name, self.agents.get(&recipient)) {
+                if let (Some(sender_name), Some(entry)) =
+                    (&sender_name, self.agents.get(&recipient))
+                {
                     if !matches_any(sender_name, &entry.rule.access.inbound_from) {
                         continue;
                     }
                 }
             }
-            let Some(endpoint) = self.bindings.get(&recipient).copied() else { continue };
+            let Some(endpoint) = self.bindings.get(&recipient).copied() else {
+                continue;
+            };
             if substantive {
                 let count = self.inbox_pending.entry(recipient).or_insert(0);
                 let previous = *count;
@@ -203,13 +250,19 @@ impl Hub {
                 let current = *count;
                 self.signal_pressure(recipient, previous, current);
             }
-            self.outputs.push_back(Output::Notify { endpoint, recipient, envelope: envelope.clone() });
+            self.outputs.push_back(Output::Notify {
+                endpoint,
+                recipient,
+                envelope: envelope.clone(),
+            });
         }
     }
 
     /// `on_inbox_pressure` once per upward crossing of the high-water mark.
     fn signal_pressure(&mut self, agent: crate::ids::AgentId, previous: u64, current: u64) {
-        let Some(entry) = self.agents.get(&agent) else { return };
+        let Some(entry) = self.agents.get(&agent) else {
+            return;
+        };
         let inbox = &entry.rule.limits.inbox;
         let cap = inbox.max_pending;
         if cap <= 0 {
@@ -221,7 +274,11 @@ impl Hub {
             Some(mark) => mark,
         };
         if (previous as i64) < high_water && high_water <= current as i64 {
-            self.outputs.push_back(Output::InboxPressure { agent, pending: current, cap });
+            self.outputs.push_back(Output::InboxPressure {
+                agent,
+                pending: current,
+                cap,
+            });
         }
     }
 }

@@ -27,7 +27,12 @@ pub struct Passport {
 impl Passport {
     /// A plain agent passport with `name`.
     pub fn named(name: &str) -> Passport {
-        Passport { name: name.to_string(), kind: None, agent_id: None, created_at: None }
+        Passport {
+            name: name.to_string(),
+            kind: None,
+            agent_id: None,
+            created_at: None,
+        }
     }
 }
 
@@ -75,7 +80,8 @@ impl Hub {
         rule: Option<Rule>,
     ) -> Result<AgentId, HubError> {
         let name = passport.name.clone();
-        let id_shaped = is_hex32(&name) || AgentId::parse(&name).is_some_and(|id| self.agents.contains_key(&id));
+        let id_shaped = is_hex32(&name)
+            || AgentId::parse(&name).is_some_and(|id| self.agents.contains_key(&id));
         if id_shaped {
             return Err(HubError::protocol(format!(
                 "name {} is, or has the shape of, an agent id",
@@ -91,10 +97,18 @@ impl Hub {
         let agent = AgentId(self.ids.next_raw());
         passport.agent_id = Some(agent);
         passport.created_at = Some(now.wall);
-        let resume = Resume { version: resume.version.max(1), ..resume };
+        let resume = Resume {
+            version: resume.version.max(1),
+            ..resume
+        };
         self.agents.insert(
             agent,
-            AgentEntry { passport, resume, rule: rule.unwrap_or_default(), skill: None },
+            AgentEntry {
+                passport,
+                resume,
+                rule: rule.unwrap_or_default(),
+                skill: None,
+            },
         );
         self.names.insert(name.clone(), agent);
         self.audit.agent(now.wall, true, agent, &name);
@@ -116,7 +130,8 @@ impl Hub {
         }
         self.bindings.remove(&agent);
         self.inbox_pending.remove(&agent);
-        self.audit.agent(now.wall, false, agent, &entry.passport.name);
+        self.audit
+            .agent(now.wall, false, agent, &entry.passport.name);
         Ok(())
     }
 
@@ -150,7 +165,9 @@ impl Hub {
 
     /// The registered name of `agent`, if registered.
     pub fn name_of(&self, agent: AgentId) -> Option<&str> {
-        self.agents.get(&agent).map(|entry| entry.passport.name.as_str())
+        self.agents
+            .get(&agent)
+            .map(|entry| entry.passport.name.as_str())
     }
 
     /// ag2's `name_to_id_map()`.
@@ -175,7 +192,9 @@ impl Hub {
 
     /// The skill document of a registered agent.
     pub fn skill_of(&self, agent: AgentId) -> Option<&str> {
-        self.agents.get(&agent).and_then(|entry| entry.skill.as_deref())
+        self.agents
+            .get(&agent)
+            .and_then(|entry| entry.skill.as_deref())
     }
 
     fn entry_mut(&mut self, agent: AgentId) -> Result<&mut AgentEntry, HubError> {
@@ -201,7 +220,12 @@ impl Hub {
     ///
     /// # Errors
     /// `NotFoundError("agent not registered: <id>")`.
-    pub fn set_resume(&mut self, now: Now, agent: AgentId, mut resume: Resume) -> Result<(), HubError> {
+    pub fn set_resume(
+        &mut self,
+        now: Now,
+        agent: AgentId,
+        mut resume: Resume,
+    ) -> Result<(), HubError> {
         let entry = self.entry_mut(agent)?;
         resume.last_updated = Some(now.wall);
         resume.version = entry.resume.version + 1;
@@ -215,7 +239,12 @@ impl Hub {
     ///
     /// # Errors
     /// `NotFoundError("agent not registered: <id>")`.
-    pub fn set_skill(&mut self, now: Now, agent: AgentId, skill: Option<String>) -> Result<(), HubError> {
+    pub fn set_skill(
+        &mut self,
+        now: Now,
+        agent: AgentId,
+        skill: Option<String>,
+    ) -> Result<(), HubError> {
         let entry = self.entry_mut(agent)?;
         let removed = skill.is_none();
         entry.skill = skill;
@@ -243,8 +272,14 @@ impl Hub {
                 return;
             }
         }
-        let Some(entry) = self.agents.get_mut(&owner) else { return };
-        let stat = entry.resume.observed.entry(capability.to_string()).or_default();
+        let Some(entry) = self.agents.get_mut(&owner) else {
+            return;
+        };
+        let stat = entry
+            .resume
+            .observed
+            .entry(capability.to_string())
+            .or_default();
         stat.n += 1;
         match outcome {
             TaskState::Completed => stat.completed += 1,
@@ -261,22 +296,31 @@ impl Hub {
         if let Some(task) = task_id {
             self.tasks.observed.insert((owner, task.to_string()));
         }
-        self.audit.observation(now.wall, owner, version, capability, outcome.as_str());
+        self.audit
+            .observation(now.wall, owner, version, capability, outcome.as_str());
     }
 
     /// ag2's `list_agents`: registration order, optionally filtered by capability (claimed or
     /// observed) and a case-insensitive summary substring, at most `limit`.
-    pub fn list_agents(&self, capability: Option<&str>, query: Option<&str>, limit: usize) -> Vec<AgentId> {
+    pub fn list_agents(
+        &self,
+        capability: Option<&str>,
+        query: Option<&str>,
+        limit: usize,
+    ) -> Vec<AgentId> {
         let query = query.map(str::to_lowercase);
         self.agents
             .iter()
             .filter(|(_, entry)| {
                 capability.is_none_or(|cap| {
-                    entry.resume.claimed_capabilities.iter().any(|c| c == cap) || entry.resume.observed.contains_key(cap)
+                    entry.resume.claimed_capabilities.iter().any(|c| c == cap)
+                        || entry.resume.observed.contains_key(cap)
                 })
             })
             .filter(|(_, entry)| {
-                query.as_ref().is_none_or(|q| entry.resume.summary.to_lowercase().contains(q.as_str()))
+                query
+                    .as_ref()
+                    .is_none_or(|q| entry.resume.summary.to_lowercase().contains(q.as_str()))
             })
             .map(|(id, _)| *id)
             .take(limit)

@@ -141,22 +141,32 @@ fn overflow() -> HubError {
 /// Python's `int(text)` for base 10: surrounding whitespace, a sign, and single underscores
 /// between digits are allowed.
 fn python_int(text: &str) -> Result<i64, HubError> {
-    let invalid =
-        || HubError::value_error(format!("invalid literal for int() with base 10: {}", py_str_repr(text)));
+    let invalid = || {
+        HubError::value_error(format!(
+            "invalid literal for int() with base 10: {}",
+            py_str_repr(text)
+        ))
+    };
     let trimmed = text.trim();
     let (negative, digits) = match trimmed.as_bytes().first() {
         Some(b'-') => (true, &trimmed[1..]),
         Some(b'+') => (false, &trimmed[1..]),
         _ => (false, trimmed),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__")
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
     {
         return Err(invalid());
     }
     let mut value: i64 = 0;
     for ch in digits.chars().filter(|ch| *ch != '_') {
         let digit = ch.to_digit(10).ok_or_else(invalid)?;
-        value = value.checked_mul(10).and_then(|v| v.checked_add(i64::from(digit))).ok_or_else(overflow)?;
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(digit)))
+            .ok_or_else(overflow)?;
     }
     Ok(if negative { -value } else { value })
 }
@@ -277,12 +287,20 @@ mod tests {
         assert_eq!(text(""), Ok(0));
         assert_eq!(text("-5m"), Ok(-300));
         let err = text("1.5h").expect_err("1.5h is refused");
-        assert_eq!(err.to_string(), "ValueError: invalid literal for int() with base 10: '1.5'");
-        assert_eq!(text("4H").expect_err("4H").message, "invalid literal for int() with base 10: '4H'");
+        assert_eq!(
+            err.to_string(),
+            "ValueError: invalid literal for int() with base 10: '1.5'"
+        );
+        assert_eq!(
+            text("4H").expect_err("4H").message,
+            "invalid literal for int() with base 10: '4H'"
+        );
         assert!(text("1__0s").is_err());
         assert_eq!(parse_duration(&DurationSpec::Float(0.0)), Ok(0));
         assert_eq!(
-            parse_duration(&DurationSpec::Float(1.5)).expect_err("float").type_name,
+            parse_duration(&DurationSpec::Float(1.5))
+                .expect_err("float")
+                .type_name,
             "TypeError"
         );
     }

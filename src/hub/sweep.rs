@@ -14,7 +14,10 @@ impl Hub {
     /// The earliest deadline of a pending open or an enabled sweeper.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let invites = self.waiters.values().map(|waiter| waiter.deadline).min();
-        [invites, self.next_ttl_sweep, self.next_expectation_sweep].into_iter().flatten().min()
+        [invites, self.next_ttl_sweep, self.next_expectation_sweep]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs everything due at `now.mono`: invite-ack timeouts first (in deadline order), then the
@@ -36,7 +39,10 @@ impl Hub {
         }
         if self.next_expectation_sweep.is_some_and(|at| at <= now.mono) {
             self.expectation_tick(now);
-            self.next_expectation_sweep = Some(now.mono.plus_micros(self.config.expectation_sweep_interval_micros));
+            self.next_expectation_sweep = Some(
+                now.mono
+                    .plus_micros(self.config.expectation_sweep_interval_micros),
+            );
         }
     }
 
@@ -51,7 +57,10 @@ impl Hub {
             .iter()
             .copied()
             .filter(|channel| {
-                self.channels[channel].metadata.expires_at.is_some_and(|at| at.micros <= now.wall.micros)
+                self.channels[channel]
+                    .metadata
+                    .expires_at
+                    .is_some_and(|at| at.micros <= now.wall.micros)
             })
             .collect();
         for channel in due {
@@ -66,14 +75,17 @@ impl Hub {
     pub fn expectation_tick(&mut self, now: Now) {
         let channels: Vec<ChannelId> = self.active.iter().copied().collect();
         for channel in channels {
-            let Some(entry) = self.channels.get(&channel) else { continue };
+            let Some(entry) = self.channels.get(&channel) else {
+                continue;
+            };
             let expectations = entry.metadata.manifest.expectations;
             'expectations: for (idx, expectation) in expectations.iter().enumerate() {
                 if !has_evaluator(expectation.name) {
                     continue;
                 }
                 let entry = &self.channels[&channel];
-                let Some(violation) = evaluate(expectation, &entry.metadata, &entry.wal, now.wall) else {
+                let Some(violation) = evaluate(expectation, &entry.metadata, &entry.wal, now.wall)
+                else {
                     continue;
                 };
                 if !has_handler(expectation.on_violation) {
@@ -82,16 +94,26 @@ impl Hub {
                 let keys: Vec<String> = if violation.violators.is_empty() {
                     vec![String::new()]
                 } else {
-                    violation.violators.iter().map(ToString::to_string).collect()
+                    violation
+                        .violators
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
                 };
                 for key in keys {
-                    let entry = self.channels.get_mut(&channel).expect("evaluated channel exists");
+                    let entry = self
+                        .channels
+                        .get_mut(&channel)
+                        .expect("evaluated channel exists");
                     if !entry.fired.insert((idx, key)) {
                         continue;
                     }
-                    self.audit.expectation_violated(now.wall, channel, expectation, &violation);
+                    self.audit
+                        .expectation_violated(now.wall, channel, expectation, &violation);
                     match expectation.on_violation {
-                        "notify_channel" => self.notify_violation(now, channel, expectation.name, &violation),
+                        "notify_channel" => {
+                            self.notify_violation(now, channel, expectation.name, &violation)
+                        }
                         "auto_close" => {
                             let reason = format!("expectation_violated:{}", expectation.name);
                             let _ = self.close_channel(now, channel, &reason);
@@ -119,10 +141,25 @@ impl Hub {
         }
         let data = map_of([
             ("expectation", Value::from(name)),
-            ("violators", Value::Array(violation.violators.iter().map(|v| Value::String(v.to_string())).collect())),
+            (
+                "violators",
+                Value::Array(
+                    violation
+                        .violators
+                        .iter()
+                        .map(|v| Value::String(v.to_string()))
+                        .collect(),
+                ),
+            ),
             ("detail", Value::Object(violation.detail.clone())),
         ]);
-        let envelope = Envelope::new(channel, metadata.creator_id, None, EventType::EXPECTATION_VIOLATED, data);
+        let envelope = Envelope::new(
+            channel,
+            metadata.creator_id,
+            None,
+            EventType::EXPECTATION_VIOLATED,
+            data,
+        );
         let _ = self.post_envelope(now, envelope);
     }
 }

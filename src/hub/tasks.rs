@@ -42,7 +42,10 @@ impl TaskState {
 
     /// `completed`, `failed`, `expired` and `cancelled` are terminal.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Completed | TaskState::Failed | TaskState::Expired | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Expired | TaskState::Cancelled
+        )
     }
 }
 
@@ -103,7 +106,10 @@ impl Hub {
             }
             return Ok(());
         }
-        let cap = self.agents.get(&task.owner_id).map_or(0, |entry| entry.rule.limits.max_concurrent_tasks);
+        let cap = self
+            .agents
+            .get(&task.owner_id)
+            .map_or(0, |entry| entry.rule.limits.max_concurrent_tasks);
         if cap > 0 {
             let open = self
                 .tasks
@@ -119,7 +125,11 @@ impl Hub {
             }
         }
         if let Some(channel) = task.channel_id {
-            self.tasks.by_channel.entry(channel).or_default().insert(task.task_id.clone());
+            self.tasks
+                .by_channel
+                .entry(channel)
+                .or_default()
+                .insert(task.task_id.clone());
         }
         self.tasks.tasks.insert(task.task_id.clone(), task);
         Ok(())
@@ -179,7 +189,9 @@ impl Hub {
 
     /// ag2's `_transition_task` to EXPIRED: the error becomes the reason; audit.
     fn expire_task(&mut self, now: Now, task_id: &str, reason: &str) {
-        let Some(task) = self.tasks.tasks.get_mut(task_id) else { return };
+        let Some(task) = self.tasks.tasks.get_mut(task_id) else {
+            return;
+        };
         if task.state.is_terminal() {
             return;
         }
@@ -210,7 +222,14 @@ impl Hub {
     /// Expires the live tasks of a channel that is ending (reason `channel_closed`, also when the
     /// channel expired).
     pub(super) fn cascade_tasks(&mut self, now: Now, channel: ChannelId) {
-        let ids: Vec<String> = self.tasks.by_channel.get(&channel).into_iter().flatten().cloned().collect();
+        let ids: Vec<String> = self
+            .tasks
+            .by_channel
+            .get(&channel)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         for task_id in ids {
             self.expire_task(now, &task_id, "channel_closed");
         }
@@ -223,7 +242,10 @@ impl Hub {
             .tasks
             .values()
             .filter(|task| !task.state.is_terminal())
-            .filter(|task| task.expires_at.is_some_and(|at| at.micros <= now.wall.micros))
+            .filter(|task| {
+                task.expires_at
+                    .is_some_and(|at| at.micros <= now.wall.micros)
+            })
             .map(|task| task.task_id.clone())
             .collect();
         for task_id in due {

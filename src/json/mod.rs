@@ -153,7 +153,12 @@ pub fn py_float_repr(value: f64) -> String {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_string();
     }
     if value == 0.0 {
-        return if value.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
+        return if value.is_sign_negative() {
+            "-0.0"
+        } else {
+            "0.0"
+        }
+        .to_string();
     }
     // `{:e}` gives the shortest round-trip digits as `d.ddde<exp>`.
     let sci = format!("{value:e}");
@@ -190,14 +195,23 @@ pub fn py_float_repr(value: f64) -> String {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        let _ = write!(out, "e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs());
+        let _ = write!(
+            out,
+            "e{}{:02}",
+            if exponent < 0 { '-' } else { '+' },
+            exponent.abs()
+        );
     }
     out
 }
 
 /// CPython's `repr(str)`: single quotes unless the text holds a single quote and no double quote.
 pub fn py_str_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(text.len() + 2);
     out.push(quote);
     for ch in text.chars() {

@@ -33,7 +33,10 @@ fn str_repr_picks_quotes_like_cpython() {
 #[test]
 fn repr_of_containers_keeps_insertion_order() {
     let value = json!({"z": [1, "a", null, true], "a": {"k": 1.0}});
-    assert_eq!(py_repr(&value), "{'z': [1, 'a', None, True], 'a': {'k': 1.0}}");
+    assert_eq!(
+        py_repr(&value),
+        "{'z': [1, 'a', None, True], 'a': {'k': 1.0}}"
+    );
 }
 
 #[test]
@@ -46,7 +49,10 @@ fn pretty_output_sorts_keys_and_indents_by_two() {
 #[test]
 fn compact_output_escapes_non_ascii() {
     let value = json!({"text": "é 😀", "n": 2});
-    assert_eq!(to_compact_python(&value), "{\"n\": 2, \"text\": \"\\u00e9 \\ud83d\\ude00\"}");
+    assert_eq!(
+        to_compact_python(&value),
+        "{\"n\": 2, \"text\": \"\\u00e9 \\ud83d\\ude00\"}"
+    );
 }
 
 #[test]

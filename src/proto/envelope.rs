@@ -122,26 +122,40 @@ impl Envelope {
 
     /// ag2's `visible_to`: the sender, every agent of a broadcast, or an addressed agent.
     pub fn visible_to(&self, agent: AgentId) -> bool {
-        self.sender_id == agent || self.audience.as_ref().is_none_or(|list| list.contains(&agent))
+        self.sender_id == agent
+            || self
+                .audience
+                .as_ref()
+                .is_none_or(|list| list.contains(&agent))
     }
 
     /// The envelope id as text (`""` before it is stamped), as ag2 stores it.
     pub fn id_text(&self) -> String {
-        self.envelope_id.map(|id| id.to_string()).unwrap_or_default()
+        self.envelope_id
+            .map(|id| id.to_string())
+            .unwrap_or_default()
     }
 
     /// The envelope as ag2's `asdict(envelope)`: every field, ids as 32-hex strings.
     pub fn to_json(&self) -> Value {
         let mut map = Map::new();
-        map.insert("channel_id".into(), Value::String(self.channel_id.to_string()));
-        map.insert("sender_id".into(), Value::String(self.sender_id.to_string()));
+        map.insert(
+            "channel_id".into(),
+            Value::String(self.channel_id.to_string()),
+        );
+        map.insert(
+            "sender_id".into(),
+            Value::String(self.sender_id.to_string()),
+        );
         map.insert(
             "audience".into(),
             match &self.audience {
                 None => Value::Null,
-                Some(list) => {
-                    Value::Array(list.iter().map(|id| Value::String(id.to_string())).collect())
-                }
+                Some(list) => Value::Array(
+                    list.iter()
+                        .map(|id| Value::String(id.to_string()))
+                        .collect(),
+                ),
             },
         );
         map.insert("event_type".into(), Value::String(self.event_type.clone()));
@@ -157,16 +171,24 @@ impl Envelope {
             "created_at".into(),
             Value::String(self.created_at.map(|at| at.to_string()).unwrap_or_default()),
         );
-        map.insert("ttl_seconds".into(), self.ttl_seconds.map_or(Value::Null, Value::from));
+        map.insert(
+            "ttl_seconds".into(),
+            self.ttl_seconds.map_or(Value::Null, Value::from),
+        );
         Value::Object(map)
     }
 }
 
 fn opt_string(value: &Option<String>) -> Value {
-    value.as_ref().map_or(Value::Null, |text| Value::String(text.clone()))
+    value
+        .as_ref()
+        .map_or(Value::Null, |text| Value::String(text.clone()))
 }
 
 /// Builds a `Map` from `(key, value)` pairs, keeping their order.
 pub fn map_of<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
-    pairs.into_iter().map(|(key, value)| (key.to_string(), value)).collect()
+    pairs
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
 }

@@ -47,7 +47,11 @@ pub struct HubError {
 impl HubError {
     /// A failure of `kind` with `message`, named by the kind's Python class.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> HubError {
-        HubError { kind, type_name: kind.python_name().to_string(), message: message.into() }
+        HubError {
+            kind,
+            type_name: kind.python_name().to_string(),
+            message: message.into(),
+        }
     }
 
     /// `NotFoundError(message)`.
@@ -89,8 +93,16 @@ impl HubError {
     /// message as the repr of its argument, which this reproduces.
     pub fn named(type_name: &str, message: &str) -> HubError {
         let kind = ErrorKind::from_python_name(type_name);
-        let message = if type_name == "KeyError" { py_str_repr(message) } else { message.to_string() };
-        HubError { kind, type_name: type_name.to_string(), message }
+        let message = if type_name == "KeyError" {
+            py_str_repr(message)
+        } else {
+            message.to_string()
+        };
+        HubError {
+            kind,
+            type_name: type_name.to_string(),
+            message,
+        }
     }
 
     /// True for ag2's `NetworkError` family, the errors listeners hear about.

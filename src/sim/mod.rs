@@ -1,1 +1,26 @@
-//! x
+//! Scenarios and the in-process driver: read a scenario ([`scenario`]), run it against the hub
+//! core and scripted agents ([`runner`]), print the normalised trace ([`trace`]).
+
+pub mod runner;
+pub mod scenario;
+pub mod trace;
+
+use scenario::Scenario;
+
+/// The outcome of running one scenario in process.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The trace, printed exactly as the reference runner prints it.
+    pub trace: String,
+    /// Steps whose result did not match their `expect_error`.
+    pub mismatches: Vec<String>,
+}
+
+/// Runs `scenario` in process and renders its trace.
+pub fn run_in_process(scenario: &Scenario) -> Outcome {
+    let run = runner::run(scenario);
+    Outcome {
+        trace: trace::render(&scenario.name, &run),
+        mismatches: run.mismatches,
+    }
+}

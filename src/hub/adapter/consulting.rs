@@ -20,13 +20,19 @@ pub struct ConsultingState {
 }
 
 impl ConsultingState {
-    pub(super) fn validate_send(&self, metadata: &ChannelMetadata, envelope: &Envelope) -> Result<(), HubError> {
+    pub(super) fn validate_send(
+        &self,
+        metadata: &ChannelMetadata,
+        envelope: &Envelope,
+    ) -> Result<(), HubError> {
         if envelope.event_type != EventType::TEXT {
             return Ok(());
         }
         let channel = metadata.channel_id;
         if self.initiator_sent && self.respondent_replied {
-            return Err(HubError::protocol(format!("consulting channel '{channel}' already complete")));
+            return Err(HubError::protocol(format!(
+                "consulting channel '{channel}' already complete"
+            )));
         }
         if !self.initiator_sent {
             let initiator = metadata.creator_id;
@@ -64,8 +70,11 @@ impl ConsultingState {
     }
 
     pub(super) fn on_accepted(&self, envelope: &Envelope) -> AdapterResult {
-        if envelope.event_type == EventType::TEXT && self.initiator_sent && self.respondent_replied {
-            return AdapterResult { close_reason: Some("consulting_complete".to_string()) };
+        if envelope.event_type == EventType::TEXT && self.initiator_sent && self.respondent_replied
+        {
+            return AdapterResult {
+                close_reason: Some("consulting_complete".to_string()),
+            };
         }
         AdapterResult::default()
     }
@@ -78,12 +87,20 @@ impl ConsultingState {
         } else {
             return None;
         };
-        Some(ExpectedTurn { speaker: Value::String(speaker.to_string()), trigger: self.last_envelope })
+        Some(ExpectedTurn {
+            speaker: Value::String(speaker.to_string()),
+            trigger: self.last_envelope,
+        })
     }
 }
 
 fn respondent(metadata: &ChannelMetadata) -> Result<crate::ids::AgentId, HubError> {
-    metadata.with_role(ParticipantRole::Respondent).ok_or_else(|| {
-        HubError::protocol(format!("consulting channel '{}' has no respondent", metadata.channel_id))
-    })
+    metadata
+        .with_role(ParticipantRole::Respondent)
+        .ok_or_else(|| {
+            HubError::protocol(format!(
+                "consulting channel '{}' has no respondent",
+                metadata.channel_id
+            ))
+        })
 }

@@ -16,6 +16,22 @@ pub struct ConversationState {
 }
 
 impl ConversationState {
+    /// Only participants may send. The hub checks this before the adapter for real posts, but the
+    /// `can_send` probe reaches it for outsiders named in an audience.
+    pub(super) fn validate_send(
+        &self,
+        metadata: &crate::hub::channel::ChannelMetadata,
+        envelope: &Envelope,
+    ) -> Result<(), crate::proto::HubError> {
+        if metadata.has_participant(envelope.sender_id) {
+            return Ok(());
+        }
+        Err(crate::proto::HubError::protocol(format!(
+            "conversation channel '{}' only accepts sends from participants, got '{}'",
+            metadata.channel_id, envelope.sender_id
+        )))
+    }
+
     pub(super) fn fold(&mut self, envelope: &Envelope) {
         if envelope.event_type == EventType::TEXT {
             self.turn_count += 1;

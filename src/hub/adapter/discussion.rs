@@ -38,7 +38,9 @@ pub(super) fn validate_create(metadata: &ChannelMetadata) -> Result<(), HubError
             // `ordering not in {"round_robin"}` hashes the value first.
             let type_name = if ordering.is_array() { "list" } else { "dict" };
             let _ = ordering;
-            Err(HubError::type_error(format!("unhashable type: '{type_name}'")))
+            Err(HubError::type_error(format!(
+                "unhashable type: '{type_name}'"
+            )))
         }
         Some(ordering) => Err(HubError::protocol(format!(
             "discussion knobs.ordering={} not supported; choose from ['round_robin']",
@@ -58,7 +60,11 @@ pub(super) fn initial_state(metadata: &ChannelMetadata) -> DiscussionState {
 }
 
 impl DiscussionState {
-    pub(super) fn validate_send(&self, metadata: &ChannelMetadata, envelope: &Envelope) -> Result<(), HubError> {
+    pub(super) fn validate_send(
+        &self,
+        metadata: &ChannelMetadata,
+        envelope: &Envelope,
+    ) -> Result<(), HubError> {
         if envelope.event_type != EventType::TEXT || envelope.sender_id == self.expected {
             return Ok(());
         }

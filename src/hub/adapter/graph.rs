@@ -97,7 +97,10 @@ impl Graph {
     /// for unknown names (ag2's `WorkflowGraphError`, wrapped by the adapter) and for values
     /// hubsim refuses at load time.
     pub fn load(data: &Map<String, Value>) -> Result<Graph, HubError> {
-        let initial_speaker = data.get("initial_speaker").ok_or_else(|| HubError::key("initial_speaker"))?.clone();
+        let initial_speaker = data
+            .get("initial_speaker")
+            .ok_or_else(|| HubError::key("initial_speaker"))?
+            .clone();
         let mut transitions = Vec::new();
         if let Some(items) = data.get("transitions").filter(|value| py_truthy(value)) {
             for item in py_iterate(items)? {
@@ -116,15 +119,22 @@ impl Graph {
             }
         };
         transitions.sort_by_key(|transition| transition.priority);
-        Ok(Graph { initial_speaker, transitions, default_target, max_turns })
+        Ok(Graph {
+            initial_speaker,
+            transitions,
+            default_target,
+            max_turns,
+        })
     }
 
     /// The names of tools that `tool_called` conditions route on.
     pub fn tool_called_names(&self) -> impl Iterator<Item = &Value> {
-        self.transitions.iter().filter_map(|transition| match &transition.when {
-            Condition::ToolCalled(name) => Some(name),
-            _ => None,
-        })
+        self.transitions
+            .iter()
+            .filter_map(|transition| match &transition.when {
+                Condition::ToolCalled(name) => Some(name),
+                _ => None,
+            })
     }
 
     /// ag2's `WorkflowAdapter._select`: the first firing transition's target, else the default.
@@ -143,7 +153,9 @@ impl Condition {
         match self {
             Condition::Always => true,
             Condition::FromSpeaker(agent) => py_eq(&Value::from(context.sender), agent),
-            Condition::ToolCalled(tool) => context.packet_tool.is_some_and(|value| py_eq(value, tool)),
+            Condition::ToolCalled(tool) => {
+                context.packet_tool.is_some_and(|value| py_eq(value, tool))
+            }
             Condition::ContextEquals { key, value } => {
                 py_eq(context.context_vars.get(key).unwrap_or(&Value::Null), value)
             }
@@ -153,13 +165,25 @@ impl Condition {
 
 impl Target {
     fn resolve(&self, context: &Context<'_>) -> Decision {
-        let speaker = |text: &str| Decision { next_speaker: Some(Value::from(text)), close_reason: String::new() };
+        let speaker = |text: &str| Decision {
+            next_speaker: Some(Value::from(text)),
+            close_reason: String::new(),
+        };
         match self {
-            Target::Agent(Value::Null) => Decision { next_speaker: None, close_reason: String::new() },
-            Target::Agent(agent) => Decision { next_speaker: Some(agent.clone()), close_reason: String::new() },
+            Target::Agent(Value::Null) => Decision {
+                next_speaker: None,
+                close_reason: String::new(),
+            },
+            Target::Agent(agent) => Decision {
+                next_speaker: Some(agent.clone()),
+                close_reason: String::new(),
+            },
             Target::RoundRobin => {
                 if context.order.is_empty() {
-                    return Decision { next_speaker: None, close_reason: "no_participants".to_string() };
+                    return Decision {
+                        next_speaker: None,
+                        close_reason: "no_participants".to_string(),
+                    };
                 }
                 let next = match context.order.iter().position(|id| id == context.sender) {
                     Some(idx) => (idx + 1) % context.order.len(),
@@ -169,7 +193,10 @@ impl Target {
             }
             Target::Stay => speaker(context.sender),
             Target::RevertToInitiator => speaker(context.creator),
-            Target::Terminate(reason) => Decision { next_speaker: None, close_reason: reason.clone() },
+            Target::Terminate(reason) => Decision {
+                next_speaker: None,
+                close_reason: reason.clone(),
+            },
         }
     }
 }
@@ -186,10 +213,17 @@ fn load_transition(data: &Value) -> Result<Transition, HubError> {
         None => 0,
         Some(Value::Number(number)) if number.is_i64() => number.as_i64().expect("checked is_i64"),
         Some(other) => {
-            return Err(graph_error(format!("hubsim: priority must be an integer, got {}", py_repr(other))))
+            return Err(graph_error(format!(
+                "hubsim: priority must be an integer, got {}",
+                py_repr(other)
+            )))
         }
     };
-    Ok(Transition { when, then, priority })
+    Ok(Transition {
+        when,
+        then,
+        priority,
+    })
 }
 
 fn load_condition(data: &Value) -> Result<Condition, HubError> {
@@ -197,7 +231,10 @@ fn load_condition(data: &Value) -> Result<Condition, HubError> {
     let name = registry_name(map)?;
     let known = ["always", "from_speaker", "tool_called", "context_equals"];
     if !name.as_str().is_some_and(|name| known.contains(&name)) {
-        return Err(graph_error(format!("no transition condition registered for {}", py_repr(&name))));
+        return Err(graph_error(format!(
+            "no transition condition registered for {}",
+            py_repr(&name)
+        )));
     }
     let name = name.as_str().expect("checked above");
     let (class, params): (&str, &[&str]) = match name {
@@ -221,7 +258,10 @@ fn load_condition(data: &Value) -> Result<Condition, HubError> {
                     )))
                 }
             };
-            Condition::ContextEquals { key, value: args.remove(0) }
+            Condition::ContextEquals {
+                key,
+                value: args.remove(0),
+            }
         }
     })
 }
@@ -232,9 +272,18 @@ fn load_target(data: &Value) -> Result<Target, HubError> {
     }
     let map = subscript(data)?;
     let name = registry_name(map)?;
-    let known = ["agent", "round_robin", "stay", "revert_to_initiator", "terminate"];
+    let known = [
+        "agent",
+        "round_robin",
+        "stay",
+        "revert_to_initiator",
+        "terminate",
+    ];
     if !name.as_str().is_some_and(|name| known.contains(&name)) {
-        return Err(graph_error(format!("no transition target registered for {}", py_repr(&name))));
+        return Err(graph_error(format!(
+            "no transition target registered for {}",
+            py_repr(&name)
+        )));
     }
     let name = name.as_str().expect("checked above");
     let (class, params, optional): (&str, &[&str], &[&str]) = match name {
@@ -293,21 +342,36 @@ fn bind_args(
             )))
         }
     };
-    if let Some(unexpected) = args.keys().find(|key| !required.contains(&key.as_str()) && !optional.contains(&key.as_str())) {
+    if let Some(unexpected) = args
+        .keys()
+        .find(|key| !required.contains(&key.as_str()) && !optional.contains(&key.as_str()))
+    {
         return Err(HubError::type_error(format!(
             "{class}.__init__() got an unexpected keyword argument {}",
             py_str_repr(unexpected)
         )));
     }
-    let missing: Vec<&str> = required.iter().copied().filter(|name| !args.contains_key(*name)).collect();
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|name| !args.contains_key(*name))
+        .collect();
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|name| py_str_repr(name)).collect();
         let listed = match names.len() {
             1 => names[0].clone(),
             2 => format!("{} and {}", names[0], names[1]),
-            _ => format!("{}, and {}", names[..names.len() - 1].join(", "), names[names.len() - 1]),
+            _ => format!(
+                "{}, and {}",
+                names[..names.len() - 1].join(", "),
+                names[names.len() - 1]
+            ),
         };
-        let plural = if missing.len() == 1 { "argument" } else { "arguments" };
+        let plural = if missing.len() == 1 {
+            "argument"
+        } else {
+            "arguments"
+        };
         return Err(HubError::type_error(format!(
             "{class}.__init__() missing {} required positional {plural}: {listed}",
             missing.len()
@@ -322,9 +386,16 @@ fn bind_args(
 pub(crate) fn subscript(value: &Value) -> Result<&Map<String, Value>, HubError> {
     match value {
         Value::Object(map) => Ok(map),
-        Value::String(_) => Err(HubError::type_error("string indices must be integers, not 'str'")),
-        Value::Array(_) => Err(HubError::type_error("list indices must be integers or slices, not str")),
-        other => Err(HubError::type_error(format!("'{}' object is not subscriptable", py_type_name(other)))),
+        Value::String(_) => Err(HubError::type_error(
+            "string indices must be integers, not 'str'",
+        )),
+        Value::Array(_) => Err(HubError::type_error(
+            "list indices must be integers or slices, not str",
+        )),
+        other => Err(HubError::type_error(format!(
+            "'{}' object is not subscriptable",
+            py_type_name(other)
+        ))),
     }
 }
 
@@ -334,7 +405,10 @@ pub(crate) fn py_iterate(value: &Value) -> Result<Vec<Value>, HubError> {
         Value::Array(items) => Ok(items.clone()),
         Value::Object(map) => Ok(map.keys().map(|key| Value::from(key.as_str())).collect()),
         Value::String(text) => Ok(text.chars().map(|ch| Value::from(ch.to_string())).collect()),
-        other => Err(HubError::type_error(format!("'{}' object is not iterable", py_type_name(other)))),
+        other => Err(HubError::type_error(format!(
+            "'{}' object is not iterable",
+            py_type_name(other)
+        ))),
     }
 }
 

@@ -65,28 +65,67 @@ pub struct ExpectedTurn {
 }
 
 const CONSULTING_EXPECTATIONS: &[Expectation] = &[
-    Expectation { name: "acks_within", on_violation: "auto_close", seconds: 30 },
-    Expectation { name: "reply_within", on_violation: "auto_close", seconds: 600 },
+    Expectation {
+        name: "acks_within",
+        on_violation: "auto_close",
+        seconds: 30,
+    },
+    Expectation {
+        name: "reply_within",
+        on_violation: "auto_close",
+        seconds: 600,
+    },
 ];
-const CONVERSATION_EXPECTATIONS: &[Expectation] =
-    &[Expectation { name: "max_silence", on_violation: "audit", seconds: 3600 }];
+const CONVERSATION_EXPECTATIONS: &[Expectation] = &[Expectation {
+    name: "max_silence",
+    on_violation: "audit",
+    seconds: 3600,
+}];
 const DISCUSSION_EXPECTATIONS: &[Expectation] = &[
-    Expectation { name: "turn_within", on_violation: "warn", seconds: 120 },
-    Expectation { name: "turn_within", on_violation: "hide", seconds: 600 },
+    Expectation {
+        name: "turn_within",
+        on_violation: "warn",
+        seconds: 120,
+    },
+    Expectation {
+        name: "turn_within",
+        on_violation: "hide",
+        seconds: 600,
+    },
 ];
 const WORKFLOW_EXPECTATIONS: &[Expectation] = &[
-    Expectation { name: "turn_within", on_violation: "warn", seconds: 120 },
-    Expectation { name: "turn_within", on_violation: "auto_close", seconds: 600 },
+    Expectation {
+        name: "turn_within",
+        on_violation: "warn",
+        seconds: 120,
+    },
+    Expectation {
+        name: "turn_within",
+        on_violation: "auto_close",
+        seconds: 600,
+    },
 ];
 
-static CONSULTING: Manifest =
-    Manifest { manifest_type: "consulting", version: 1, expectations: CONSULTING_EXPECTATIONS };
-static CONVERSATION: Manifest =
-    Manifest { manifest_type: "conversation", version: 1, expectations: CONVERSATION_EXPECTATIONS };
-static DISCUSSION: Manifest =
-    Manifest { manifest_type: "discussion", version: 1, expectations: DISCUSSION_EXPECTATIONS };
-static WORKFLOW: Manifest =
-    Manifest { manifest_type: "workflow", version: 1, expectations: WORKFLOW_EXPECTATIONS };
+static CONSULTING: Manifest = Manifest {
+    manifest_type: "consulting",
+    version: 1,
+    expectations: CONSULTING_EXPECTATIONS,
+};
+static CONVERSATION: Manifest = Manifest {
+    manifest_type: "conversation",
+    version: 1,
+    expectations: CONVERSATION_EXPECTATIONS,
+};
+static DISCUSSION: Manifest = Manifest {
+    manifest_type: "discussion",
+    version: 1,
+    expectations: DISCUSSION_EXPECTATIONS,
+};
+static WORKFLOW: Manifest = Manifest {
+    manifest_type: "workflow",
+    version: 1,
+    expectations: WORKFLOW_EXPECTATIONS,
+};
 
 impl AdapterKind {
     /// The adapter registered for `(manifest_type, version)`, if any.
@@ -141,7 +180,9 @@ impl AdapterKind {
         Ok(match self {
             AdapterKind::Consulting => AdapterState::Consulting(Default::default()),
             AdapterKind::Conversation => AdapterState::Conversation(Default::default()),
-            AdapterKind::Discussion => AdapterState::Discussion(discussion::initial_state(metadata)),
+            AdapterKind::Discussion => {
+                AdapterState::Discussion(discussion::initial_state(metadata))
+            }
             AdapterKind::Workflow => AdapterState::Workflow(workflow::initial_state(metadata)?),
         })
     }
@@ -151,10 +192,14 @@ impl AdapterKind {
 fn two_party_roles(kind: &str, metadata: &ChannelMetadata) -> Result<(), HubError> {
     let has = |role| metadata.participants.iter().any(|p| p.role == role);
     if !has(ParticipantRole::Initiator) {
-        return Err(HubError::protocol(format!("{kind} requires exactly one initiator")));
+        return Err(HubError::protocol(format!(
+            "{kind} requires exactly one initiator"
+        )));
     }
     if !has(ParticipantRole::Respondent) {
-        return Err(HubError::protocol(format!("{kind} requires exactly one respondent")));
+        return Err(HubError::protocol(format!(
+            "{kind} requires exactly one respondent"
+        )));
     }
     if metadata.participants.len() != 2 {
         return Err(HubError::protocol(format!(
@@ -170,13 +215,17 @@ impl AdapterState {
     ///
     /// # Errors
     /// `ProtocolError` with ag2's message.
-    pub fn validate_send(&self, metadata: &ChannelMetadata, envelope: &Envelope) -> Result<(), HubError> {
+    pub fn validate_send(
+        &self,
+        metadata: &ChannelMetadata,
+        envelope: &Envelope,
+    ) -> Result<(), HubError> {
         if EventType::is_adapter_passthrough(&envelope.event_type) {
             return Ok(());
         }
         match self {
             AdapterState::Consulting(state) => state.validate_send(metadata, envelope),
-            AdapterState::Conversation(_) => Ok(()),
+            AdapterState::Conversation(state) => state.validate_send(metadata, envelope),
             AdapterState::Discussion(state) => state.validate_send(metadata, envelope),
             AdapterState::Workflow(state) => state.validate_send(metadata, envelope),
         }

@@ -8,8 +8,8 @@ use super::{AdapterResult, ExpectedTurn};
 use crate::hub::channel::ChannelMetadata;
 use crate::ids::{AgentId, EnvelopeId};
 use crate::json::{py_repr, py_truthy};
-use crate::proto::{Envelope, EventType, HubError};
 use crate::proto::ErrorKind;
+use crate::proto::{Envelope, EventType, HubError};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -45,8 +45,15 @@ pub(super) fn validate_create(metadata: &ChannelMetadata) -> Result<Graph, HubEr
         )));
     }
     let graph = load_graph(metadata)?;
-    let mut ids: Vec<String> = metadata.participants.iter().map(|p| p.agent_id.to_string()).collect();
-    if !ids.iter().any(|id| graph.initial_speaker.as_str() == Some(id)) {
+    let mut ids: Vec<String> = metadata
+        .participants
+        .iter()
+        .map(|p| p.agent_id.to_string())
+        .collect();
+    if !ids
+        .iter()
+        .any(|id| graph.initial_speaker.as_str() == Some(id))
+    {
         ids.sort();
         return Err(HubError::protocol(format!(
             "workflow initial_speaker {} not in participants {}",
@@ -69,7 +76,10 @@ fn load_graph(metadata: &ChannelMetadata) -> Result<Graph, HubError> {
 pub(super) fn initial_state(metadata: &ChannelMetadata) -> Result<WorkflowState, HubError> {
     let graph = load_graph(metadata)?;
     let order = metadata.order();
-    if !order.iter().any(|id| graph.initial_speaker.as_str() == Some(id.to_string().as_str())) {
+    if !order
+        .iter()
+        .any(|id| graph.initial_speaker.as_str() == Some(id.to_string().as_str()))
+    {
         let ids: Vec<String> = order.iter().map(ToString::to_string).collect();
         return Err(HubError::protocol(format!(
             "workflow initial_speaker {} not in participants {}",
@@ -81,7 +91,9 @@ pub(super) fn initial_state(metadata: &ChannelMetadata) -> Result<WorkflowState,
         None => Map::new(),
         Some(Value::Object(vars)) => vars.clone(),
         Some(_) => {
-            return Err(HubError::protocol("workflow knobs['context_vars'] must be a dict if provided"))
+            return Err(HubError::protocol(
+                "workflow knobs['context_vars'] must be a dict if provided",
+            ))
         }
     };
     Ok(WorkflowState {
@@ -102,7 +114,11 @@ fn is_substantive(event_type: &str) -> bool {
 }
 
 impl WorkflowState {
-    pub(super) fn validate_send(&self, metadata: &ChannelMetadata, envelope: &Envelope) -> Result<(), HubError> {
+    pub(super) fn validate_send(
+        &self,
+        metadata: &ChannelMetadata,
+        envelope: &Envelope,
+    ) -> Result<(), HubError> {
         if envelope.event_type == EventType::CONTEXT_SET {
             if !metadata.has_participant(envelope.sender_id) {
                 return Err(HubError::protocol(format!(
@@ -116,7 +132,10 @@ impl WorkflowState {
             return Ok(());
         }
         match &self.expected {
-            Some(expected) if py_truthy(expected) && expected.as_str() != Some(&envelope.sender_id.to_string()) => {
+            Some(expected)
+                if py_truthy(expected)
+                    && expected.as_str() != Some(&envelope.sender_id.to_string()) =>
+            {
                 Err(HubError::protocol(format!(
                     "workflow '{}' expects {} to speak, got '{}'",
                     metadata.channel_id,
@@ -141,7 +160,11 @@ impl WorkflowState {
         let mut vars = self.context_vars.clone();
         let mut routing = Map::new();
         if envelope.event_type == EventType::PACKET {
-            if let Some(updates) = envelope.event_data.get("context_updates").filter(|v| py_truthy(v)) {
+            if let Some(updates) = envelope
+                .event_data
+                .get("context_updates")
+                .filter(|v| py_truthy(v))
+            {
                 apply_updates(&mut vars, as_dict(updates)?)?;
             }
             if let Some(value) = envelope.event_data.get("routing").filter(|v| py_truthy(v)) {
@@ -153,10 +176,14 @@ impl WorkflowState {
         let creator = self.creator.to_string();
         let kind = routing.get("kind");
         let (expected, close_reason) = if kind.and_then(Value::as_str) == Some("finish") {
-            let reason = routing.get("reason").filter(|v| py_truthy(v)).map_or("finished".to_string(), text_of);
+            let reason = routing
+                .get("reason")
+                .filter(|v| py_truthy(v))
+                .map_or("finished".to_string(), text_of);
             (None, reason)
-        } else if let Some(target) =
-            routing.get("target").filter(|t| kind.and_then(Value::as_str) == Some("handoff") && py_truthy(t))
+        } else if let Some(target) = routing
+            .get("target")
+            .filter(|t| kind.and_then(Value::as_str) == Some("handoff") && py_truthy(t))
         {
             (Some(target.clone()), String::new())
         } else {
@@ -189,18 +216,23 @@ impl WorkflowState {
             } else {
                 self.pending_close_reason.clone()
             };
-            return AdapterResult { close_reason: Some(reason) };
+            return AdapterResult {
+                close_reason: Some(reason),
+            };
         }
         match self.graph.max_turns {
-            Some(max_turns) if self.turn_count >= max_turns => {
-                AdapterResult { close_reason: Some("max_turns".to_string()) }
-            }
+            Some(max_turns) if self.turn_count >= max_turns => AdapterResult {
+                close_reason: Some("max_turns".to_string()),
+            },
             _ => AdapterResult::default(),
         }
     }
 
     pub(super) fn expected_next(&self) -> Option<ExpectedTurn> {
-        self.expected.as_ref().map(|speaker| ExpectedTurn { speaker: speaker.clone(), trigger: self.last_envelope })
+        self.expected.as_ref().map(|speaker| ExpectedTurn {
+            speaker: speaker.clone(),
+            trigger: self.last_envelope,
+        })
     }
 }
 
@@ -223,7 +255,10 @@ fn as_dict(value: &Value) -> Result<&Map<String, Value>, HubError> {
 }
 
 /// ag2's context update: pop every key of `delete`, then `dict.update(set)`.
-fn apply_updates(vars: &mut Map<String, Value>, updates: &Map<String, Value>) -> Result<(), HubError> {
+fn apply_updates(
+    vars: &mut Map<String, Value>,
+    updates: &Map<String, Value>,
+) -> Result<(), HubError> {
     if let Some(delete) = updates.get("delete").filter(|v| py_truthy(v)) {
         for key in py_iterate(delete)? {
             match key {

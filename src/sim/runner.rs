@@ -1,0 +1,655 @@
+//! The in-process driver: runs a scenario against the hub core and scripted agents with the
+//! reference runner's semantics and scheduling, and records what the trace needs.
+//!
+//! Scheduling model (measured on ag2 1.2.1 by counting asyncio loop iterations): each agent has
+//! its own connection and receive loop; a dispatched notify wakes an idle agent one iteration
+//! later; a handler runs synchronously up to the model call and then for `TurnOutcome::iterations`
+//! iterations; after posting, the agent takes its next queued envelope in the same iteration.
+//! Wakes within one iteration run in the order they were scheduled. Steps run only when nothing
+//! is left to do ("settle"). The hub clock is the scenario's mock clock; the monotonic clock moves
+//! only while a blocking step waits for a timer, as real time does in the reference runner.
+
+use super::scenario::{Action, AdvanceBy, ExpectError, Scenario, Step};
+use crate::client::handler::{finish_turn, react, Reaction};
+use crate::client::{ScriptedAgent, TurnOutcome};
+use crate::hub::rule::{parse_duration, DurationSpec};
+use crate::hub::{CreateChannel, Created, Hub, HubConfig, Output, Passport, Resume};
+use crate::ids::{AgentId, ChannelId, EndpointId, UNKNOWN_CHANNEL};
+use crate::json::py_float_repr;
+use crate::proto::{Envelope, HubError};
+use crate::time::{seconds_to_micros, Instant, Now, Timestamp, MICROS_PER_SECOND};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// Hard cap on scheduler events in one run, so a runaway script cannot wedge the driver.
+pub const EVENTS_MAX: u64 = 10_000_000;
+
+/// An agent as the driver runs it.
+#[derive(Clone, Debug)]
+pub struct AgentRuntime {
+    /// The script and its position.
+    pub model: ScriptedAgent,
+    /// The registered id.
+    pub id: AgentId,
+    /// Its connection.
+    pub endpoint: EndpointId,
+    /// Set once the agent unregistered through its client.
+    pub disconnected: bool,
+    inbox: VecDeque<Arc<Envelope>>,
+    status: Status,
+}
+
+#[derive(Clone, Debug)]
+enum Status {
+    Idle,
+    Scheduled,
+    Busy {
+        trigger: Arc<Envelope>,
+        outcome: Box<TurnOutcome>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Wake(usize),
+    TurnDone(usize),
+}
+
+/// A background (`wait: false`) open.
+#[derive(Clone, Debug)]
+struct Background {
+    step: usize,
+    channel: Option<ChannelId>,
+    outcome: Option<Result<(), HubError>>,
+}
+
+/// Everything a finished run leaves for the trace.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The hub at the end.
+    pub hub: Hub,
+    /// Agents in registration order.
+    pub agents: Vec<AgentRuntime>,
+    /// Channel labels.
+    pub labels: BTreeMap<ChannelId, String>,
+    /// One record per step, raw (ids and timestamps not yet normalised).
+    pub steps: Vec<Map<String, Value>>,
+    /// Steps whose outcome did not match their `expect_error`.
+    pub mismatches: Vec<String>,
+    /// The scenario epoch.
+    pub epoch: Timestamp,
+}
+
+/// Runs a scenario to the end.
+pub fn run(scenario: &Scenario) -> Run {
+    let mut driver = Driver::new(scenario);
+    driver.register_agents(scenario);
+    for (idx, step) in scenario.steps.iter().enumerate() {
+        driver.run_step(idx, step);
+    }
+    driver.finish(scenario)
+}
+
+struct Driver {
+    hub: Hub,
+    wall: Timestamp,
+    mono: Instant,
+    step_timeout_seconds: f64,
+    agents: Vec<AgentRuntime>,
+    by_name: BTreeMap<String, usize>,
+    by_id: BTreeMap<AgentId, usize>,
+    iteration: u64,
+    sequence: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    events_run: u64,
+    opens: BTreeMap<ChannelId, Result<(), HubError>>,
+    background: Vec<Background>,
+    labels: BTreeMap<ChannelId, String>,
+    steps: Vec<Map<String, Value>>,
+    mismatches: Vec<String>,
+}
+
+impl Driver {
+    fn new(scenario: &Scenario) -> Driver {
+        let config = HubConfig {
+            invite_ack_timeout_micros: (scenario.hub.invite_ack_timeout_seconds
+                * MICROS_PER_SECOND as f64) as u64,
+            ttl_sweep_interval_micros: 0,
+            expectation_sweep_interval_micros: 0,
+        };
+        Driver {
+            hub: Hub::new(config, Instant::default()),
+            wall: scenario.hub.epoch,
+            mono: Instant::default(),
+            step_timeout_seconds: scenario.hub.step_timeout_seconds,
+            agents: Vec::new(),
+            by_name: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            iteration: 0,
+            sequence: 0,
+            events: BTreeMap::new(),
+            events_run: 0,
+            opens: BTreeMap::new(),
+            background: Vec::new(),
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            mismatches: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            wall: self.wall,
+            mono: self.mono,
+        }
+    }
+
+    fn register_agents(&mut self, scenario: &Scenario) {
+        for spec in &scenario.agents {
+            let endpoint = self.hub.mint_endpoint();
+            let id = self
+                .hub
+                .register(
+                    self.now(),
+                    Passport::named(&spec.name),
+                    Resume::default(),
+                    spec.rule.clone(),
+                )
+                .expect("scenario agent names are unique and not id-shaped (checked at load)");
+            self.hub.bind_endpoint(endpoint, id);
+            self.by_name.insert(spec.name.clone(), self.agents.len());
+            self.by_id.insert(id, self.agents.len());
+            self.agents.push(AgentRuntime {
+                model: ScriptedAgent {
+                    name: spec.name.clone(),
+                    handler: spec.handler,
+                    tools: spec.tools.clone(),
+                    turns: spec.replies.clone(),
+                    used: 0,
+                },
+                id,
+                endpoint,
+                disconnected: false,
+                inbox: VecDeque::new(),
+                status: Status::Idle,
+            });
+        }
+        self.settle();
+    }
+
+    /// Routes everything the hub produced.
+    fn pump(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Notify {
+                    recipient,
+                    envelope,
+                    ..
+                } => self.deliver(recipient, envelope),
+                Output::OpenResolved { channel, result } => {
+                    self.opens.insert(channel, result);
+                }
+                Output::InboxPressure { .. } => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self, recipient: AgentId, envelope: Arc<Envelope>) {
+        let Some(&idx) = self.by_id.get(&recipient) else {
+            return;
+        };
+        let agent = &mut self.agents[idx];
+        agent.inbox.push_back(envelope);
+        if matches!(agent.status, Status::Idle) {
+            agent.status = Status::Scheduled;
+            self.schedule(1, Event::Wake(idx));
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.sequence += 1;
+        self.events
+            .insert((self.iteration + delay, self.sequence), event);
+    }
+
+    /// Runs scheduled work until none is left.
+    fn settle(&mut self) {
+        while let Some(((iteration, _), event)) = self.events.pop_first() {
+            self.events_run += 1;
+            assert!(
+                self.events_run <= EVENTS_MAX,
+                "scenario exceeded {EVENTS_MAX} scheduler events"
+            );
+            self.iteration = iteration;
+            match event {
+                Event::Wake(idx) => self.run_inbox(idx),
+                Event::TurnDone(idx) => {
+                    let status = std::mem::replace(&mut self.agents[idx].status, Status::Idle);
+                    let Status::Busy { trigger, outcome } = status else {
+                        unreachable!("a finishing turn belongs to a busy agent")
+                    };
+                    let (now, agent, disconnected) = (
+                        self.now(),
+                        self.agents[idx].id,
+                        self.agents[idx].disconnected,
+                    );
+                    if disconnected && outcome.reply.is_ok() {
+                        let failure = HubError::runtime("AgentClient is disconnected");
+                        self.hub.report_turn_failure(
+                            now,
+                            trigger.channel_id,
+                            agent,
+                            &trigger.id_text(),
+                            &failure,
+                        );
+                    } else {
+                        finish_turn(&mut self.hub, now, agent, &trigger, *outcome);
+                    }
+                    self.pump();
+                    self.run_inbox(idx);
+                }
+            }
+        }
+    }
+
+    /// The agent's receive loop: handle queued envelopes until one starts a model turn.
+    fn run_inbox(&mut self, idx: usize) {
+        while let Some(envelope) = self.agents[idx].inbox.pop_front() {
+            let agent = &self.agents[idx];
+            match react(&self.hub, agent.id, agent.model.handler, &envelope) {
+                Reaction::Ignore => {}
+                Reaction::Ack(ack) => {
+                    if !agent.disconnected {
+                        let _ = self.hub.post_envelope(self.now(), ack);
+                        self.pump();
+                    }
+                }
+                Reaction::Turn => {
+                    let outcome = self.agents[idx].model.ask();
+                    let delay = outcome.iterations.max(1);
+                    self.agents[idx].status = Status::Busy {
+                        trigger: envelope,
+                        outcome: Box::new(outcome),
+                    };
+                    self.schedule(delay, Event::TurnDone(idx));
+                    return;
+                }
+            }
+        }
+        self.agents[idx].status = Status::Idle;
+    }
+
+    fn run_step(&mut self, idx: usize, step: &Step) {
+        let mut record = Map::new();
+        record.insert("i".into(), Value::from(idx));
+        record.insert("op".into(), Value::from(step.op.as_str()));
+        for (key, value) in &step.echo {
+            record.insert(key.clone(), value.clone());
+        }
+        let result = self.perform(idx, step, &mut record);
+        self.pump();
+        self.settle();
+        let error = result.err();
+        record.insert(
+            "error".into(),
+            error.as_ref().map_or(Value::Null, error_record),
+        );
+        let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
+        if !background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+            self.mismatches.push(mismatch(idx, step, error.as_ref()));
+        }
+        self.steps.push(record);
+        for open in &mut self.background {
+            if open.outcome.is_none() {
+                open.outcome = open.channel.and_then(|c| self.opens.get(&c)).cloned();
+            }
+            let Some(outcome) = &open.outcome else {
+                continue;
+            };
+            let record = &mut self.steps[open.step];
+            if !record.contains_key("completed_after_step") {
+                record.insert("completed_after_step".into(), Value::from(idx));
+                record.insert(
+                    "error".into(),
+                    outcome.as_ref().err().map_or(Value::Null, error_record),
+                );
+            }
+        }
+    }
+
+    fn perform(
+        &mut self,
+        idx: usize,
+        step: &Step,
+        record: &mut Map<String, Value>,
+    ) -> Result<(), HubError> {
+        let now = self.now();
+        match &step.action {
+            Action::Open { .. } => self.open(idx, step, record),
+            Action::Send {
+                channel,
+                unknown_channel,
+                by,
+                text,
+                audience,
+                event_type,
+                event_data,
+                depth,
+                via_hub,
+            } => {
+                let agent = &self.agents[self.by_name[by]];
+                let channel = self.channel_of(idx, channel, *unknown_channel)?;
+                let audience = audience.as_ref().map(|names| {
+                    names
+                        .iter()
+                        .map(|n| self.agents[self.by_name[n]].id)
+                        .collect()
+                });
+                let data = match event_data {
+                    Some(data) => match self.resolve_refs(data) {
+                        Value::Object(map) => map,
+                        _ => unreachable!("event_data is a mapping (checked at load)"),
+                    },
+                    None => crate::proto::envelope::map_of([("text", Value::from(text.as_str()))]),
+                };
+                let mut envelope = Envelope::new(channel, agent.id, audience, event_type, data);
+                envelope.depth = depth.unwrap_or(0);
+                if !via_hub {
+                    self.hub.get_channel(channel)?;
+                    if agent.disconnected {
+                        return Err(HubError::runtime("AgentClient is disconnected"));
+                    }
+                }
+                let id = self.hub.post_envelope(now, envelope)?;
+                record.insert("result".into(), Value::String(id.to_string()));
+                Ok(())
+            }
+            Action::Close {
+                channel,
+                unknown_channel,
+                reason,
+                via_hub,
+                ..
+            } => {
+                let channel = self.channel_of(idx, channel, *unknown_channel)?;
+                if !via_hub {
+                    self.hub.get_channel(channel)?;
+                }
+                self.hub.close_channel(now, channel, reason)
+            }
+            Action::Advance(by) => {
+                let micros = match by {
+                    AdvanceBy::Seconds(seconds) => seconds.saturating_mul(MICROS_PER_SECOND),
+                    AdvanceBy::Float(seconds) => seconds_to_micros(*seconds),
+                    AdvanceBy::Text(text) => parse_duration(&DurationSpec::Text(text.clone()))?
+                        .saturating_mul(MICROS_PER_SECOND),
+                };
+                self.wall = self.wall.plus_micros(micros);
+                record.insert("now".into(), Value::String(self.wall.to_string()));
+                Ok(())
+            }
+            Action::TtlTick => {
+                self.hub.expire_due(now);
+                Ok(())
+            }
+            Action::ExpectationTick => {
+                self.hub.expectation_tick(now);
+                Ok(())
+            }
+            Action::SetRule { agent, rule } => {
+                let id = self.agents[self.by_name[agent]].id;
+                self.hub.set_rule(now, id, rule.clone())
+            }
+            Action::Unregister { agent } => {
+                let idx = self.by_name[agent];
+                if !self.agents[idx].disconnected {
+                    self.hub.unregister(now, self.agents[idx].id)?;
+                    self.agents[idx].disconnected = true;
+                }
+                Ok(())
+            }
+            Action::Settle => Ok(()),
+        }
+    }
+
+    fn open(
+        &mut self,
+        idx: usize,
+        step: &Step,
+        record: &mut Map<String, Value>,
+    ) -> Result<(), HubError> {
+        let Action::Open {
+            label,
+            by,
+            manifest_type,
+            targets,
+            ttl,
+            knobs,
+            intent,
+            labels,
+            wait,
+        } = &step.action
+        else {
+            unreachable!("open() runs open steps")
+        };
+        let label = label
+            .clone()
+            .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
+        let background = !wait;
+        let creator = &self.agents[self.by_name[by]];
+        let attempt = (|| {
+            if creator.disconnected {
+                return Err(HubError::runtime("AgentClient is disconnected"));
+            }
+            let participants = targets
+                .iter()
+                .map(|t| self.hub.get_agent(t).map(|(id, _)| id))
+                .collect::<Result<Vec<_>, _>>()?;
+            let as_map = |data: &Option<Value>| match data.as_ref().map(|d| self.resolve_refs(d)) {
+                Some(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            Ok(CreateChannel {
+                creator: creator.id,
+                manifest_type: manifest_type.clone(),
+                manifest_version: 1,
+                participants,
+                required_acks: None,
+                ttl: ttl.clone(),
+                knobs: as_map(knobs),
+                intent: intent.clone(),
+                labels: as_map(labels),
+            })
+        })();
+        let before = self.hub.channel_ids().last();
+        let created = attempt.and_then(|request| self.hub.create_channel(self.now(), request));
+        self.pump();
+        let new: Vec<ChannelId> = self
+            .hub
+            .channel_ids()
+            .filter(|c| Some(*c) > before)
+            .collect();
+        for channel in &new {
+            self.labels.entry(*channel).or_insert_with(|| label.clone());
+        }
+        if background {
+            record.insert("result".into(), Value::from(label));
+            record.insert("background".into(), Value::Bool(true));
+            let (channel, outcome) = match created {
+                Ok(Created::Pending(channel)) => (Some(channel), None),
+                Ok(Created::Active(channel)) => (Some(channel), Some(Ok(()))),
+                Err(error) => (new.first().copied(), Some(Err(error))),
+            };
+            self.background.push(Background {
+                step: idx,
+                channel,
+                outcome,
+            });
+            return Ok(());
+        }
+        match created? {
+            Created::Active(_) => {}
+            Created::Pending(channel) => self.wait_for_open(channel)?,
+        }
+        record.insert("result".into(), Value::from(label));
+        Ok(())
+    }
+
+    /// Blocks like `await client.open(...)`: work runs; when nothing is left, monotonic time jumps
+    /// to the hub's next deadline, unless the step's own timeout comes first.
+    fn wait_for_open(&mut self, channel: ChannelId) -> Result<(), HubError> {
+        let deadline = self
+            .mono
+            .plus_micros((self.step_timeout_seconds * MICROS_PER_SECOND as f64) as u64);
+        loop {
+            self.settle();
+            if let Some(result) = self.opens.get(&channel) {
+                return result.clone();
+            }
+            match self.hub.poll_timeout() {
+                Some(at) if at <= deadline => {
+                    self.mono = self.mono.max(at);
+                    self.hub.handle_timeout(self.now());
+                    self.pump();
+                }
+                _ => {
+                    self.mono = deadline;
+                    self.hub.cancel_open(channel);
+                    return Err(step_timeout(self.step_timeout_seconds));
+                }
+            }
+        }
+    }
+
+    fn channel_of(
+        &self,
+        idx: usize,
+        label: &str,
+        unknown_channel: bool,
+    ) -> Result<ChannelId, HubError> {
+        if let Some((channel, _)) = self.labels.iter().find(|(_, l)| l.as_str() == label) {
+            return Ok(*channel);
+        }
+        if unknown_channel {
+            return Ok(UNKNOWN_CHANNEL);
+        }
+        Err(HubError::key(&format!(
+            "step {idx}: unknown channel label {}",
+            crate::json::py_str_repr(label)
+        )))
+    }
+
+    /// `{$id: name}` becomes that agent's id, anywhere in `data`.
+    fn resolve_refs(&self, data: &Value) -> Value {
+        match data {
+            Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
+                let name = map["$id"].as_str().unwrap_or_default();
+                self.by_name.get(name).map_or(Value::Null, |idx| {
+                    Value::String(self.agents[*idx].id.to_string())
+                })
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.resolve_refs(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.resolve_refs(v)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    fn finish(mut self, scenario: &Scenario) -> Run {
+        for open in &mut self.background {
+            if let Some(channel) = open.channel {
+                if open.outcome.is_none() && !self.opens.contains_key(&channel) {
+                    self.hub.cancel_open(channel);
+                    let record = &mut self.steps[open.step];
+                    record.insert("still_pending_at_end".into(), Value::Bool(true));
+                    record.insert("error".into(), Value::Null);
+                }
+            }
+            let record = &self.steps[open.step];
+            let error = record
+                .get("error")
+                .filter(|e| !e.is_null())
+                .map(|e| HubError {
+                    kind: crate::proto::ErrorKind::Other,
+                    type_name: e["type"].as_str().unwrap_or_default().to_string(),
+                    message: e["message"].as_str().unwrap_or_default().to_string(),
+                });
+            let step = &scenario.steps[open.step];
+            if !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+                let message = mismatch(open.step, step, error.as_ref()).replacen(
+                    &format!("step {} ({})", open.step, step.op),
+                    &format!("step {} (background open)", open.step),
+                    1,
+                );
+                self.mismatches.push(message);
+            }
+        }
+        let mut auto = 0;
+        for channel in self.hub.channel_ids().collect::<Vec<_>>() {
+            if !self.labels.contains_key(&channel) {
+                auto += 1;
+                self.labels.insert(channel, format!("auto{auto}"));
+            }
+        }
+        Run {
+            hub: self.hub,
+            agents: self.agents,
+            labels: self.labels,
+            steps: self.steps,
+            mismatches: self.mismatches,
+            epoch: scenario.hub.epoch,
+        }
+    }
+}
+
+/// The reference runner's error for a step that outlived `step_timeout`.
+fn step_timeout(seconds: f64) -> HubError {
+    HubError {
+        kind: crate::proto::ErrorKind::Other,
+        type_name: "StepTimeout".to_string(),
+        message: format!("step did not finish in {}s", py_float_repr(seconds)),
+    }
+}
+
+fn error_record(error: &HubError) -> Value {
+    let mut map = Map::new();
+    map.insert("type".into(), Value::from(error.type_name.as_str()));
+    map.insert("message".into(), Value::from(error.message.as_str()));
+    Value::Object(map)
+}
+
+/// The reference runner's `_matches`: no expectation means success; otherwise the type must be
+/// equal and the pattern must be found (`re.search`) in the raw message.
+fn matches_expectation(expected: Option<&ExpectError>, error: Option<&HubError>) -> bool {
+    match (expected, error) {
+        (None, error) => error.is_none(),
+        (Some(_), None) => false,
+        (Some(expected), Some(error)) => {
+            let type_ok = expected
+                .type_name
+                .as_ref()
+                .is_none_or(|t| t.is_empty() || *t == error.type_name);
+            let pattern_ok = expected.pattern.as_ref().is_none_or(|p| {
+                p.is_empty() || regex::Regex::new(p).is_ok_and(|re| re.is_match(&error.message))
+            });
+            type_ok && pattern_ok
+        }
+    }
+}
+
+fn mismatch(idx: usize, step: &Step, error: Option<&HubError>) -> String {
+    let expected = match &step.expect_error {
+        None => "None".to_string(),
+        Some(e) => format!("{{type: {:?}, match: {:?}}}", e.type_name, e.pattern),
+    };
+    let got = error.map_or("None".to_string(), |e| {
+        format!("{}: {}", e.type_name, e.message)
+    });
+    format!("step {idx} ({}): expected {expected}, got {got}", step.op)
+}
