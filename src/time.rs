@@ -139,19 +139,54 @@ impl fmt::Display for Timestamp {
         let days = seconds.div_euclid(86_400);
         let second_of_day = seconds.rem_euclid(86_400);
         let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-            second_of_day / 3600,
-            second_of_day / 60 % 60,
-            second_of_day % 60
-        )?;
-        if micros != 0 {
-            write!(f, ".{micros:06}")?;
+        if !(0..=9999).contains(&year) {
+            return write!(f, "{year:04}-{month:02}-{day:02}T{second_of_day}s");
         }
+        // Digits are written by hand: this runs for every stamp the hub prints.
+        let mut buf = [0u8; 32];
+        let mut len = 0;
+        let mut push = |value: i64, width: usize| {
+            let mut digits = [b'0'; 6];
+            let mut rest = value;
+            for slot in digits[..width].iter_mut().rev() {
+                *slot = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            buf[len..len + width].copy_from_slice(&digits[..width]);
+            len += width;
+        };
+        push(year, 4);
+        push(month, 2);
+        push(day, 2);
+        push(second_of_day / 3600, 2);
+        push(second_of_day / 60 % 60, 2);
+        push(second_of_day % 60, 2);
+        let offset = self.offset_seconds.unsigned_abs() as i64;
+        push(offset / 3600, 2);
+        push(offset / 60 % 60, 2);
+        push(micros, 6);
+        let d =
+            |range: std::ops::Range<usize>| std::str::from_utf8(&buf[range]).expect("ASCII digits");
         let sign = if self.offset_seconds < 0 { '-' } else { '+' };
-        let offset = self.offset_seconds.unsigned_abs();
-        write!(f, "{sign}{:02}:{:02}", offset / 3600, offset / 60 % 60)
+        f.write_str(d(0..4))?;
+        f.write_str("-")?;
+        f.write_str(d(4..6))?;
+        f.write_str("-")?;
+        f.write_str(d(6..8))?;
+        f.write_str("T")?;
+        f.write_str(d(8..10))?;
+        f.write_str(":")?;
+        f.write_str(d(10..12))?;
+        f.write_str(":")?;
+        f.write_str(d(12..14))?;
+        if micros != 0 {
+            f.write_str(".")?;
+            f.write_str(d(18..24))?;
+        }
+        f.write_fmt(format_args!("{sign}"))?;
+        f.write_str(d(14..16))?;
+        f.write_str(":")?;
+        f.write_str(d(16..18))
     }
 }
 

@@ -1,5 +1,7 @@
 //! The `hubsim` command line: `trace`, `check` and `bench` over scenario files.
 
+#![allow(clippy::print_stdout)] // printing is this binary's job
+
 use clap::{Parser, Subcommand};
 use hubsim::sim::scenario::Scenario;
 use hubsim::sim::{run_in_process, Outcome};

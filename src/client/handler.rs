@@ -20,7 +20,7 @@ pub enum Reaction {
     /// Nothing.
     Ignore,
     /// Post this `invite.ack` (errors are suppressed, as in ag2).
-    Ack(Envelope),
+    Ack(Box<Envelope>),
     /// Run a model turn on this envelope.
     Turn,
 }
@@ -39,7 +39,7 @@ pub fn react(hub: &Hub, agent: AgentId, mode: HandlerMode, envelope: &Envelope) 
             map_of([("channel_id", Value::String(envelope.channel_id.to_string()))]),
         );
         ack.causation_id = Some(envelope.id_text());
-        return Reaction::Ack(ack);
+        return Reaction::Ack(Box::new(ack));
     }
     if mode == HandlerMode::AckOnly || EventType::is_protocol(&envelope.event_type) {
         return Reaction::Ignore;

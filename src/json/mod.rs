@@ -37,7 +37,7 @@ fn write_pretty(out: &mut String, value: &Value, indent: usize) {
                     out.push(',');
                 }
                 newline_indent(out, indent + 2);
-                write_string(out, key);
+                write_json_string(out, key);
                 out.push_str(": ");
                 write_pretty(out, item, indent + 2);
             }
@@ -113,11 +113,21 @@ fn write_number(out: &mut String, number: &Number) {
     }
 }
 
-fn write_string(out: &mut String, text: &str) {
+/// Appends `text` as a JSON string literal (`ensure_ascii=False` escaping).
+pub fn write_json_string(out: &mut String, text: &str) {
     write_string_escaped(out, text, false);
 }
 
 fn write_string_escaped(out: &mut String, text: &str, ascii: bool) {
+    let plain =
+        |byte: &u8| *byte >= 0x20 && *byte != b'"' && *byte != b'\\' && (!ascii || *byte <= 0x7e);
+    if text.as_bytes().iter().all(plain) {
+        out.reserve(text.len() + 2);
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     out.push('"');
     for ch in text.chars() {
         match ch {

@@ -261,7 +261,7 @@ impl Driver {
                 Reaction::Ignore => {}
                 Reaction::Ack(ack) => {
                     if !agent.disconnected {
-                        let _ = self.hub.post_envelope(self.now(), ack);
+                        let _ = self.hub.post_envelope(self.now(), *ack);
                         self.pump();
                     }
                 }
@@ -592,9 +592,9 @@ impl Driver {
         }
         let mut auto = 0;
         for channel in self.hub.channel_ids().collect::<Vec<_>>() {
-            if !self.labels.contains_key(&channel) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.labels.entry(channel) {
                 auto += 1;
-                self.labels.insert(channel, format!("auto{auto}"));
+                slot.insert(format!("auto{auto}"));
             }
         }
         Run {
@@ -624,29 +624,23 @@ fn error_record(error: &HubError) -> Value {
     Value::Object(map)
 }
 
-/// The reference runner's `_matches`: no expectation means success; otherwise the type must be
-/// equal and the pattern must be found (`re.search`) in the raw message.
+/// A step with no expectation must succeed; one with an expectation must fail as expected.
 fn matches_expectation(expected: Option<&ExpectError>, error: Option<&HubError>) -> bool {
     match (expected, error) {
         (None, error) => error.is_none(),
         (Some(_), None) => false,
-        (Some(expected), Some(error)) => {
-            let type_ok = expected
-                .type_name
-                .as_ref()
-                .is_none_or(|t| t.is_empty() || *t == error.type_name);
-            let pattern_ok = expected.pattern.as_ref().is_none_or(|p| {
-                p.is_empty() || regex::Regex::new(p).is_ok_and(|re| re.is_match(&error.message))
-            });
-            type_ok && pattern_ok
-        }
+        (Some(expected), Some(error)) => expected.matches(&error.type_name, &error.message),
     }
 }
 
 fn mismatch(idx: usize, step: &Step, error: Option<&HubError>) -> String {
     let expected = match &step.expect_error {
         None => "None".to_string(),
-        Some(e) => format!("{{type: {:?}, match: {:?}}}", e.type_name, e.pattern),
+        Some(e) => format!(
+            "{{type: {:?}, match: {:?}}}",
+            e.type_name,
+            e.pattern.as_ref().map(regex::Regex::as_str)
+        ),
     };
     let got = error.map_or("None".to_string(), |e| {
         format!("{}: {}", e.type_name, e.message)

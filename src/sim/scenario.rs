@@ -91,12 +91,32 @@ pub struct AgentSpec {
 }
 
 /// What a failing step must fail with.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ExpectError {
     /// The exception type name, if constrained.
     pub type_name: Option<String>,
-    /// A regex searched in the message, if constrained.
-    pub pattern: Option<String>,
+    /// A regex searched in the message (`re.search`), if constrained; compiled once at load.
+    pub pattern: Option<regex::Regex>,
+}
+
+impl PartialEq for ExpectError {
+    fn eq(&self, other: &ExpectError) -> bool {
+        self.type_name == other.type_name
+            && self.pattern.as_ref().map(regex::Regex::as_str)
+                == other.pattern.as_ref().map(regex::Regex::as_str)
+    }
+}
+
+impl ExpectError {
+    /// The reference runner's `_matches`: the type must be equal and the pattern found in the
+    /// raw message.
+    pub fn matches(&self, type_name: &str, message: &str) -> bool {
+        let type_ok = self
+            .type_name
+            .as_ref()
+            .is_none_or(|t| t.is_empty() || t == type_name);
+        type_ok && self.pattern.as_ref().is_none_or(|re| re.is_match(message))
+    }
 }
 
 /// Agent ids inside data are written `{$id: name}`; they are resolved when the step runs.
@@ -246,12 +266,34 @@ impl Scenario {
     /// # Errors
     /// A message with the line and column and what was expected.
     pub fn parse(text: &str, default_name: &str) -> Result<Scenario, String> {
-        let raw: RawScenario = serde_yaml::from_str(text).map_err(|error| error.to_string())?;
+        let raw: RawScenario = serde_yaml::from_str(text).map_err(|error| locate(text, &error))?;
         let mut scenario = raw.0;
         if scenario.name.is_empty() {
             scenario.name = default_name.to_string();
         }
         Ok(scenario)
+    }
+}
+
+/// serde_yaml locates errors inside nested values; errors about a top-level key come without a
+/// location, so the key's line is found in the text.
+fn locate(text: &str, error: &serde_yaml::Error) -> String {
+    let message = error.to_string();
+    if message.contains(" at line ") {
+        return message;
+    }
+    let key = message.split('`').nth(1).unwrap_or_default();
+    let line = text
+        .lines()
+        .position(|line| !key.is_empty() && line.starts_with(&format!("{key}:")));
+    match (line, error.location()) {
+        (Some(idx), _) => format!("{message} at line {} column 1", idx + 1),
+        (None, Some(location)) => format!(
+            "{message} at line {} column {}",
+            location.line(),
+            location.column()
+        ),
+        (None, None) => message,
     }
 }
 
@@ -298,9 +340,7 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
                         .unwrap_or_default()
                 }
                 "agents" => {
-                    let agents: Vec<RawAgent> = map.next_value::<Option<_>>()?.unwrap_or_default();
-                    scenario.agents = agents.into_iter().map(|a| a.0).collect();
-                    check_agents(&scenario.agents).map_err(de::Error::custom)?;
+                    scenario.agents = map.next_value_seed(AgentsSeed)?;
                     known_agents = Some(scenario.agents.iter().map(|a| a.name.clone()).collect());
                 }
                 "steps" => {
@@ -322,23 +362,48 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
     }
 }
 
-fn check_agents(agents: &[AgentSpec]) -> Result<(), String> {
-    if agents.len() > limits::AGENTS_MAX {
-        return Err(format!("at most {} agents", limits::AGENTS_MAX));
+/// The agent list, checked as it is read so errors point at the offending agent.
+struct AgentsSeed;
+
+impl<'de> DeserializeSeed<'de> for AgentsSeed {
+    type Value = Vec<AgentSpec>;
+
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<AgentSpec>, D::Error> {
+        deserializer.deserialize_any(self)
     }
-    let mut names = BTreeSet::new();
-    for agent in agents {
-        if !names.insert(agent.name.as_str()) {
-            return Err(format!("agent name `{}` is declared twice", agent.name));
-        }
-        if crate::ids::is_hex32(&agent.name) {
-            return Err(format!(
-                "agent name `{}` has the shape of an agent id",
-                agent.name
-            ));
-        }
+}
+
+impl<'de> Visitor<'de> for AgentsSeed {
+    type Value = Vec<AgentSpec>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of agents")
     }
-    Ok(())
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<AgentSpec>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<AgentSpec>, A::Error> {
+        let mut agents: Vec<AgentSpec> = Vec::new();
+        loop {
+            let declared = agents.iter().map(|a| a.name.clone()).collect();
+            let Some(agent) = seq.next_element_seed(AgentSeed { declared })? else {
+                break;
+            };
+            if agents.len() >= limits::AGENTS_MAX {
+                return Err(de::Error::custom(format!(
+                    "at most {} agents",
+                    limits::AGENTS_MAX
+                )));
+            }
+            agents.push(agent);
+        }
+        Ok(agents)
+    }
 }
 
 impl Default for HubOptions {
@@ -409,28 +474,40 @@ struct AgentFields {
     replies: Option<Vec<serde_yaml::Value>>,
 }
 
-struct RawAgent(AgentSpec);
+struct AgentSeed {
+    declared: BTreeSet<String>,
+}
 
-impl<'de> Deserialize<'de> for RawAgent {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(AgentVisitor)
+impl<'de> DeserializeSeed<'de> for AgentSeed {
+    type Value = AgentSpec;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<AgentSpec, D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-struct AgentVisitor;
-
-impl<'de> Visitor<'de> for AgentVisitor {
-    type Value = RawAgent;
+impl<'de> Visitor<'de> for AgentSeed {
+    type Value = AgentSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an agent mapping with a `name`")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAgent, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AgentSpec, A::Error> {
         let fields = AgentFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        agent_from_fields(fields)
-            .map(RawAgent)
-            .map_err(de::Error::custom)
+        if self.declared.contains(&fields.name) {
+            return Err(de::Error::custom(format!(
+                "agent name `{}` is declared twice",
+                fields.name
+            )));
+        }
+        if crate::ids::is_hex32(&fields.name) {
+            return Err(de::Error::custom(format!(
+                "agent name `{}` has the shape of an agent id",
+                fields.name
+            )));
+        }
+        agent_from_fields(fields).map_err(de::Error::custom)
     }
 }
 
@@ -879,7 +956,7 @@ impl<'de> Visitor<'de> for StepSeed<'_> {
 
     fn visit_str<E: de::Error>(self, op: &str) -> Result<Step, E> {
         match op_fields(op) {
-            Some(fields) if fields.is_empty() => step_from_fields(bare_step(op)).map_err(E::custom),
+            Some([]) => step_from_fields(bare_step(op)).map_err(E::custom),
             Some(_) => Err(E::custom(format!(
                 "op `{op}` needs a mapping with its fields"
             ))),
@@ -1075,24 +1152,19 @@ fn parse_expect_error(value: &serde_yaml::Value) -> Result<ExpectError, String> 
         #[serde(rename = "match")]
         pattern: Option<String>,
     }
-    let expect = match value {
-        serde_yaml::Value::String(type_name) => ExpectError {
-            type_name: Some(type_name.clone()),
-            pattern: None,
-        },
+    let (type_name, pattern) = match value {
+        serde_yaml::Value::String(type_name) => (Some(type_name.clone()), None),
         other => {
             let fields: Fields =
                 serde_yaml::from_value(other.clone()).map_err(|e| format!("expect_error: {e}"))?;
-            ExpectError {
-                type_name: fields.type_name,
-                pattern: fields.pattern,
-            }
+            (fields.type_name, fields.pattern)
         }
     };
-    if let Some(pattern) = &expect.pattern {
-        regex::Regex::new(pattern).map_err(|e| format!("expect_error.match: {e}"))?;
-    }
-    Ok(expect)
+    let pattern = pattern
+        .filter(|p| !p.is_empty())
+        .map(|p| regex::Regex::new(&p).map_err(|e| format!("expect_error.match: {e}")))
+        .transpose()?;
+    Ok(ExpectError { type_name, pattern })
 }
 
 fn parse_targets(value: Option<&serde_yaml::Value>) -> Result<Vec<String>, String> {

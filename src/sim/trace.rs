@@ -3,23 +3,28 @@
 //! Agent ids become names (in sender, audience, participants, pending acks, rejects) or
 //! `<agent:NAME>` (anywhere else), channel ids `<channel:LABEL>`, envelope ids
 //! `<env:LABEL#SEQ>`, other 32-hex ids `<id:unknown>`, and ISO timestamps `<T+Ns>` relative to
-//! the scenario epoch. Printed as `json.dumps(indent=2, sort_keys=True, ensure_ascii=False)`.
+//! the scenario epoch. The output is `json.dumps(indent=2, sort_keys=True, ensure_ascii=False)`.
+//!
+//! The trace is written straight to text: fixed objects emit their keys in sorted order (each
+//! call site lists them alphabetically; a debug assertion checks it), and payloads are normalised
+//! while they are written. Building a value tree first was most of a run's cost.
 
 use super::runner::Run;
 use crate::hub::channel::ChannelMetadata;
 use crate::ids::{is_hex32, AgentId};
-use crate::json::to_pretty_python;
+use crate::json::{py_float_repr, write_json_string};
 use crate::proto::Envelope;
 use crate::time::{Timestamp, MICROS_PER_SECOND};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::fmt::Write as _;
 
 /// Maps raw ids and timestamps to their placeholders.
 pub struct Normaliser {
     epoch: Timestamp,
-    names: BTreeMap<String, String>,
-    placeholders: BTreeMap<String, String>,
+    names: BTreeMap<AgentId, String>,
+    /// Every minted id of the run (agents, channels, envelopes share one counter).
+    placeholders: BTreeMap<u128, String>,
 }
 
 impl Normaliser {
@@ -28,20 +33,19 @@ impl Normaliser {
         let mut names = BTreeMap::new();
         let mut placeholders = BTreeMap::new();
         for agent in &run.agents {
-            names.insert(agent.id.to_string(), agent.model.name.clone());
-            placeholders.insert(
-                agent.id.to_string(),
-                format!("<agent:{}>", agent.model.name),
-            );
+            names.insert(agent.id, agent.model.name.clone());
+            placeholders.insert(agent.id.0, format!("<agent:{}>", agent.model.name));
         }
         for (channel, label) in &run.labels {
             placeholders
-                .entry(channel.to_string())
+                .entry(channel.0)
                 .or_insert_with(|| format!("<channel:{label}>"));
             for (seq, envelope) in run.hub.read_wal(*channel).iter().enumerate() {
-                placeholders
-                    .entry(envelope.id_text())
-                    .or_insert_with(|| format!("<env:{label}#{seq}>"));
+                if let Some(id) = envelope.envelope_id {
+                    placeholders
+                        .entry(id.0)
+                        .or_insert_with(|| format!("<env:{label}#{seq}>"));
+                }
             }
         }
         Normaliser {
@@ -52,28 +56,26 @@ impl Normaliser {
     }
 
     fn id(&self, raw: &str) -> String {
-        self.placeholders
-            .get(raw)
-            .cloned()
+        u128::from_str_radix(raw, 16)
+            .ok()
+            .and_then(|id| self.placeholders.get(&id).cloned())
             .unwrap_or_else(|| "<id:unknown>".to_string())
     }
 
-    fn name(&self, agent: AgentId) -> Value {
-        let raw = agent.to_string();
-        Value::String(
-            self.names
-                .get(&raw)
-                .cloned()
-                .unwrap_or_else(|| self.id(&raw)),
-        )
+    fn name(&self, agent: AgentId) -> String {
+        self.names
+            .get(&agent)
+            .cloned()
+            .unwrap_or_else(|| self.id(&agent.to_string()))
     }
 
     fn time(&self, stamp: Timestamp) -> String {
         let delta = stamp.micros - self.epoch.micros;
         let sign = if delta < 0 { "-" } else { "" };
+        let magnitude = delta.unsigned_abs();
         let (whole, fraction) = (
-            delta.unsigned_abs() / MICROS_PER_SECOND as u64,
-            delta.unsigned_abs() % MICROS_PER_SECOND as u64,
+            magnitude / MICROS_PER_SECOND as u64,
+            magnitude % MICROS_PER_SECOND as u64,
         );
         if fraction == 0 {
             format!("<T+{sign}{whole}s>")
@@ -83,34 +85,23 @@ impl Normaliser {
         }
     }
 
-    /// The oracle's `value()`: normalises every string (and dict key) inside `value`.
-    pub fn value(&self, value: &Value) -> Value {
-        match value {
-            Value::String(text) => Value::String(self.text(text)),
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|item| self.value(item)).collect())
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (self.text(k), self.value(v)))
-                    .collect(),
-            ),
-            other => other.clone(),
+    /// The oracle's normalisation of one string. Text shorter than a timestamp holds neither an
+    /// id nor a timestamp and is returned as is.
+    pub fn text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if text.len() < 20 {
+            return text.into();
         }
-    }
-
-    fn text(&self, text: &str) -> String {
         if is_hex32(text) {
-            return self.id(text);
+            return self.id(text).into();
         }
         if let Some(stamp) = iso_at(text, 0)
             .filter(|(_, end)| *end == text.len())
             .and_then(|(s, _)| parse(s))
         {
-            return self.time(stamp);
+            return self.time(stamp).into();
         }
         let replaced = replace_hex_words(text, |hex| self.id(hex));
-        replace_timestamps(&replaced, |stamp| self.time(stamp))
+        replace_timestamps(&replaced, |stamp| self.time(stamp)).into()
     }
 }
 
@@ -126,7 +117,7 @@ fn is_word(ch: char) -> bool {
 fn replace_hex_words(text: &str, mut replace: impl FnMut(&str) -> String) -> String {
     let mut out = String::with_capacity(text.len());
     let mut word_start: Option<usize> = None;
-    let flush = |out: &mut String, word: &str, replace: &mut dyn FnMut(&str) -> String| {
+    let mut flush = |out: &mut String, word: &str| {
         if is_hex32(word) {
             out.push_str(&replace(word));
         } else {
@@ -138,13 +129,13 @@ fn replace_hex_words(text: &str, mut replace: impl FnMut(&str) -> String) -> Str
             word_start.get_or_insert(idx);
         } else {
             if let Some(start) = word_start.take() {
-                flush(&mut out, &text[start..idx], &mut replace);
+                flush(&mut out, &text[start..idx]);
             }
             out.push(ch);
         }
     }
     if let Some(start) = word_start {
-        flush(&mut out, &text[start..], &mut replace);
+        flush(&mut out, &text[start..]);
     }
     out
 }
@@ -216,174 +207,362 @@ fn replace_timestamps(text: &str, mut replace: impl FnMut(Timestamp) -> String) 
     out
 }
 
-/// The normalised trace of a run, as a JSON value.
-pub fn trace(scenario_name: &str, run: &Run) -> Value {
-    let n = Normaliser::new(run);
-    let mut agents = Map::new();
-    for agent in &run.agents {
-        let mut counts = Map::new();
-        counts.insert("model_turns".into(), Value::from(agent.model.used));
-        counts.insert(
-            "scripted_turns".into(),
-            Value::from(agent.model.turns.len()),
-        );
-        agents.insert(agent.model.name.clone(), Value::Object(counts));
-    }
-    let mut pending = Map::new();
-    for (agent, count) in run.hub.inbox_pending() {
-        if let Value::String(name) = n.name(*agent) {
-            pending.insert(name, Value::from(*count));
+/// A streaming writer of Python's `json.dumps(indent=2)` layout.
+struct Writer<'n> {
+    out: String,
+    normaliser: &'n Normaliser,
+    /// Per open container: whether it has an element yet, and (debug) the last key written.
+    stack: Vec<(bool, String)>,
+}
+
+impl Writer<'_> {
+    fn indent(&mut self) {
+        self.out.push('\n');
+        for _ in 0..self.stack.len() * 2 {
+            self.out.push(' ');
         }
     }
-    let mut channels = Map::new();
-    for channel in run.hub.channel_ids() {
-        let metadata = run.hub.get_channel(channel).expect("listed channels exist");
-        channels.insert(
-            run.labels[&channel].clone(),
-            channel_json(&n, metadata, run.hub.read_wal(channel)),
-        );
+
+    /// Separator and indentation before the next element of the open container.
+    fn element(&mut self) {
+        let top = self.stack.last_mut().expect("inside a container");
+        if top.0 {
+            self.out.push(',');
+        }
+        top.0 = true;
+        self.indent();
     }
-    let audit: Vec<Value> = run
-        .hub
-        .audit()
-        .records()
+
+    fn open(&mut self, bracket: char) {
+        self.out.push(bracket);
+        self.stack.push((false, String::new()));
+    }
+
+    fn close(&mut self, bracket: char) {
+        let (had_elements, _) = self.stack.pop().expect("closing an open container");
+        if had_elements {
+            self.indent();
+        }
+        self.out.push(bracket);
+    }
+
+    /// Writes `"key": `; keys of one object must come in sorted order.
+    fn key(&mut self, key: &str) {
+        self.element();
+        let top = self.stack.last_mut().expect("inside an object");
+        debug_assert!(
+            top.1.is_empty() || top.1.as_str() < key,
+            "trace keys out of order: {} then {key}",
+            top.1
+        );
+        if cfg!(debug_assertions) {
+            top.1 = key.to_string();
+        }
+        write_json_string(&mut self.out, key);
+        self.out.push_str(": ");
+    }
+
+    fn item(&mut self) {
+        self.element();
+    }
+
+    fn raw(&mut self, text: &str) {
+        self.out.push_str(text);
+    }
+
+    fn string(&mut self, text: &str) {
+        write_json_string(&mut self.out, text);
+    }
+
+    fn normalised(&mut self, text: &str) {
+        let text = self.normaliser.text(text);
+        write_json_string(&mut self.out, &text);
+    }
+
+    fn int(&mut self, value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn null_or(&mut self, text: Option<&str>) {
+        match text {
+            Some(text) => self.string(text),
+            None => self.raw("null"),
+        }
+    }
+
+    /// A payload value, normalised as the oracle's `value()` does (dict keys included), with keys
+    /// sorted after normalisation.
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::Null => self.raw("null"),
+            Value::Bool(flag) => self.raw(if *flag { "true" } else { "false" }),
+            Value::Number(number) => match (number.as_i64(), number.as_u64(), number.as_f64()) {
+                (Some(int), _, _) => self.int(int),
+                (_, Some(int), _) => self.int(int),
+                (_, _, Some(float)) => self.raw(&py_float_repr(float)),
+                _ => self.raw("null"),
+            },
+            Value::String(text) => self.normalised(text),
+            Value::Array(items) => self.values(items),
+            Value::Object(map) => self.map(map),
+        }
+    }
+
+    /// A list of payload values.
+    fn values(&mut self, items: &[Value]) {
+        if items.is_empty() {
+            return self.raw("[]");
+        }
+        self.open('[');
+        for item in items {
+            self.item();
+            self.value(item);
+        }
+        self.close(']');
+    }
+
+    /// A payload dict.
+    fn map(&mut self, map: &serde_json::Map<String, Value>) {
+        if map.is_empty() {
+            return self.raw("{}");
+        }
+        {
+            {
+                let normaliser = self.normaliser;
+                let mut entries: Vec<(std::borrow::Cow<'_, str>, &Value)> = map
+                    .iter()
+                    .map(|(key, value)| (normaliser.text(key), value))
+                    .collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                self.open('{');
+                for (key, value) in entries {
+                    self.element();
+                    write_json_string(&mut self.out, &key);
+                    self.out.push_str(": ");
+                    self.value(value);
+                }
+                self.close('}');
+            }
+        }
+    }
+
+    fn time(&mut self, stamp: Option<Timestamp>) {
+        match stamp {
+            Some(stamp) => {
+                let text = self.normaliser.time(stamp);
+                self.string(&text);
+            }
+            None => self.raw("null"),
+        }
+    }
+
+    fn names(&mut self, agents: &[AgentId]) {
+        if agents.is_empty() {
+            return self.raw("[]");
+        }
+        self.open('[');
+        for agent in agents {
+            self.item();
+            let normaliser = self.normaliser;
+            self.string(&normaliser.name(*agent));
+        }
+        self.close(']');
+    }
+}
+
+/// The trace of a run, printed exactly as the oracle prints it.
+pub fn render(scenario_name: &str, run: &Run) -> String {
+    let normaliser = Normaliser::new(run);
+    let mut w = Writer {
+        out: String::with_capacity(16 * 1024),
+        normaliser: &normaliser,
+        stack: Vec::new(),
+    };
+    w.open('{');
+    w.key("agents");
+    let agents: BTreeMap<&str, &super::runner::AgentRuntime> = run
+        .agents
         .iter()
-        .map(|record| n.value(record))
+        .map(|agent| (agent.model.name.as_str(), agent))
         .collect();
+    w.open('{');
+    for (name, agent) in &agents {
+        w.key(name);
+        w.open('{');
+        w.key("model_turns");
+        w.int(agent.model.used);
+        w.key("scripted_turns");
+        w.int(agent.model.turns.len());
+        w.close('}');
+    }
+    w.close('}');
+    let audit = run.hub.audit().records();
+    w.key("audit");
+    w.values(audit);
+    w.key("audit_kinds");
     let kinds: Vec<Value> = audit
         .iter()
         .map(|record| record.get("kind").cloned().unwrap_or(Value::Null))
         .collect();
-    let steps: Vec<Value> = run
-        .steps
-        .iter()
-        .map(|record| n.value(&Value::Object(record.clone())))
+    w.value(&Value::Array(kinds));
+    w.key("channels");
+    let mut channels: Vec<(&str, crate::ids::ChannelId)> = run
+        .hub
+        .channel_ids()
+        .map(|channel| (run.labels[&channel].as_str(), channel))
         .collect();
-    let mut root = Map::new();
-    root.insert("scenario".into(), Value::from(scenario_name));
-    root.insert("agents".into(), Value::Object(agents));
-    root.insert("inbox_pending".into(), Value::Object(pending));
-    root.insert("steps".into(), Value::Array(steps));
-    root.insert("channels".into(), Value::Object(channels));
-    root.insert("audit_kinds".into(), Value::Array(kinds));
-    root.insert("audit".into(), Value::Array(audit));
-    Value::Object(root)
-}
-
-/// The trace printed exactly as the oracle prints it.
-pub fn render(scenario_name: &str, run: &Run) -> String {
-    to_pretty_python(&trace(scenario_name, run))
-}
-
-fn channel_json(n: &Normaliser, metadata: &ChannelMetadata, wal: &[Arc<Envelope>]) -> Value {
-    let stamp = |at: Option<Timestamp>| at.map_or(Value::Null, |at| Value::String(n.time(at)));
-    let names = |ids: &[AgentId]| Value::Array(ids.iter().map(|id| n.name(*id)).collect());
-    let participants = metadata
-        .participants
+    channels.sort();
+    if channels.is_empty() {
+        w.raw("{}");
+    } else {
+        w.open('{');
+        for (label, channel) in channels {
+            w.key(label);
+            let metadata = run.hub.get_channel(channel).expect("listed channels exist");
+            write_channel(&mut w, metadata, run.hub.read_wal(channel));
+        }
+        w.close('}');
+    }
+    w.key("inbox_pending");
+    let pending: BTreeMap<String, u64> = run
+        .hub
+        .inbox_pending()
         .iter()
-        .map(|p| {
-            let mut map = Map::new();
-            map.insert("name".into(), n.name(p.agent_id));
-            map.insert("role".into(), Value::from(p.role.as_str()));
-            map.insert("order".into(), Value::from(p.order));
-            map.insert("joined_at".into(), stamp(Some(p.joined_at)));
-            Value::Object(map)
-        })
+        .map(|(agent, count)| (normaliser.name(*agent), *count))
         .collect();
-    let mut map = Map::new();
-    map.insert("type".into(), Value::from(metadata.manifest.manifest_type));
-    map.insert(
-        "manifest_version".into(),
-        Value::from(metadata.manifest.version),
-    );
-    map.insert(
-        "expectations".into(),
-        Value::Array(
-            metadata
-                .manifest
-                .expectations
-                .iter()
-                .map(|e| e.to_json())
-                .collect(),
-        ),
-    );
-    map.insert("creator".into(), n.name(metadata.creator_id));
-    map.insert("participants".into(), Value::Array(participants));
-    map.insert("state".into(), Value::from(metadata.state.as_str()));
-    map.insert(
-        "close_reason".into(),
-        Value::from(metadata.close_reason.as_str()),
-    );
-    map.insert("created_at".into(), stamp(Some(metadata.created_at)));
-    map.insert("expires_at".into(), stamp(metadata.expires_at));
-    map.insert("closed_at".into(), stamp(metadata.closed_at));
-    map.insert(
-        "knobs".into(),
-        n.value(&Value::Object(metadata.knobs.clone())),
-    );
-    map.insert(
-        "labels".into(),
-        n.value(&Value::Object(metadata.labels.clone())),
-    );
-    map.insert(
-        "required_acks".into(),
-        metadata.required_acks.map_or(Value::Null, Value::from),
-    );
-    map.insert("pending_acks".into(), names(&metadata.pending_acks));
-    map.insert("rejected_by".into(), names(&metadata.rejected_by));
-    map.insert(
-        "wal".into(),
-        Value::Array(
-            wal.iter()
-                .enumerate()
-                .map(|(seq, e)| envelope_json(n, seq, e))
-                .collect(),
-        ),
-    );
-    Value::Object(map)
+    if pending.is_empty() {
+        w.raw("{}");
+    } else {
+        w.open('{');
+        for (name, count) in &pending {
+            w.key(name);
+            w.int(count);
+        }
+        w.close('}');
+    }
+    w.key("scenario");
+    w.string(scenario_name);
+    w.key("steps");
+    if run.steps.is_empty() {
+        w.raw("[]");
+    } else {
+        w.open('[');
+        for record in &run.steps {
+            w.item();
+            w.map(record);
+        }
+        w.close(']');
+    }
+    w.close('}');
+    w.out.push('\n');
+    w.out
 }
 
-fn envelope_json(n: &Normaliser, seq: usize, envelope: &Envelope) -> Value {
-    let text = |value: &Option<String>| {
-        value
-            .as_ref()
-            .map_or(Value::Null, |t| Value::String(t.clone()))
-    };
-    let mut map = Map::new();
-    map.insert("seq".into(), Value::from(seq));
-    map.insert(
-        "event_type".into(),
-        Value::from(envelope.event_type.as_str()),
-    );
-    map.insert("sender".into(), n.name(envelope.sender_id));
-    map.insert(
-        "audience".into(),
-        envelope.audience.as_ref().map_or(Value::Null, |a| {
-            Value::Array(a.iter().map(|id| n.name(*id)).collect())
-        }),
-    );
-    map.insert(
-        "event_data".into(),
-        n.value(&Value::Object(envelope.event_data.clone())),
-    );
-    map.insert(
-        "causation_id".into(),
-        n.value(&text(&envelope.causation_id)),
-    );
-    map.insert(
-        "created_at".into(),
-        envelope
-            .created_at
-            .map_or(Value::String(String::new()), |at| Value::String(n.time(at))),
-    );
-    map.insert("task_id".into(), text(&envelope.task_id));
-    map.insert("trace_id".into(), text(&envelope.trace_id));
-    map.insert("priority".into(), Value::from(envelope.priority.as_str()));
-    map.insert("depth".into(), Value::from(envelope.depth));
-    map.insert("idempotency_key".into(), text(&envelope.idempotency_key));
-    map.insert(
-        "ttl_seconds".into(),
-        envelope.ttl_seconds.map_or(Value::Null, Value::from),
-    );
-    Value::Object(map)
+fn write_channel(w: &mut Writer<'_>, metadata: &ChannelMetadata, wal: &[std::sync::Arc<Envelope>]) {
+    w.open('{');
+    w.key("close_reason");
+    w.string(&metadata.close_reason);
+    w.key("closed_at");
+    w.time(metadata.closed_at);
+    w.key("created_at");
+    w.time(Some(metadata.created_at));
+    w.key("creator");
+    w.string(&w.normaliser.name(metadata.creator_id));
+    w.key("expectations");
+    let expectations: Vec<Value> = metadata
+        .manifest
+        .expectations
+        .iter()
+        .map(|e| e.to_json())
+        .collect();
+    w.value(&Value::Array(expectations));
+    w.key("expires_at");
+    w.time(metadata.expires_at);
+    w.key("knobs");
+    w.map(&metadata.knobs);
+    w.key("labels");
+    w.map(&metadata.labels);
+    w.key("manifest_version");
+    w.int(metadata.manifest.version);
+    w.key("participants");
+    w.open('[');
+    for participant in &metadata.participants {
+        w.item();
+        w.open('{');
+        w.key("joined_at");
+        w.time(Some(participant.joined_at));
+        w.key("name");
+        w.string(&w.normaliser.name(participant.agent_id));
+        w.key("order");
+        w.int(participant.order);
+        w.key("role");
+        w.string(participant.role.as_str());
+        w.close('}');
+    }
+    w.close(']');
+    w.key("pending_acks");
+    w.names(&metadata.pending_acks);
+    w.key("rejected_by");
+    w.names(&metadata.rejected_by);
+    w.key("required_acks");
+    match metadata.required_acks {
+        Some(count) => w.int(count),
+        None => w.raw("null"),
+    }
+    w.key("state");
+    w.string(metadata.state.as_str());
+    w.key("type");
+    w.string(metadata.manifest.manifest_type);
+    w.key("wal");
+    if wal.is_empty() {
+        w.raw("[]");
+    } else {
+        w.open('[');
+        for (seq, envelope) in wal.iter().enumerate() {
+            w.item();
+            write_envelope(w, seq, envelope);
+        }
+        w.close(']');
+    }
+    w.close('}');
+}
+
+fn write_envelope(w: &mut Writer<'_>, seq: usize, envelope: &Envelope) {
+    w.open('{');
+    w.key("audience");
+    match &envelope.audience {
+        Some(audience) => w.names(audience),
+        None => w.raw("null"),
+    }
+    w.key("causation_id");
+    match &envelope.causation_id {
+        Some(causation) => w.normalised(causation),
+        None => w.raw("null"),
+    }
+    w.key("created_at");
+    w.time(envelope.created_at);
+    w.key("depth");
+    w.int(envelope.depth);
+    w.key("event_data");
+    w.map(&envelope.event_data);
+    w.key("event_type");
+    w.string(&envelope.event_type);
+    w.key("idempotency_key");
+    w.null_or(envelope.idempotency_key.as_deref());
+    w.key("priority");
+    w.string(&envelope.priority);
+    w.key("sender");
+    w.string(&w.normaliser.name(envelope.sender_id));
+    w.key("seq");
+    w.int(seq);
+    w.key("task_id");
+    w.null_or(envelope.task_id.as_deref());
+    w.key("trace_id");
+    w.null_or(envelope.trace_id.as_deref());
+    w.key("ttl_seconds");
+    match envelope.ttl_seconds {
+        Some(ttl) => w.int(ttl),
+        None => w.raw("null"),
+    }
+    w.close('}');
 }

@@ -1,0 +1,6 @@
+//! The one integration-test binary: scenario parity with the reference hub, bad input, tidiness.
+
+mod bad_input;
+mod sims;
+mod support;
+mod tidy;

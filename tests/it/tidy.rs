@@ -1,0 +1,86 @@
+//! Keeps the tree honest: every scenario has a test and a reference trace (no orphans either
+//! way), and the pure core never reaches for IO, clocks, randomness or unordered maps.
+
+use crate::support::root;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn stems(dir: &Path, extension: &str) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .expect("folder exists")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == extension))
+        .map(|path| {
+            path.file_stem()
+                .expect("file")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn every_scenario_has_a_test_and_a_reference_trace() {
+    let sims = stems(&root().join("sims"), "yaml");
+    let references = stems(&root().join("tests/reference"), "json");
+    let listed: BTreeSet<String> = crate::sims::LISTED.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        sims, listed,
+        "sims/*.yaml and the sims! list in tests/it/sims.rs differ"
+    );
+    assert_eq!(
+        sims, references,
+        "sims/*.yaml and tests/reference/*.json differ"
+    );
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir)
+        .expect("folder exists")
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_core_stays_pure() {
+    let forbidden = [
+        "tokio",
+        "turmoil",
+        "std::time",
+        "SystemTime",
+        "rand::",
+        "thread_rng",
+        "std::thread",
+        "HashMap",
+        "HashSet",
+        "println!",
+        "spawn(",
+        "std::fs",
+        "std::net",
+    ];
+    let mut files = Vec::new();
+    for dir in ["src/hub", "src/client", "src/proto"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    for file in ["src/time.rs", "src/ids.rs"] {
+        files.push(root().join(file));
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        for token in forbidden {
+            assert!(
+                !text.contains(token),
+                "{} mentions `{token}`",
+                file.display()
+            );
+        }
+    }
+}
