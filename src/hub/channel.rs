@@ -46,6 +46,18 @@ pub enum ParticipantRole {
 }
 
 impl ParticipantRole {
+    /// ag2's rule: the creator is the initiator; the others are respondents in a two-party
+    /// channel and participants otherwise (the count decides, not the adapter).
+    pub fn assign(agent: AgentId, creator: AgentId, participant_count: usize) -> ParticipantRole {
+        if agent == creator {
+            ParticipantRole::Initiator
+        } else if participant_count == 2 {
+            ParticipantRole::Respondent
+        } else {
+            ParticipantRole::Participant
+        }
+    }
+
     /// ag2's string value.
     pub fn as_str(self) -> &'static str {
         match self {

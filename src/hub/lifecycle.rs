@@ -126,19 +126,12 @@ impl Hub {
         } else {
             None
         };
-        let two_party = participants.len() == 2;
         let metadata_participants: Vec<Participant> = participants
             .iter()
             .enumerate()
             .map(|(order, agent)| Participant {
                 agent_id: *agent,
-                role: if *agent == creator {
-                    ParticipantRole::Initiator
-                } else if two_party {
-                    ParticipantRole::Respondent
-                } else {
-                    ParticipantRole::Participant
-                },
+                role: ParticipantRole::assign(*agent, creator, participants.len()),
                 order,
                 joined_at: now.wall,
             })

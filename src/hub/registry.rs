@@ -163,6 +163,11 @@ impl Hub {
             .ok_or_else(|| HubError::not_found(format!("agent not found: {name_or_id}")))
     }
 
+    /// ag2's `find_agent_id`: the id registered under `name`, if any.
+    pub fn find_agent_id(&self, name: &str) -> Option<AgentId> {
+        self.names.get(name).copied()
+    }
+
     /// The registered name of `agent`, if registered.
     pub fn name_of(&self, agent: AgentId) -> Option<&str> {
         self.agents

@@ -34,14 +34,9 @@ pub(super) fn validate_create(metadata: &ChannelMetadata) -> Result<(), HubError
     match metadata.knobs.get("ordering") {
         None => Ok(()),
         Some(Value::String(ordering)) if ordering == "round_robin" => Ok(()),
-        Some(ordering @ (Value::Array(_) | Value::Object(_))) => {
-            // `ordering not in {"round_robin"}` hashes the value first.
-            let type_name = if ordering.is_array() { "list" } else { "dict" };
-            let _ = ordering;
-            Err(HubError::type_error(format!(
-                "unhashable type: '{type_name}'"
-            )))
-        }
+        // `ordering not in {"round_robin"}` hashes the value first.
+        Some(Value::Array(_)) => Err(HubError::type_error("unhashable type: 'list'")),
+        Some(Value::Object(_)) => Err(HubError::type_error("unhashable type: 'dict'")),
         Some(ordering) => Err(HubError::protocol(format!(
             "discussion knobs.ordering={} not supported; choose from ['round_robin']",
             py_repr(ordering)

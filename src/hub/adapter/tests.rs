@@ -19,7 +19,6 @@ const CUSTOM: &str = "custom.event";
 /// A channel created by A with `others`, in this participant order.
 fn metadata(kind: AdapterKind, order: &[AgentId], knobs: Value) -> ChannelMetadata {
     let now = Timestamp::parse_iso(DEFAULT_EPOCH).expect("epoch");
-    let two = order.len() == 2;
     ChannelMetadata {
         channel_id: ChannelId(100),
         manifest: kind.manifest(),
@@ -29,13 +28,7 @@ fn metadata(kind: AdapterKind, order: &[AgentId], knobs: Value) -> ChannelMetada
             .enumerate()
             .map(|(idx, id)| Participant {
                 agent_id: *id,
-                role: if *id == A {
-                    ParticipantRole::Initiator
-                } else if two {
-                    ParticipantRole::Respondent
-                } else {
-                    ParticipantRole::Participant
-                },
+                role: ParticipantRole::assign(*id, A, order.len()),
                 order: idx,
                 joined_at: now,
             })
