@@ -56,6 +56,17 @@ impl Timestamp {
         }
     }
 
+    /// True between years 1 and 9999, the range of Python's `datetime`.
+    pub fn in_python_range(self) -> bool {
+        // 0001-01-01T00:00:00Z and 10000-01-01T00:00:00Z, in microseconds since the Unix epoch.
+        const MIN: i64 = -62_135_596_800 * MICROS_PER_SECOND;
+        const MAX: i64 = 253_402_300_800 * MICROS_PER_SECOND;
+        let local = self
+            .micros
+            .saturating_add(i64::from(self.offset_seconds) * MICROS_PER_SECOND);
+        (MIN..MAX).contains(&local)
+    }
+
     /// Python's `datetime.timestamp()`: seconds since the Unix epoch as a float, computed the way
     /// CPython computes it (integer microseconds divided by 10**6, correctly rounded).
     pub fn as_epoch_seconds(self) -> f64 {

@@ -105,6 +105,12 @@ impl HubError {
         }
     }
 
+    /// The same failure under another Python type name (`OverflowError`, `StepTimeout`, ...).
+    pub fn renamed(mut self, type_name: &str) -> HubError {
+        self.type_name = type_name.to_string();
+        self
+    }
+
     /// True for ag2's `NetworkError` family, the errors listeners hear about.
     pub fn is_network_error(&self) -> bool {
         matches!(

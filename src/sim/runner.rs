@@ -86,6 +86,12 @@ pub fn run(scenario: &Scenario) -> Run {
     let mut driver = Driver::new(scenario);
     driver.register_agents(scenario);
     for (idx, step) in scenario.steps.iter().enumerate() {
+        if driver.aborted {
+            driver.mismatches.push(format!(
+                "hubsim: the run exceeded {EVENTS_MAX} scheduler events before step {idx}; steps from here on were skipped"
+            ));
+            break;
+        }
         driver.run_step(idx, step);
     }
     driver.finish(scenario)
@@ -103,6 +109,8 @@ struct Driver {
     sequence: u64,
     events: BTreeMap<(u64, u64), Event>,
     events_run: u64,
+    /// Set when the event budget ran out; the remaining steps are skipped.
+    aborted: bool,
     opens: BTreeMap<ChannelId, Result<(), HubError>>,
     background: Vec<Background>,
     labels: BTreeMap<ChannelId, String>,
@@ -130,6 +138,7 @@ impl Driver {
             sequence: 0,
             events: BTreeMap::new(),
             events_run: 0,
+            aborted: false,
             opens: BTreeMap::new(),
             background: Vec::new(),
             labels: BTreeMap::new(),
@@ -217,10 +226,12 @@ impl Driver {
     fn settle(&mut self) {
         while let Some(((iteration, _), event)) = self.events.pop_first() {
             self.events_run += 1;
-            assert!(
-                self.events_run <= EVENTS_MAX,
-                "scenario exceeded {EVENTS_MAX} scheduler events"
-            );
+            if self.events_run > EVENTS_MAX {
+                // A runaway script: stop scheduling and report it instead of running forever.
+                self.events.clear();
+                self.aborted = true;
+                return;
+            }
             self.iteration = iteration;
             match event {
                 Event::Wake(idx) => self.run_inbox(idx),
@@ -379,13 +390,12 @@ impl Driver {
                 self.hub.close_channel(now, channel, reason)
             }
             Action::Advance(by) => {
-                let micros = match by {
-                    AdvanceBy::Seconds(seconds) => seconds.saturating_mul(MICROS_PER_SECOND),
-                    AdvanceBy::Float(seconds) => seconds_to_micros(*seconds),
-                    AdvanceBy::Text(text) => parse_duration(&DurationSpec::Text(text.clone()))?
-                        .saturating_mul(MICROS_PER_SECOND),
+                let seconds = match by {
+                    AdvanceBy::Seconds(seconds) => *seconds as f64,
+                    AdvanceBy::Float(seconds) => *seconds,
+                    AdvanceBy::Text(text) => parse_duration(&DurationSpec::Text(text.clone()))? as f64,
                 };
-                self.wall = self.wall.plus_micros(micros);
+                self.wall = advanced(self.wall, seconds)?;
                 record.insert("now".into(), Value::String(self.wall.to_string()));
                 Ok(())
             }
@@ -608,13 +618,27 @@ impl Driver {
     }
 }
 
+/// `clock + timedelta(seconds=...)` with CPython's three overflow errors.
+fn advanced(wall: Timestamp, seconds: f64) -> Result<Timestamp, HubError> {
+    let overflow = |message: String| HubError::new(crate::proto::ErrorKind::Other, message).renamed("OverflowError");
+    let days = (seconds / 86_400.0).floor();
+    if days.abs() > f64::from(i32::MAX) {
+        return Err(overflow("Python int too large to convert to C int".to_string()));
+    }
+    if days.abs() > 999_999_999.0 {
+        return Err(overflow(format!("days={days}; must have magnitude <= 999999999")));
+    }
+    let moved = wall.plus_micros(seconds_to_micros(seconds));
+    if !moved.in_python_range() {
+        return Err(overflow("date value out of range".to_string()));
+    }
+    Ok(moved)
+}
+
 /// The reference runner's error for a step that outlived `step_timeout`.
 fn step_timeout(seconds: f64) -> HubError {
-    HubError {
-        kind: crate::proto::ErrorKind::Other,
-        type_name: "StepTimeout".to_string(),
-        message: format!("step did not finish in {}s", py_float_repr(seconds)),
-    }
+    let message = format!("step did not finish in {}s", py_float_repr(seconds));
+    HubError::new(crate::proto::ErrorKind::Other, message).renamed("StepTimeout")
 }
 
 fn error_record(error: &HubError) -> Value {

@@ -19,6 +19,7 @@ macro_rules! sims {
 
 sims! {
     access_denied,
+    clock_overflow,
     consulting_edges,
     consulting_happy,
     consulting_reject,
