@@ -44,7 +44,7 @@ fn write_pretty(out: &mut String, value: &Value, indent: usize) {
             newline_indent(out, indent);
             out.push('}');
         }
-        _ => write_compact(out, value, false),
+        _ => write_compact(out, value, false, true),
     }
 }
 
@@ -53,11 +53,19 @@ fn write_pretty(out: &mut String, value: &Value, indent: usize) {
 /// lines and audit records.
 pub fn to_compact_python(value: &Value) -> String {
     let mut out = String::with_capacity(256);
-    write_compact(&mut out, value, true);
+    write_compact(&mut out, value, true, true);
     out
 }
 
-fn write_compact(out: &mut String, value: &Value, ascii: bool) {
+/// Prints `value` as `json.dumps(value)` does: like [`to_compact_python`] but keys stay in
+/// insertion order. This is the form of ag2's wire frames.
+pub fn to_compact_python_unsorted(value: &Value) -> String {
+    let mut out = String::with_capacity(256);
+    write_compact(&mut out, value, true, false);
+    out
+}
+
+fn write_compact(out: &mut String, value: &Value, ascii: bool, sort: bool) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -70,19 +78,24 @@ fn write_compact(out: &mut String, value: &Value, ascii: bool) {
                 if idx > 0 {
                     out.push_str(", ");
                 }
-                write_compact(out, item, ascii);
+                write_compact(out, item, ascii, sort);
             }
             out.push(']');
         }
         Value::Object(map) => {
             out.push('{');
-            for (idx, (key, item)) in sorted_entries(map).into_iter().enumerate() {
+            let entries = if sort {
+                sorted_entries(map)
+            } else {
+                map.iter().collect()
+            };
+            for (idx, (key, item)) in entries.into_iter().enumerate() {
                 if idx > 0 {
                     out.push_str(", ");
                 }
                 write_string_escaped(out, key, ascii);
                 out.push_str(": ");
-                write_compact(out, item, ascii);
+                write_compact(out, item, ascii, sort);
             }
             out.push('}');
         }

@@ -3,6 +3,7 @@
 
 pub mod envelope;
 pub mod error;
+pub mod frame;
 
 pub use envelope::{Envelope, EventType};
 pub use error::{ErrorKind, HubError};

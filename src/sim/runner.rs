@@ -393,7 +393,9 @@ impl Driver {
                 let seconds = match by {
                     AdvanceBy::Seconds(seconds) => *seconds as f64,
                     AdvanceBy::Float(seconds) => *seconds,
-                    AdvanceBy::Text(text) => parse_duration(&DurationSpec::Text(text.clone()))? as f64,
+                    AdvanceBy::Text(text) => {
+                        parse_duration(&DurationSpec::Text(text.clone()))? as f64
+                    }
                 };
                 self.wall = advanced(self.wall, seconds)?;
                 record.insert("now".into(), Value::String(self.wall.to_string()));
@@ -620,13 +622,19 @@ impl Driver {
 
 /// `clock + timedelta(seconds=...)` with CPython's three overflow errors.
 fn advanced(wall: Timestamp, seconds: f64) -> Result<Timestamp, HubError> {
-    let overflow = |message: String| HubError::new(crate::proto::ErrorKind::Other, message).renamed("OverflowError");
+    let overflow = |message: String| {
+        HubError::new(crate::proto::ErrorKind::Other, message).renamed("OverflowError")
+    };
     let days = (seconds / 86_400.0).floor();
     if days.abs() > f64::from(i32::MAX) {
-        return Err(overflow("Python int too large to convert to C int".to_string()));
+        return Err(overflow(
+            "Python int too large to convert to C int".to_string(),
+        ));
     }
     if days.abs() > 999_999_999.0 {
-        return Err(overflow(format!("days={days}; must have magnitude <= 999999999")));
+        return Err(overflow(format!(
+            "days={days}; must have magnitude <= 999999999"
+        )));
     }
     let moved = wall.plus_micros(seconds_to_micros(seconds));
     if !moved.in_python_range() {

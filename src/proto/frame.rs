@@ -1,0 +1,448 @@
+//! Wire frames: the nine kinds of ag2's `transport/frames.py`, byte-compatible with its
+//! WebSocket encoding (`json.dumps(encode_frame(frame))`).
+//!
+//! ag2 decodes by key, not by type: `kind` picks the frame, every other key must be a field of
+//! that frame, required fields must be present, and a nested `envelope` object must have exactly
+//! the envelope's keys. Field *types* are not checked at decode time (the hub checks some of them
+//! afterwards and answers `malformed ... frame`), so decoded fields stay raw JSON values here.
+//! Encoding writes the fields in dataclass order with `kind` last, compact and ASCII-escaped.
+
+use crate::json::{py_str_repr, to_compact_python_unsorted};
+use serde_json::{Map, Value};
+
+/// The largest message either side accepts (the `websockets` default `max_size`); a larger one
+/// makes the receiver close the connection.
+pub const FRAME_BYTES_MAX: usize = 1 << 20;
+
+/// A frame's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Client binds its connection to a registered identity.
+    Hello,
+    /// Hub accepts a hello.
+    Welcome,
+    /// Heartbeat.
+    Ping,
+    /// Heartbeat reply.
+    Pong,
+    /// Control-plane RPC.
+    Request,
+    /// RPC result.
+    Response,
+    /// Failure outside a request (handshake refusals, malformed frames).
+    Error,
+    /// One envelope delivered to one identity.
+    Notify,
+    /// Ack or nack of a notify.
+    Receipt,
+}
+
+/// `(field, default)` in dataclass order; `None` marks a required field.
+type Fields = &'static [(&'static str, Option<fn() -> Value>)];
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+fn null() -> Value {
+    Value::Null
+}
+fn empty_string() -> Value {
+    Value::String(String::new())
+}
+fn none_scheme() -> Value {
+    Value::from("none")
+}
+
+impl FrameKind {
+    /// The `kind` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Hello => "hello",
+            FrameKind::Welcome => "welcome",
+            FrameKind::Ping => "ping",
+            FrameKind::Pong => "pong",
+            FrameKind::Request => "request",
+            FrameKind::Response => "response",
+            FrameKind::Error => "error",
+            FrameKind::Notify => "notify",
+            FrameKind::Receipt => "receipt",
+        }
+    }
+
+    fn parse(kind: &str) -> Option<FrameKind> {
+        Some(match kind {
+            "hello" => FrameKind::Hello,
+            "welcome" => FrameKind::Welcome,
+            "ping" => FrameKind::Ping,
+            "pong" => FrameKind::Pong,
+            "request" => FrameKind::Request,
+            "response" => FrameKind::Response,
+            "error" => FrameKind::Error,
+            "notify" => FrameKind::Notify,
+            "receipt" => FrameKind::Receipt,
+            _ => return None,
+        })
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            FrameKind::Hello => "HelloFrame",
+            FrameKind::Welcome => "WelcomeFrame",
+            FrameKind::Ping => "PingFrame",
+            FrameKind::Pong => "PongFrame",
+            FrameKind::Request => "RequestFrame",
+            FrameKind::Response => "ResponseFrame",
+            FrameKind::Error => "ErrorFrame",
+            FrameKind::Notify => "NotifyFrame",
+            FrameKind::Receipt => "ReceiptFrame",
+        }
+    }
+
+    fn fields(self) -> Fields {
+        match self {
+            FrameKind::Hello => &[
+                ("name", None),
+                ("auth_scheme", Some(none_scheme)),
+                ("auth_claim", Some(empty_object)),
+                ("since_envelope_id", Some(null)),
+            ],
+            FrameKind::Welcome => &[("endpoint_id", None), ("hub_time", None)],
+            FrameKind::Ping | FrameKind::Pong => &[],
+            FrameKind::Request => &[
+                ("request_id", None),
+                ("op", None),
+                ("params", Some(empty_object)),
+            ],
+            FrameKind::Response => &[
+                ("request_id", None),
+                ("ok", None),
+                ("result", Some(null)),
+                ("error_code", Some(empty_string)),
+                ("error_message", Some(empty_string)),
+            ],
+            FrameKind::Error => &[
+                ("code", None),
+                ("message", None),
+                ("envelope_id", Some(null)),
+            ],
+            FrameKind::Notify => &[("envelope", None), ("recipient_id", Some(empty_string))],
+            FrameKind::Receipt => &[
+                ("envelope_id", None),
+                ("status", None),
+                ("recipient_id", Some(empty_string)),
+                ("channel_id", Some(empty_string)),
+                ("reason", Some(empty_string)),
+            ],
+        }
+    }
+}
+
+/// The envelope's fields in dataclass order; the first five are required.
+const ENVELOPE_FIELDS: &[&str] = &[
+    "channel_id",
+    "sender_id",
+    "audience",
+    "event_type",
+    "event_data",
+    "envelope_id",
+    "task_id",
+    "causation_id",
+    "trace_id",
+    "priority",
+    "depth",
+    "idempotency_key",
+    "created_at",
+    "ttl_seconds",
+];
+const ENVELOPE_REQUIRED: usize = 5;
+
+/// A decoded (or to-be-encoded) frame: its kind and every field, defaults filled in, in
+/// dataclass order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    /// The kind.
+    pub kind: FrameKind,
+    fields: Vec<(&'static str, Value)>,
+}
+
+/// Why a message is not a frame. ag2 logs it and drops the message; the connection stays open.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Over [`FRAME_BYTES_MAX`]: the receiver closes the connection.
+    #[error("message of {0} bytes exceeds the 1 MiB limit")]
+    TooLarge(usize),
+    /// Not JSON, not an object, an unknown kind, or keys that do not fit the frame.
+    #[error("ws frame decode failed: {0}")]
+    Undecodable(String),
+}
+
+impl Frame {
+    /// A frame of `kind` from `(field, value)` pairs; missing fields take their defaults.
+    ///
+    /// # Panics
+    /// On a field the kind does not have, or a missing required one: frames built in code are
+    /// bugs if they do not fit.
+    pub fn new(kind: FrameKind, values: Vec<(&str, Value)>) -> Frame {
+        let mut map: Map<String, Value> = values
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let frame =
+            Frame::from_fields(kind, &mut map).expect("frames built in code fit their kind");
+        assert!(map.is_empty(), "unknown fields for {kind:?}: {map:?}");
+        frame
+    }
+
+    fn from_fields(kind: FrameKind, map: &mut Map<String, Value>) -> Result<Frame, String> {
+        let class = kind.class();
+        if let Some(extra) = map
+            .keys()
+            .find(|key| !kind.fields().iter().any(|(name, _)| name == key))
+        {
+            return Err(format!(
+                "{class}.__init__() got an unexpected keyword argument {}",
+                py_str_repr(extra)
+            ));
+        }
+        let missing: Vec<&str> = kind
+            .fields()
+            .iter()
+            .filter(|(name, default)| default.is_none() && !map.contains_key(*name))
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing_message(&format!("{class}.__init__()"), &missing));
+        }
+        let fields = kind
+            .fields()
+            .iter()
+            .map(|(name, default)| {
+                let value = map
+                    .shift_remove(*name)
+                    .unwrap_or_else(|| default.expect("checked above")());
+                (*name, value)
+            })
+            .collect();
+        Ok(Frame { kind, fields })
+    }
+
+    /// A field's value (defaults included).
+    ///
+    /// # Panics
+    /// When `kind` has no such field: a bug in the caller.
+    pub fn get(&self, field: &str) -> &Value {
+        self.fields
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, value)| value)
+            .unwrap_or_else(|| panic!("{:?} frames have no field {field}", self.kind))
+    }
+
+    /// `json.dumps(encode_frame(frame))`: fields in dataclass order, then `kind`.
+    pub fn encode(&self) -> String {
+        let mut map: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        map.insert("kind".into(), Value::from(self.kind.as_str()));
+        to_compact_python_unsorted(&Value::Object(map))
+    }
+
+    /// `decode_frame(json.loads(text))`, refusing what ag2 refuses.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] over 1 MiB; [`FrameError::Undecodable`] otherwise.
+    pub fn decode(text: &str) -> Result<Frame, FrameError> {
+        if text.len() > FRAME_BYTES_MAX {
+            return Err(FrameError::TooLarge(text.len()));
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| FrameError::Undecodable(e.to_string()))?;
+        let Value::Object(mut map) = value else {
+            return Err(FrameError::Undecodable("a frame is a JSON object".into()));
+        };
+        let kind = map.shift_remove("kind").unwrap_or(Value::Null);
+        let Some(kind) = kind.as_str().and_then(FrameKind::parse) else {
+            return Err(FrameError::Undecodable(format!(
+                "unknown frame kind: {}",
+                crate::json::py_repr(&kind)
+            )));
+        };
+        if let Some(Value::Object(envelope)) = map.get("envelope") {
+            check_envelope(envelope).map_err(FrameError::Undecodable)?;
+        }
+        Frame::from_fields(kind, &mut map).map_err(FrameError::Undecodable)
+    }
+}
+
+/// `Envelope.from_dict`: exactly the envelope's keys, the first five required.
+fn check_envelope(envelope: &Map<String, Value>) -> Result<(), String> {
+    if let Some(extra) = envelope
+        .keys()
+        .find(|key| !ENVELOPE_FIELDS.contains(&key.as_str()))
+    {
+        return Err(format!(
+            "Envelope.__init__() got an unexpected keyword argument {}",
+            py_str_repr(extra)
+        ));
+    }
+    let missing: Vec<&str> = ENVELOPE_FIELDS[..ENVELOPE_REQUIRED]
+        .iter()
+        .copied()
+        .filter(|name| !envelope.contains_key(*name))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing_message("Envelope.__init__()", &missing))
+    }
+}
+
+/// CPython's "missing N required positional argument(s): 'a', 'b' and 'c'".
+fn missing_message(function: &str, missing: &[&str]) -> String {
+    let names: Vec<String> = missing.iter().map(|name| py_str_repr(name)).collect();
+    let listed = match names.len() {
+        1 => names[0].clone(),
+        2 => format!("{} and {}", names[0], names[1]),
+        _ => format!(
+            "{}, and {}",
+            names[..names.len() - 1].join(", "),
+            names[names.len() - 1]
+        ),
+    };
+    let plural = if missing.len() == 1 {
+        "argument"
+    } else {
+        "arguments"
+    };
+    format!(
+        "{function} missing {} required positional {plural}: {listed}",
+        missing.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encodes_like_ag2() {
+        // The examples the 1.2.1 encoder printed (transport spec §3.2).
+        let hello = Frame::new(
+            FrameKind::Hello,
+            vec![("name", json!("bob")), ("since_envelope_id", json!(""))],
+        );
+        assert_eq!(
+            hello.encode(),
+            r#"{"name": "bob", "auth_scheme": "none", "auth_claim": {}, "since_envelope_id": "", "kind": "hello"}"#
+        );
+        assert_eq!(
+            Frame::new(FrameKind::Ping, vec![]).encode(),
+            r#"{"kind": "ping"}"#
+        );
+        let response = Frame::new(
+            FrameKind::Response,
+            vec![
+                ("request_id", json!("r1")),
+                ("ok", json!(false)),
+                ("error_code", json!("not_found")),
+                ("error_message", json!("agent not found: bob")),
+            ],
+        );
+        assert_eq!(
+            response.encode(),
+            r#"{"request_id": "r1", "ok": false, "result": null, "error_code": "not_found", "error_message": "agent not found: bob", "kind": "response"}"#
+        );
+        let receipt = Frame::new(
+            FrameKind::Receipt,
+            vec![
+                ("envelope_id", json!("e1")),
+                ("status", json!("ack")),
+                ("recipient_id", json!("b1")),
+                ("channel_id", json!("c1")),
+            ],
+        );
+        assert_eq!(
+            receipt.encode(),
+            r#"{"envelope_id": "e1", "status": "ack", "recipient_id": "b1", "channel_id": "c1", "reason": "", "kind": "receipt"}"#
+        );
+        let error = Frame::new(
+            FrameKind::Error,
+            vec![("code", json!("auth_failed")), ("message", json!("x"))],
+        );
+        assert_eq!(
+            error.encode(),
+            r#"{"code": "auth_failed", "message": "x", "envelope_id": null, "kind": "error"}"#
+        );
+    }
+
+    #[test]
+    fn decodes_keys_strictly_and_fills_defaults() {
+        let hello = Frame::decode(r#"{"kind": "hello", "name": "bob"}"#).expect("decodes");
+        assert_eq!(
+            (hello.get("auth_scheme"), hello.get("auth_claim")),
+            (&json!("none"), &json!({}))
+        );
+        assert_eq!(hello.get("since_envelope_id"), &Value::Null);
+        // Types are not checked at decode time: the hub reports them as malformed later.
+        let odd = Frame::decode(r#"{"kind": "hello", "name": ["x"]}"#).expect("decodes");
+        assert_eq!(odd.get("name"), &json!(["x"]));
+        let cases = [
+            (r#"{"kind": "ping", "x": 1}"#, "PingFrame.__init__() got an unexpected keyword argument 'x'"),
+            (r#"{"kind": "hello"}"#, "HelloFrame.__init__() missing 1 required positional argument: 'name'"),
+            (r#"{"kind": "shout"}"#, "unknown frame kind: 'shout'"),
+            (r#"{"name": "bob"}"#, "unknown frame kind: None"),
+            (
+                r#"{"kind": "receipt"}"#,
+                "ReceiptFrame.__init__() missing 2 required positional arguments: 'envelope_id' and 'status'",
+            ),
+            (
+                r#"{"kind": "notify", "envelope": {"channel_id": "c", "bogus": 1}}"#,
+                "Envelope.__init__() got an unexpected keyword argument 'bogus'",
+            ),
+        ];
+        for (text, message) in cases {
+            assert_eq!(
+                Frame::decode(text),
+                Err(FrameError::Undecodable(message.to_string())),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            Frame::decode("[1]"),
+            Err(FrameError::Undecodable(_))
+        ));
+        assert!(matches!(
+            Frame::decode("not json"),
+            Err(FrameError::Undecodable(_))
+        ));
+        let huge = format!(
+            r#"{{"kind": "ping", "pad": "{}"}}"#,
+            "x".repeat(FRAME_BYTES_MAX)
+        );
+        assert!(matches!(Frame::decode(&huge), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn notify_round_trips_with_the_envelope_in_dataclass_order() {
+        let envelope = json!({
+            "channel_id": "c1", "sender_id": "a1", "audience": ["b1"], "event_type": "ag2.msg.text",
+            "event_data": {"text": "hi é"}, "envelope_id": "e1", "task_id": null, "causation_id": null,
+            "trace_id": null, "priority": "normal", "depth": 0, "idempotency_key": null,
+            "created_at": "2026-01-01T00:00:00+00:00", "ttl_seconds": null
+        });
+        let notify = Frame::new(
+            FrameKind::Notify,
+            vec![("envelope", envelope), ("recipient_id", json!("b1"))],
+        );
+        let text = notify.encode();
+        assert!(text.starts_with(
+            r#"{"envelope": {"channel_id": "c1", "sender_id": "a1", "audience": ["b1"]"#
+        ));
+        assert!(text.contains(r#""text": "hi \u00e9""#));
+        assert!(text.ends_with(r#""ttl_seconds": null}, "recipient_id": "b1", "kind": "notify"}"#));
+        assert_eq!(Frame::decode(&text), Ok(notify));
+    }
+}
