@@ -32,6 +32,11 @@ pub struct TaskTermination<'a> {
 }
 
 impl AuditLog {
+    /// A log holding `records` (a hub rebuilt from its store).
+    pub fn from_records(records: Vec<Value>) -> AuditLog {
+        AuditLog { records }
+    }
+
     /// Every record, in write order.
     pub fn records(&self) -> &[Value] {
         &self.records

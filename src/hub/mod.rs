@@ -15,6 +15,7 @@ pub mod audit;
 pub mod channel;
 pub mod expectations;
 pub mod rule;
+pub mod store;
 
 mod lifecycle;
 mod post;
@@ -146,6 +147,8 @@ pub struct Hub {
     /// PENDING and ACTIVE channels; ids are minted in creation order, so this iterates in it.
     pub(crate) active: BTreeSet<ChannelId>,
     pub(crate) inbox_pending: BTreeMap<AgentId, u64>,
+    /// Delivery cursors: the last acked envelope id per (agent, channel), compared as strings.
+    pub(crate) cursors: BTreeMap<AgentId, BTreeMap<ChannelId, String>>,
     pub(crate) bindings: BTreeMap<AgentId, EndpointId>,
     pub(crate) waiters: BTreeMap<ChannelId, OpenWaiter>,
     pub(crate) tasks: tasks::TaskBook,
@@ -169,6 +172,7 @@ impl Hub {
             channels: BTreeMap::new(),
             active: BTreeSet::new(),
             inbox_pending: BTreeMap::new(),
+            cursors: BTreeMap::new(),
             bindings: BTreeMap::new(),
             waiters: BTreeMap::new(),
             tasks: tasks::TaskBook::default(),

@@ -130,6 +130,7 @@ impl Hub {
         }
         self.bindings.remove(&agent);
         self.inbox_pending.remove(&agent);
+        self.cursors.remove(&agent);
         self.audit
             .agent(now.wall, false, agent, &entry.passport.name);
         Ok(())

@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod sims;
+mod store;
 mod support;
 mod tidy;
