@@ -18,6 +18,7 @@ pub mod rule;
 pub mod store;
 
 mod lifecycle;
+pub mod link;
 mod post;
 mod registry;
 mod sweep;
@@ -54,6 +55,8 @@ pub struct HubConfig {
     pub ttl_sweep_interval_micros: u64,
     /// Interval of the expectation sweeper; ag2 default 10 s.
     pub expectation_sweep_interval_micros: u64,
+    /// Registered auth adapters.
+    pub auth: link::AuthConfig,
 }
 
 impl Default for HubConfig {
@@ -62,6 +65,7 @@ impl Default for HubConfig {
             invite_ack_timeout_micros: 30_000_000,
             ttl_sweep_interval_micros: 30_000_000,
             expectation_sweep_interval_micros: 10_000_000,
+            auth: link::AuthConfig::default(),
         }
     }
 }
@@ -84,6 +88,13 @@ pub enum Output {
         channel: ChannelId,
         /// The outcome.
         result: Result<(), HubError>,
+    },
+    /// Send this frame on `endpoint` (welcome, error, pong, responses).
+    Frame {
+        /// The connection.
+        endpoint: EndpointId,
+        /// The frame.
+        frame: crate::proto::frame::Frame,
     },
     /// A recipient's pending count crossed its high-water mark upward (ag2's
     /// `on_inbox_pressure`; not audited).
@@ -147,9 +158,12 @@ pub struct Hub {
     /// PENDING and ACTIVE channels; ids are minted in creation order, so this iterates in it.
     pub(crate) active: BTreeSet<ChannelId>,
     pub(crate) inbox_pending: BTreeMap<AgentId, u64>,
-    /// Delivery cursors: the last acked envelope id per (agent, channel), compared as strings.
-    pub(crate) cursors: BTreeMap<AgentId, BTreeMap<ChannelId, String>>,
+    /// Delivery cursors: the last acked envelope id per (agent, channel id as sent), compared as
+    /// strings. ag2 does not check that either id exists.
+    pub(crate) cursors: BTreeMap<AgentId, BTreeMap<String, String>>,
     pub(crate) bindings: BTreeMap<AgentId, EndpointId>,
+    /// Attached connections.
+    pub(crate) endpoints: BTreeSet<EndpointId>,
     pub(crate) waiters: BTreeMap<ChannelId, OpenWaiter>,
     pub(crate) tasks: tasks::TaskBook,
     pub(crate) audit: AuditLog,
@@ -174,6 +188,7 @@ impl Hub {
             inbox_pending: BTreeMap::new(),
             cursors: BTreeMap::new(),
             bindings: BTreeMap::new(),
+            endpoints: BTreeSet::new(),
             waiters: BTreeMap::new(),
             tasks: tasks::TaskBook::default(),
             audit: AuditLog::default(),
@@ -191,9 +206,12 @@ impl Hub {
         &self.audit
     }
 
-    /// Mints a connection id from the hub's id counter (ag2's `LocalLink.client()`).
+    /// Mints a connection id from the hub's id counter and attaches it (ag2's
+    /// `LocalLink.client()`).
     pub fn mint_endpoint(&mut self) -> EndpointId {
-        EndpointId(self.ids.next_raw())
+        let endpoint = EndpointId(self.ids.next_raw());
+        self.attach_endpoint(endpoint);
+        endpoint
     }
 
     /// Channel ids in creation order.

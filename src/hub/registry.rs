@@ -18,6 +18,8 @@ pub struct Passport {
     pub name: String,
     /// `None` means `agent`; also `human` or `remote_agent`.
     pub kind: Option<String>,
+    /// `auth.scheme` (the claim itself is never kept).
+    pub auth_scheme: String,
     /// Stamped on registration.
     pub agent_id: Option<AgentId>,
     /// Stamped on registration.
@@ -30,6 +32,7 @@ impl Passport {
         Passport {
             name: name.to_string(),
             kind: None,
+            auth_scheme: "none".to_string(),
             agent_id: None,
             created_at: None,
         }
@@ -79,6 +82,25 @@ impl Hub {
         resume: Resume,
         rule: Option<Rule>,
     ) -> Result<AgentId, HubError> {
+        self.register_with_claim(now, &mut passport, &serde_json::Map::new(), resume, rule)
+    }
+
+    /// ag2's `register_identity` with an auth claim: the claim is validated by the passport's
+    /// scheme adapter (before the name checks, as in ag2) and then dropped.
+    ///
+    /// # Errors
+    /// `AuthError` for an unknown scheme or a bad claim, then as [`Hub::register`].
+    pub fn register_with_claim(
+        &mut self,
+        now: Now,
+        passport: &mut Passport,
+        claim: &serde_json::Map<String, serde_json::Value>,
+        resume: Resume,
+        rule: Option<Rule>,
+    ) -> Result<AgentId, HubError> {
+        self.config
+            .auth
+            .validate(&passport.auth_scheme, &passport.name, claim)?;
         let name = passport.name.clone();
         let id_shaped = is_hex32(&name)
             || AgentId::parse(&name).is_some_and(|id| self.agents.contains_key(&id));
@@ -104,7 +126,7 @@ impl Hub {
         self.agents.insert(
             agent,
             AgentEntry {
-                passport,
+                passport: passport.clone(),
                 resume,
                 rule: rule.unwrap_or_default(),
                 skill: None,
@@ -134,18 +156,6 @@ impl Hub {
         self.audit
             .agent(now.wall, false, agent, &entry.passport.name);
         Ok(())
-    }
-
-    /// Binds `agent` to a connection; dispatch reaches it there. Rebinding moves it.
-    pub fn bind_endpoint(&mut self, endpoint: EndpointId, agent: AgentId) {
-        if self.agents.contains_key(&agent) {
-            self.bindings.insert(agent, endpoint);
-        }
-    }
-
-    /// Drops every binding of a closed connection.
-    pub fn unbind_endpoint(&mut self, endpoint: EndpointId) {
-        self.bindings.retain(|_, bound| *bound != endpoint);
     }
 
     /// The connection `agent` is bound to.

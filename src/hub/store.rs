@@ -34,7 +34,7 @@ pub struct Store {
     pub(crate) channels: BTreeMap<ChannelId, StoredChannel>,
     pub(crate) tasks: BTreeMap<String, TaskMetadata>,
     pub(crate) checkpoints: BTreeMap<String, Value>,
-    pub(crate) cursors: BTreeMap<AgentId, BTreeMap<ChannelId, String>>,
+    pub(crate) cursors: BTreeMap<AgentId, BTreeMap<String, String>>,
     pub(crate) audit: Vec<Value>,
     /// The highest id minted before the snapshot.
     pub(crate) last_id: u128,

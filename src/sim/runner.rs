@@ -125,6 +125,7 @@ impl Driver {
                 * MICROS_PER_SECOND as f64) as u64,
             ttl_sweep_interval_micros: 0,
             expectation_sweep_interval_micros: 0,
+            auth: Default::default(),
         };
         Driver {
             hub: Hub::new(config, Instant::default()),
@@ -166,7 +167,9 @@ impl Driver {
                     spec.rule.clone(),
                 )
                 .expect("scenario agent names are unique and not id-shaped (checked at load)");
-            self.hub.bind_endpoint(endpoint, id);
+            self.hub
+                .bind_endpoint(endpoint, id)
+                .expect("a fresh endpoint and agent bind");
             self.by_name.insert(spec.name.clone(), self.agents.len());
             self.by_id.insert(id, self.agents.len());
             self.agents.push(AgentRuntime {
@@ -199,7 +202,7 @@ impl Driver {
                 Output::OpenResolved { channel, result } => {
                     self.opens.insert(channel, result);
                 }
-                Output::InboxPressure { .. } => {}
+                Output::InboxPressure { .. } | Output::Frame { .. } => {}
             }
         }
     }
