@@ -48,10 +48,10 @@ impl Hub {
         self.append(channel, envelope.clone());
         let entry = self.channels.get_mut(&channel).expect("checked above");
         let state = entry.state.as_mut().expect("checked above");
-        let mut folded = state.clone();
-        folded.fold(&envelope)?;
-        let result = folded.on_accepted(&envelope);
-        *state = folded;
+        // Every fold assigns only after its last fallible step, so a failure leaves the state as
+        // it was (the envelope stays in the WAL, as in ag2).
+        state.fold(&envelope)?;
+        let result = state.on_accepted(&envelope);
 
         let substantive = !EventType::is_protocol(&envelope.event_type);
         if substantive {

@@ -659,3 +659,40 @@ mod links {
         assert_eq!(frames(&mut hub)[0].1, r#"{"kind": "pong"}"#);
     }
 }
+
+#[test]
+fn a_failing_fold_keeps_the_wal_line_and_the_old_state() {
+    let (mut hub, ids) = hub_with(quiet(), &["alice", "bob"]);
+    let mut request = request(ids[0], "workflow", vec![ids[1]]);
+    let graph = serde_json::json!({"initial_speaker": ids[0].to_string()});
+    request.knobs = map_of([("graph", graph)]);
+    let Created::Pending(channel) = hub.create_channel(at(0), request).expect("opens") else {
+        panic!()
+    };
+    ack(&mut hub, at(0), channel, ids[1]);
+    outputs(&mut hub);
+    let before = hub.adapter_state(channel).cloned();
+    let data = map_of([
+        ("routing", Value::from("not a dict")),
+        ("body", Value::from("x")),
+    ]);
+    let packet = Envelope::new(channel, ids[0], None, EventType::PACKET, data);
+    let error = hub
+        .post_envelope(at(1), packet)
+        .expect_err("routing must be a dict");
+    assert_eq!(
+        (error.type_name.as_str(), error.message.as_str()),
+        ("AttributeError", "'str' object has no attribute 'get'")
+    );
+    assert_eq!(
+        hub.read_wal(channel).last().map(|e| e.event_type.as_str()),
+        Some(EventType::PACKET),
+        "ag2 appended it"
+    );
+    assert_eq!(
+        hub.adapter_state(channel).cloned(),
+        before,
+        "the fold did not happen"
+    );
+    assert!(outputs(&mut hub).is_empty(), "nothing was dispatched");
+}
