@@ -50,6 +50,7 @@ sims! {
     workflow_finish,
     workflow_graph,
     workflow_handoff_name_stall,
+    workflow_malformed_payloads,
     workflow_packet_routing,
     workflow_round_robin,
 }
