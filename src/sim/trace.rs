@@ -406,12 +406,14 @@ pub fn render(scenario_name: &str, run: &Run) -> String {
         .collect();
     w.value(&Value::Array(kinds));
     w.key("channels");
-    let mut channels: Vec<(&str, crate::ids::ChannelId)> = run
+    // The oracle keys channels by label with a dict comprehension: when two channels share a
+    // label (`as:` reused), the later one wins.
+    let by_label: BTreeMap<&str, crate::ids::ChannelId> = run
         .hub
         .channel_ids()
         .map(|channel| (run.labels[&channel].as_str(), channel))
         .collect();
-    channels.sort();
+    let channels: Vec<(&str, crate::ids::ChannelId)> = by_label.into_iter().collect();
     if channels.is_empty() {
         w.raw("{}");
     } else {

@@ -30,6 +30,7 @@ sims! {
     discussion_partial_ack_reject,
     discussion_round_robin,
     discussion_unregister_stall,
+    duplicate_labels,
     expectation_max_silence_anchor,
     expectation_pending_states,
     expectation_reply_within_multi,
