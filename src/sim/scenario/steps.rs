@@ -1,0 +1,443 @@
+//! The `steps:` list: each op's fields, checked where the step is written.
+
+use super::*;
+
+/// Every key a step may carry; each op accepts a subset (see [`op_fields`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFields {
+    op: String,
+    #[serde(rename = "as")]
+    label: Option<String>,
+    by: Option<serde_yaml::Value>,
+    agent: Option<serde_yaml::Value>,
+    channel: Option<serde_yaml::Value>,
+    #[serde(rename = "type")]
+    manifest_type: Option<serde_yaml::Value>,
+    target: Option<serde_yaml::Value>,
+    seconds: Option<serde_yaml::Value>,
+    ttl: Option<serde_yaml::Value>,
+    knobs: Option<serde_yaml::Value>,
+    intent: Option<String>,
+    labels: Option<serde_yaml::Value>,
+    wait: Option<bool>,
+    text: Option<String>,
+    audience: Option<Vec<String>>,
+    event_type: Option<String>,
+    event_data: Option<serde_yaml::Value>,
+    depth: Option<i64>,
+    via: Option<String>,
+    reason: Option<String>,
+    rule: Option<RuleFields>,
+    unknown_channel: Option<bool>,
+    expect_error: Option<serde_yaml::Value>,
+}
+
+/// The keys each op accepts besides `op` and `expect_error`.
+fn op_fields(op: &str) -> Option<&'static [&'static str]> {
+    Some(match op {
+        "open" => &[
+            "as", "by", "type", "target", "ttl", "knobs", "intent", "labels", "wait",
+        ],
+        "send" => &[
+            "channel",
+            "by",
+            "text",
+            "audience",
+            "event_type",
+            "event_data",
+            "depth",
+            "via",
+            "unknown_channel",
+        ],
+        "close" => &["channel", "by", "reason", "via", "unknown_channel"],
+        "advance" => &["seconds"],
+        "ttl_tick" | "expire_due" | "expectation_tick" | "settle" => &[],
+        "set_rule" => &["agent", "rule"],
+        "unregister" => &["agent"],
+        _ => return None,
+    })
+}
+
+const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle";
+
+pub(super) struct StepsSeed<'a> {
+    pub(super) agents: Option<&'a BTreeSet<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for StepsSeed<'_> {
+    type Value = Vec<Step>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Step>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StepsSeed<'_> {
+    type Value = Vec<Step>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of steps")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<Step>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Step>, A::Error> {
+        let mut steps = Vec::new();
+        while let Some(step) = seq.next_element_seed(StepSeed {
+            agents: self.agents,
+        })? {
+            if steps.len() >= limits::STEPS_MAX {
+                return Err(de::Error::custom(format!(
+                    "at most {} steps",
+                    limits::STEPS_MAX
+                )));
+            }
+            steps.push(step);
+        }
+        Ok(steps)
+    }
+}
+
+struct StepSeed<'a> {
+    pub(super) agents: Option<&'a BTreeSet<String>>,
+}
+
+impl<'de> DeserializeSeed<'de> for StepSeed<'_> {
+    type Value = Step;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Step, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StepSeed<'_> {
+    type Value = Step;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a step: a mapping with `op`, or a bare op name")
+    }
+
+    fn visit_str<E: de::Error>(self, op: &str) -> Result<Step, E> {
+        match op_fields(op) {
+            Some([]) => step_from_fields(bare_step(op)).map_err(E::custom),
+            Some(_) => Err(E::custom(format!(
+                "op `{op}` needs a mapping with its fields"
+            ))),
+            None => Err(E::custom(format!(
+                "unknown op `{op}`, expected one of: {OPS}"
+            ))),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Step, A::Error> {
+        let fields = StepFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let step = step_from_fields(fields).map_err(de::Error::custom)?;
+        if let Some(agents) = self.agents {
+            check_step_agents(&step, agents).map_err(de::Error::custom)?;
+        }
+        Ok(step)
+    }
+}
+
+fn bare_step(op: &str) -> StepFields {
+    StepFields {
+        op: op.to_string(),
+        label: None,
+        by: None,
+        agent: None,
+        channel: None,
+        manifest_type: None,
+        target: None,
+        seconds: None,
+        ttl: None,
+        knobs: None,
+        intent: None,
+        labels: None,
+        wait: None,
+        text: None,
+        audience: None,
+        event_type: None,
+        event_data: None,
+        depth: None,
+        via: None,
+        reason: None,
+        rule: None,
+        unknown_channel: None,
+        expect_error: None,
+    }
+}
+
+fn step_from_fields(f: StepFields) -> Result<Step, String> {
+    let op = f.op.clone();
+    let allowed =
+        op_fields(&op).ok_or_else(|| format!("unknown op `{op}`, expected one of: {OPS}"))?;
+    let present: Vec<&str> = [
+        ("as", f.label.is_some()),
+        ("by", f.by.is_some()),
+        ("agent", f.agent.is_some()),
+        ("channel", f.channel.is_some()),
+        ("type", f.manifest_type.is_some()),
+        ("target", f.target.is_some()),
+        ("seconds", f.seconds.is_some()),
+        ("ttl", f.ttl.is_some()),
+        ("knobs", f.knobs.is_some()),
+        ("intent", f.intent.is_some()),
+        ("labels", f.labels.is_some()),
+        ("wait", f.wait.is_some()),
+        ("text", f.text.is_some()),
+        ("audience", f.audience.is_some()),
+        ("event_type", f.event_type.is_some()),
+        ("event_data", f.event_data.is_some()),
+        ("depth", f.depth.is_some()),
+        ("via", f.via.is_some()),
+        ("reason", f.reason.is_some()),
+        ("rule", f.rule.is_some()),
+        ("unknown_channel", f.unknown_channel.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, present)| present.then_some(key))
+    .collect();
+    if let Some(extra) = present.iter().find(|key| !allowed.contains(key)) {
+        let mut known: Vec<&str> = vec!["op", "expect_error"];
+        known.extend_from_slice(allowed);
+        return Err(format!(
+            "op `{op}` does not take `{extra}`; its fields are: {}",
+            known.join(", ")
+        ));
+    }
+    let mut echo = Map::new();
+    for (key, value) in [
+        ("by", &f.by),
+        ("agent", &f.agent),
+        ("channel", &f.channel),
+        ("type", &f.manifest_type),
+        ("target", &f.target),
+        ("seconds", &f.seconds),
+    ] {
+        if let Some(value) = value {
+            echo.insert(key.to_string(), yaml_to_json(value));
+        }
+    }
+    let expect_error = f
+        .expect_error
+        .as_ref()
+        .map(parse_expect_error)
+        .transpose()?;
+    let need = |value: &Option<serde_yaml::Value>, key: &str| -> Result<String, String> {
+        match value {
+            Some(serde_yaml::Value::String(text)) => Ok(text.clone()),
+            Some(_) => Err(format!("op `{op}`: `{key}` must be a string")),
+            None => Err(format!("op `{op}` needs `{key}`")),
+        }
+    };
+    let via_hub = match f.via.as_deref() {
+        None | Some("client") => false,
+        Some("hub") => true,
+        Some(other) => return Err(format!("`via: {other}`: expected `client` or `hub`")),
+    };
+    let action = match op.as_str() {
+        "open" => Action::Open {
+            label: f.label.clone(),
+            by: need(&f.by, "by")?,
+            manifest_type: need(&f.manifest_type, "type")?,
+            targets: parse_targets(f.target.as_ref())?,
+            ttl: f.ttl.as_ref().map(parse_ttl).transpose()?,
+            knobs: f
+                .knobs
+                .as_ref()
+                .map(|k| mapping_or_null(k, "knobs"))
+                .transpose()?
+                .flatten(),
+            intent: f.intent.clone(),
+            labels: f
+                .labels
+                .as_ref()
+                .map(|l| mapping_or_null(l, "labels"))
+                .transpose()?
+                .flatten(),
+            wait: f.wait.unwrap_or(true),
+        },
+        "send" => Action::Send {
+            channel: need(&f.channel, "channel")?,
+            unknown_channel: f.unknown_channel.unwrap_or(false),
+            by: need(&f.by, "by")?,
+            text: f.text.clone().unwrap_or_default(),
+            audience: f.audience.clone(),
+            event_type: f
+                .event_type
+                .clone()
+                .unwrap_or_else(|| crate::proto::EventType::TEXT.to_string()),
+            event_data: f
+                .event_data
+                .as_ref()
+                .map(|d| mapping_or_null(d, "event_data"))
+                .transpose()?
+                .flatten(),
+            depth: f.depth,
+            via_hub,
+        },
+        "close" => Action::Close {
+            channel: need(&f.channel, "channel")?,
+            unknown_channel: f.unknown_channel.unwrap_or(false),
+            by: need(&f.by, "by")?,
+            reason: f.reason.clone().unwrap_or_default(),
+            via_hub,
+        },
+        "advance" => Action::Advance(parse_advance(f.seconds.as_ref())?),
+        "ttl_tick" | "expire_due" => Action::TtlTick,
+        "expectation_tick" => Action::ExpectationTick,
+        "set_rule" => Action::SetRule {
+            agent: need(&f.agent, "agent")?,
+            rule: f
+                .rule
+                .ok_or_else(|| format!("op `{op}` needs `rule`"))?
+                .into_rule(),
+        },
+        "unregister" => Action::Unregister {
+            agent: need(&f.agent, "agent")?,
+        },
+        _ => Action::Settle,
+    };
+    Ok(Step {
+        op,
+        echo,
+        expect_error,
+        action,
+    })
+}
+
+fn parse_expect_error(value: &serde_yaml::Value) -> Result<ExpectError, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fields {
+        #[serde(rename = "type")]
+        type_name: Option<String>,
+        #[serde(rename = "match")]
+        pattern: Option<String>,
+    }
+    let (type_name, pattern) = match value {
+        serde_yaml::Value::String(type_name) => (Some(type_name.clone()), None),
+        other => {
+            let fields: Fields =
+                serde_yaml::from_value(other.clone()).map_err(|e| format!("expect_error: {e}"))?;
+            (fields.type_name, fields.pattern)
+        }
+    };
+    let pattern = pattern
+        .filter(|p| !p.is_empty())
+        .map(|p| regex::Regex::new(&p).map_err(|e| format!("expect_error.match: {e}")))
+        .transpose()?;
+    Ok(ExpectError { type_name, pattern })
+}
+
+fn parse_targets(value: Option<&serde_yaml::Value>) -> Result<Vec<String>, String> {
+    match value {
+        None => Err("op `open` needs `target`".into()),
+        Some(serde_yaml::Value::String(name)) => Ok(vec![name.clone()]),
+        Some(serde_yaml::Value::Sequence(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| "`target` entries must be names".to_string())
+            })
+            .collect(),
+        Some(_) => Err("`target` must be a name or a list of names".into()),
+    }
+}
+
+fn parse_ttl(value: &serde_yaml::Value) -> Result<DurationSpec, String> {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::Bool(flag) => Ok(DurationSpec::Seconds(i64::from(*flag))),
+        Y::Number(number) if number.is_i64() => {
+            Ok(DurationSpec::Seconds(number.as_i64().expect("is_i64")))
+        }
+        Y::Number(number) => Ok(DurationSpec::Float(number.as_f64().unwrap_or(f64::NAN))),
+        Y::String(text) => Ok(DurationSpec::Text(text.clone())),
+        _ => Err("`ttl` must be a number of seconds or a duration string like \"60s\"".into()),
+    }
+}
+
+fn parse_advance(value: Option<&serde_yaml::Value>) -> Result<AdvanceBy, String> {
+    use serde_yaml::Value as Y;
+    let bad =
+        || "op `advance` needs `seconds`: a number or a duration string like \"61s\"".to_string();
+    match value.ok_or_else(bad)? {
+        Y::Number(number) if number.is_i64() => {
+            Ok(AdvanceBy::Seconds(number.as_i64().expect("is_i64")))
+        }
+        Y::Number(number) => match number.as_f64() {
+            Some(seconds) if seconds.is_finite() => Ok(AdvanceBy::Float(seconds)),
+            _ => Err(bad()),
+        },
+        Y::String(text) => Ok(AdvanceBy::Text(text.clone())),
+        _ => Err(bad()),
+    }
+}
+
+fn mapping_or_null(value: &serde_yaml::Value, key: &str) -> Result<Option<Value>, String> {
+    match yaml_to_json(value) {
+        Value::Null => Ok(None),
+        object @ Value::Object(_) => Ok(Some(object)),
+        _ => Err(format!("`{key}` must be a mapping")),
+    }
+}
+
+pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Result<(), String> {
+    let check = |name: &str| -> Result<(), String> {
+        if agents.contains(name) {
+            Ok(())
+        } else {
+            let known: Vec<&str> = agents.iter().map(String::as_str).collect();
+            Err(format!(
+                "op `{}`: unknown agent `{name}` (agents: {})",
+                step.op,
+                known.join(", ")
+            ))
+        }
+    };
+    let check_refs = |data: &Option<Value>| -> Result<(), String> {
+        let mut names = Vec::new();
+        if let Some(data) = data {
+            collect_refs(data, &mut names);
+        }
+        names.iter().try_for_each(|name| check(name))
+    };
+    match &step.action {
+        Action::Open { by, knobs, .. } => {
+            check(by)?;
+            check_refs(knobs)
+        }
+        Action::Send {
+            by,
+            audience,
+            event_data,
+            ..
+        } => {
+            check(by)?;
+            audience.iter().flatten().try_for_each(|name| check(name))?;
+            check_refs(event_data)
+        }
+        Action::Close { by, .. } => check(by),
+        Action::SetRule { agent, .. } | Action::Unregister { agent } => check(agent),
+        _ => Ok(()),
+    }
+}
+
+/// Names referenced as `{$id: name}` inside data.
+fn collect_refs(value: &Value, names: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
+            if let Some(Value::String(name)) = map.get("$id") {
+                names.push(name.clone());
+            }
+        }
+        Value::Object(map) => map.values().for_each(|v| collect_refs(v, names)),
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, names)),
+        _ => {}
+    }
+}
