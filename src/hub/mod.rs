@@ -25,8 +25,8 @@ mod sweep;
 mod tasks;
 
 pub use lifecycle::{CreateChannel, Created};
-pub use registry::{Passport, Resume};
-pub use tasks::{TaskMetadata, TaskState};
+pub use registry::{ObservedStat, Passport, PassportDetails, Resume};
+pub use tasks::{TaskMetadata, TaskSpec, TaskState, TaskUpdate};
 
 use crate::ids::{AgentId, ChannelId, EndpointId, EnvelopeId, IdGen};
 use crate::proto::{Envelope, HubError};
