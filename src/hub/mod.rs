@@ -244,6 +244,28 @@ impl Hub {
             .map_or(&[], |entry| entry.wal.as_slice())
     }
 
+    /// ag2's `read_wal(cid, since=, until=)`: the Python slice `wal[since:until]` (negative
+    /// indexes count from the end; `None` is the open end). An unknown channel reads as empty.
+    pub fn read_wal_slice(
+        &self,
+        channel: ChannelId,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> &[Arc<Envelope>] {
+        let wal = self.read_wal(channel);
+        &wal[python_slice(wal.len(), since, until)]
+    }
+
+    /// ag2's `list_channels` without state filter or limit: every channel (terminal ones too) in
+    /// creation order, or those `agent` participates in.
+    pub fn list_channels(&self, agent: Option<AgentId>) -> Vec<ChannelId> {
+        self.channels
+            .iter()
+            .filter(|(_, entry)| agent.is_none_or(|agent| entry.metadata.has_participant(agent)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The hub's inbox pending counters (agents that were ever counted and are still registered).
     pub fn inbox_pending(&self) -> &BTreeMap<AgentId, u64> {
         &self.inbox_pending
@@ -361,6 +383,22 @@ impl Hub {
             audit_records: self.audit.records().len(),
         }
     }
+}
+
+/// The index range of Python's `items[start:stop]` (step 1) over `len` items: negative bounds
+/// count from the end, and every bound is clamped to the list.
+pub fn python_slice(len: usize, start: Option<i64>, stop: Option<i64>) -> std::ops::Range<usize> {
+    let len_i = i64::try_from(len).unwrap_or(i64::MAX);
+    let clamp = |bound: Option<i64>, default: i64| -> usize {
+        let index = match bound {
+            None => default,
+            Some(index) if index < 0 => index.saturating_add(len_i).max(0),
+            Some(index) => index.min(len_i),
+        };
+        usize::try_from(index).expect("clamped to 0..=len")
+    };
+    let (start, stop) = (clamp(start, 0), clamp(stop, len_i));
+    start..stop.max(start)
 }
 
 /// ag2's `health()`, minus the byte counters of its files.

@@ -237,6 +237,41 @@ impl Hub {
             .ok_or_else(|| HubError::not_found(format!("agent not found: {name_or_id}")))
     }
 
+    /// ag2's `get_resume`.
+    ///
+    /// # Errors
+    /// `NotFoundError("resume not found: <agent_id>")`.
+    pub fn get_resume(&self, agent_id: &str) -> Result<&Resume, HubError> {
+        AgentId::parse(agent_id)
+            .and_then(|id| self.resume_of(id))
+            .ok_or_else(|| HubError::not_found(format!("resume not found: {agent_id}")))
+    }
+
+    /// ag2's `get_rule`.
+    ///
+    /// # Errors
+    /// `NotFoundError("rule not found: <agent_id>")`.
+    pub fn get_rule(&self, agent_id: &str) -> Result<&Rule, HubError> {
+        AgentId::parse(agent_id)
+            .and_then(|id| self.rule_of(id))
+            .ok_or_else(|| HubError::not_found(format!("rule not found: {agent_id}")))
+    }
+
+    /// ag2's `name_for`: the registered name, or the id itself when unknown.
+    pub fn name_for<'a>(&'a self, agent_id: &'a str) -> &'a str {
+        AgentId::parse(agent_id)
+            .and_then(|id| self.name_of(id))
+            .unwrap_or(agent_id)
+    }
+
+    /// Stores a SKILL.md at registration: ag2's `register_identity` persists it without the
+    /// `skill_set` audit record that `set_skill` writes.
+    pub(crate) fn store_skill(&mut self, agent: AgentId, skill: String) {
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.skill = Some(skill);
+        }
+    }
+
     /// ag2's `find_agent_id`: the id registered under `name`, if any.
     pub fn find_agent_id(&self, name: &str) -> Option<AgentId> {
         self.names.get(name).copied()
@@ -379,17 +414,21 @@ impl Hub {
             .observation(now.wall, owner, version, capability, outcome.as_str());
     }
 
-    /// ag2's `list_agents`: registration order, optionally filtered by capability (claimed or
-    /// observed) and a case-insensitive summary substring, at most `limit`.
-    pub fn list_agents(
+    /// ag2's `list_agents` before its sort and limit: registration order, filtered by `kind`
+    /// (`None` passports count as `agent`), capability (claimed or observed) and a
+    /// case-insensitive summary substring (an empty query matches every summary, as ag2 skips it).
+    pub fn matching_agents(
         &self,
         capability: Option<&str>,
         query: Option<&str>,
-        limit: usize,
+        kind: Option<&str>,
     ) -> Vec<AgentId> {
         let query = query.map(str::to_lowercase);
         self.agents
             .iter()
+            .filter(|(_, entry)| {
+                kind.is_none_or(|kind| entry.passport.kind.as_deref().unwrap_or("agent") == kind)
+            })
             .filter(|(_, entry)| {
                 capability.is_none_or(|cap| {
                     entry.resume.claimed_capabilities.iter().any(|c| c == cap)
@@ -402,7 +441,19 @@ impl Hub {
                     .is_none_or(|q| entry.resume.summary.to_lowercase().contains(q.as_str()))
             })
             .map(|(id, _)| *id)
-            .take(limit)
             .collect()
+    }
+
+    /// ag2's `list_agents`: registration order, optionally filtered by capability (claimed or
+    /// observed) and a case-insensitive summary substring, at most `limit`.
+    pub fn list_agents(
+        &self,
+        capability: Option<&str>,
+        query: Option<&str>,
+        limit: usize,
+    ) -> Vec<AgentId> {
+        let mut found = self.matching_agents(capability, query, None);
+        found.truncate(limit);
+        found
     }
 }
