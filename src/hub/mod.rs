@@ -23,6 +23,7 @@ mod post;
 mod registry;
 mod sweep;
 mod tasks;
+pub mod wire;
 
 pub use lifecycle::{CreateChannel, Created};
 pub use registry::{ObservedStat, Passport, PassportDetails, Resume};
