@@ -21,6 +21,7 @@ mod lifecycle;
 pub mod link;
 mod post;
 mod registry;
+pub mod rpc;
 mod sweep;
 mod tasks;
 pub mod wire;
@@ -171,6 +172,8 @@ pub struct Hub {
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) next_ttl_sweep: Option<Instant>,
     pub(crate) next_expectation_sweep: Option<Instant>,
+    /// Wire `create_channel` requests waiting for their handshake: channel to request id.
+    pub(crate) rpc_waiters: BTreeMap<ChannelId, String>,
 }
 
 impl Hub {
@@ -194,6 +197,7 @@ impl Hub {
             tasks: tasks::TaskBook::default(),
             audit: AuditLog::default(),
             outputs: VecDeque::new(),
+            rpc_waiters: BTreeMap::new(),
         }
     }
 
