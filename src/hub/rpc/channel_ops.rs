@@ -22,6 +22,8 @@ fn done(value: Value) -> OpResult {
 impl Hub {
     /// `create_channel`: ag2's checks on the raw params (participants, adapter) run here so that
     /// ids that are not 32-hex fail as unknown ids do; the typed `create_channel` does the rest.
+    /// Conversions ag2 makes later (`dict(knobs)`, `dict(labels)`, a `ttl` that is a list or a
+    /// dict) fail here, before the access checks and without consuming an id.
     pub(super) fn op_create_channel(
         &mut self,
         now: Now,

@@ -636,3 +636,136 @@ fn bad_params_never_panic() {
     }
     assert!(count > 10_000);
 }
+
+/// Odd shapes ag2 1.2.1 answered this way (`t5.py` in the module notes): auth blocks, names and
+/// ids of the wrong type, unhashable params.
+#[test]
+fn odd_param_shapes_answer_like_ag2() {
+    let mut world = World::with_connections(2);
+    let alice = world.register("a", "alice", json!({}));
+    let bob = world.register("b", "bob", json!({}));
+    let unhashable = (false, "error", "unhashable type: 'list'".to_string());
+    let cases = [
+        (
+            "register",
+            json!({"passport": {"name": "x", "auth": "s"}, "resume": {}}),
+            (
+                false,
+                "error",
+                "'str' object has no attribute 'scheme'".to_string(),
+            ),
+        ),
+        (
+            "register",
+            json!({"passport": {"name": "x", "auth": {"scheme": 5}}, "resume": {}}),
+            (false, "auth_failed", "unknown auth scheme: 5".to_string()),
+        ),
+        (
+            "register",
+            json!({"passport": {"name": "x", "auth": {"scheme": [5]}}, "resume": {}}),
+            unhashable.clone(),
+        ),
+        (
+            "register",
+            json!({"passport": {"name": None::<()>}, "resume": {}}),
+            (
+                false,
+                "error",
+                "expected string or bytes-like object, got 'NoneType'".to_string(),
+            ),
+        ),
+        (
+            "list_agents",
+            json!({"capability": [5]}),
+            unhashable.clone(),
+        ),
+        (
+            "can_send",
+            json!({"sender_id": alice, "channel_id": [1]}),
+            unhashable.clone(),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": "consulting", "participants": [bob],
+                "manifest_version": true, "ttl": "1.5h"}),
+            (
+                false,
+                "error",
+                "invalid literal for int() with base 10: '1.5'".to_string(),
+            ),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": ["consulting"], "participants": [bob]}),
+            unhashable.clone(),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": "consulting", "participants": [[bob]]}),
+            unhashable.clone(),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": "consulting", "participants": [bob, 5]}),
+            (
+                false,
+                "not_found",
+                "participant not registered: 5".to_string(),
+            ),
+        ),
+        (
+            "report_turn_failure",
+            json!({"agent_id": alice, "channel_id": [1], "envelope_id": "e"}),
+            unhashable.clone(),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"task_id": "t5", "owner_id": alice, "channel_id": [1]}}),
+            unhashable.clone(),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"task_id": "t6", "owner_id": alice, "state": 5}}),
+            (
+                false,
+                "error",
+                "'int' object has no attribute 'value'".to_string(),
+            ),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"owner_id": alice}}),
+            (false, "error", "'task_id'".to_string()),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"task_id": None::<()>, "owner_id": alice}}),
+            (true, "", String::new()),
+        ),
+        (
+            "get_task",
+            json!({"task_id": None::<()>}),
+            (false, "not_found", "task not found: None".to_string()),
+        ),
+    ];
+    for (op, params, (ok, code, message)) in cases {
+        let got = answer(&world.call("a", op, params.clone()));
+        assert_eq!(got, (ok, code.to_string(), message), "{op} {params}");
+    }
+    let names = world.ok(
+        "a",
+        "names_for",
+        json!({"agent_ids": {alice.as_str(): 1, "q": 2}}),
+    );
+    assert_eq!(names, json!({alice.as_str(): "alice", "q": "q"}));
+    assert_eq!(
+        world.ok("a", "list_agents", json!({"capability": 5})),
+        json!([])
+    );
+    let id = world.ok(
+        "a",
+        "register",
+        json!({"passport": {"name": "x", "auth": {"claim": 5}}, "resume": {}}),
+    );
+    assert_eq!(id["auth"]["claim"], json!({}));
+}
