@@ -279,9 +279,10 @@ fn missing_params_and_unbound_connections_answer_like_ag2() {
     }
 }
 
-/// The walk-through ag2 1.2.1 printed for the same calls (`golden.py` in the module notes): a
-/// register, the ack that activates a pending open, the open's deferred response, a WAL read
-/// whose payload keys come back sorted, a resume, a refusal and a missing param.
+/// The responses ag2 1.2.1's hub sent for the same calls (its `Hub._dispatch_frame` driven with
+/// `RequestFrame`s, ids from one counter, the clock frozen at the epoch): a register, the ack that
+/// activates a pending open, the open's deferred response, a WAL read whose payload keys come
+/// back sorted, a resume, a refusal and a missing param.
 #[test]
 fn responses_match_ag2_byte_for_byte() {
     let mut world = World::with_connections(3);
@@ -637,8 +638,8 @@ fn bad_params_never_panic() {
     assert!(count > 10_000);
 }
 
-/// Odd shapes ag2 1.2.1 answered this way (`t5.py` in the module notes): auth blocks, names and
-/// ids of the wrong type, unhashable params.
+/// Odd shapes, answered as ag2 1.2.1 answered them in the same world: auth blocks, names and ids
+/// of the wrong type, unhashable params.
 #[test]
 fn odd_param_shapes_answer_like_ag2() {
     let mut world = World::with_connections(2);
