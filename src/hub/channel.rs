@@ -112,13 +112,23 @@ impl Expectation {
     }
 }
 
-/// The declarative half of a channel type. Only the fields the hub reads or prints are kept.
+/// The declarative half of a channel type (ag2's `ChannelManifest`), field for field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
     /// The adapter dispatch key (`consulting`, ...).
     pub manifest_type: &'static str,
     /// The adapter version (always 1 for the built-ins).
     pub version: i64,
+    /// `participants.min`: declared only; the adapter's `validate_create` enforces counts.
+    pub participants_min: i64,
+    /// `participants.max`; `None` is unbounded.
+    pub participants_max: Option<i64>,
+    /// `participants.roles`: declared role names.
+    pub roles: &'static [&'static str],
+    /// `knobs_schema`: knob name to type hint, in declaration order.
+    pub knobs_schema: &'static [(&'static str, &'static str)],
+    /// The adapter's default view policy name.
+    pub default_view_policy: &'static str,
     /// Declared expectations, evaluated by the expectation sweeper.
     pub expectations: &'static [Expectation],
 }

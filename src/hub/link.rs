@@ -289,7 +289,7 @@ impl Hub {
 
 /// ag2's `_malformed_field`: the first field of a hello, receipt or request whose JSON type is
 /// wrong.
-fn malformed_field(frame: &Frame) -> Option<&'static str> {
+pub(super) fn malformed_field(frame: &Frame) -> Option<&'static str> {
     let fields: &[(&'static str, bool)] = match frame.kind {
         FrameKind::Hello => &[
             ("name", false),

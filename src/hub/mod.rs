@@ -21,12 +21,14 @@ mod lifecycle;
 pub mod link;
 mod post;
 mod registry;
+pub mod rpc;
 mod sweep;
 mod tasks;
+pub mod wire;
 
 pub use lifecycle::{CreateChannel, Created};
-pub use registry::{Passport, Resume};
-pub use tasks::{TaskMetadata, TaskState};
+pub use registry::{ObservedStat, Passport, PassportDetails, Resume};
+pub use tasks::{TaskMetadata, TaskSpec, TaskState, TaskUpdate};
 
 use crate::ids::{AgentId, ChannelId, EndpointId, EnvelopeId, IdGen};
 use crate::proto::{Envelope, HubError};
@@ -170,6 +172,8 @@ pub struct Hub {
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) next_ttl_sweep: Option<Instant>,
     pub(crate) next_expectation_sweep: Option<Instant>,
+    /// Wire `create_channel` requests waiting for their handshake: channel to request id.
+    pub(crate) rpc_waiters: BTreeMap<ChannelId, String>,
 }
 
 impl Hub {
@@ -193,6 +197,7 @@ impl Hub {
             tasks: tasks::TaskBook::default(),
             audit: AuditLog::default(),
             outputs: VecDeque::new(),
+            rpc_waiters: BTreeMap::new(),
         }
     }
 
@@ -242,6 +247,28 @@ impl Hub {
         self.channels
             .get(&channel)
             .map_or(&[], |entry| entry.wal.as_slice())
+    }
+
+    /// ag2's `read_wal(cid, since=, until=)`: the Python slice `wal[since:until]` (negative
+    /// indexes count from the end; `None` is the open end). An unknown channel reads as empty.
+    pub fn read_wal_slice(
+        &self,
+        channel: ChannelId,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> &[Arc<Envelope>] {
+        let wal = self.read_wal(channel);
+        &wal[python_slice(wal.len(), since, until)]
+    }
+
+    /// ag2's `list_channels` without state filter or limit: every channel (terminal ones too) in
+    /// creation order, or those `agent` participates in.
+    pub fn list_channels(&self, agent: Option<AgentId>) -> Vec<ChannelId> {
+        self.channels
+            .iter()
+            .filter(|(_, entry)| agent.is_none_or(|agent| entry.metadata.has_participant(agent)))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The hub's inbox pending counters (agents that were ever counted and are still registered).
@@ -361,6 +388,22 @@ impl Hub {
             audit_records: self.audit.records().len(),
         }
     }
+}
+
+/// The index range of Python's `items[start:stop]` (step 1) over `len` items: negative bounds
+/// count from the end, and every bound is clamped to the list.
+pub fn python_slice(len: usize, start: Option<i64>, stop: Option<i64>) -> std::ops::Range<usize> {
+    let len_i = i64::try_from(len).unwrap_or(i64::MAX);
+    let clamp = |bound: Option<i64>, default: i64| -> usize {
+        let index = match bound {
+            None => default,
+            Some(index) if index < 0 => index.saturating_add(len_i).max(0),
+            Some(index) => index.min(len_i),
+        };
+        usize::try_from(index).expect("clamped to 0..=len")
+    };
+    let (start, stop) = (clamp(start, 0), clamp(stop, len_i));
+    start..stop.max(start)
 }
 
 /// ag2's `health()`, minus the byte counters of its files.

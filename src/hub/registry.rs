@@ -9,10 +9,12 @@ use crate::ids::{is_hex32, AgentId, EndpointId};
 use crate::json::py_str_repr;
 use crate::proto::HubError;
 use crate::time::{Now, Timestamp};
+use indexmap::IndexMap;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The identity part of a registration (ag2's `Passport`, the fields hubsim uses).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The identity part of a registration (ag2's `Passport`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Passport {
     /// Unique per hub; may not have the shape of an agent id.
     pub name: String,
@@ -24,6 +26,51 @@ pub struct Passport {
     pub agent_id: Option<AgentId>,
     /// Stamped on registration.
     pub created_at: Option<Timestamp>,
+    /// The fields ag2 stores and echoes but never reads.
+    pub details: PassportDetails,
+}
+
+/// The passport fields the hub carries without interpreting them, as the JSON values the client
+/// sent (ag2 does not type-check them either). Defaults are ag2's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassportDetails {
+    /// `owner` (default `""`).
+    pub owner: Value,
+    /// `provider`.
+    pub provider: Value,
+    /// `model`.
+    pub model: Value,
+    /// `cost`: `null` or a full `CostProfile` object.
+    pub cost: Value,
+    /// `region`.
+    pub region: Value,
+    /// `auth.issuer`.
+    pub issuer: Value,
+    /// `auth.audience`.
+    pub audience: Value,
+    /// `auth.key_fingerprint`.
+    pub key_fingerprint: Value,
+    /// `hub_id`.
+    pub hub_id: Value,
+    /// `version` (default 1).
+    pub version: Value,
+}
+
+impl Default for PassportDetails {
+    fn default() -> PassportDetails {
+        PassportDetails {
+            owner: Value::from(""),
+            provider: Value::Null,
+            model: Value::Null,
+            cost: Value::Null,
+            region: Value::Null,
+            issuer: Value::Null,
+            audience: Value::Null,
+            key_fingerprint: Value::Null,
+            hub_id: Value::Null,
+            version: Value::from(1),
+        }
+    }
 }
 
 impl Passport {
@@ -35,6 +82,7 @@ impl Passport {
             auth_scheme: "none".to_string(),
             agent_id: None,
             created_at: None,
+            details: PassportDetails::default(),
         }
     }
 }
@@ -55,18 +103,37 @@ pub struct ObservedStat {
 }
 
 /// What an agent claims and what the hub observed (ag2's `Resume`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Resume {
     /// Claimed capabilities.
     pub claimed_capabilities: Vec<String>,
+    /// `domains`, carried as sent (never read by the hub).
+    pub domains: Value,
     /// Free text, searched by `list_agents(query=...)`.
     pub summary: String,
-    /// Observed outcomes per capability.
-    pub observed: BTreeMap<String, ObservedStat>,
+    /// `examples`: full `ResumeExample` objects (or whatever non-object items were sent).
+    pub examples: Vec<Value>,
+    /// Observed outcomes per capability, in the order they were first recorded (a Python dict).
+    pub observed: IndexMap<String, ObservedStat>,
     /// Bumped on every change.
     pub version: i64,
     /// Stamped on `set_resume` and `record_observation`.
     pub last_updated: Option<Timestamp>,
+}
+
+impl Default for Resume {
+    /// ag2's `Resume()`: empty, version 1.
+    fn default() -> Resume {
+        Resume {
+            claimed_capabilities: Vec::new(),
+            domains: Value::Array(Vec::new()),
+            summary: String::new(),
+            examples: Vec::new(),
+            observed: IndexMap::new(),
+            version: 1,
+            last_updated: None,
+        }
+    }
 }
 
 impl Hub {
@@ -119,10 +186,6 @@ impl Hub {
         let agent = AgentId(self.ids.next_raw());
         passport.agent_id = Some(agent);
         passport.created_at = Some(now.wall);
-        let resume = Resume {
-            version: resume.version.max(1),
-            ..resume
-        };
         self.agents.insert(
             agent,
             AgentEntry {
@@ -172,6 +235,41 @@ impl Hub {
         let id = by_id.or_else(|| self.names.get(name_or_id).copied());
         id.and_then(|id| self.agents.get(&id).map(|entry| (id, &entry.passport)))
             .ok_or_else(|| HubError::not_found(format!("agent not found: {name_or_id}")))
+    }
+
+    /// ag2's `get_resume`.
+    ///
+    /// # Errors
+    /// `NotFoundError("resume not found: <agent_id>")`.
+    pub fn get_resume(&self, agent_id: &str) -> Result<&Resume, HubError> {
+        AgentId::parse(agent_id)
+            .and_then(|id| self.resume_of(id))
+            .ok_or_else(|| HubError::not_found(format!("resume not found: {agent_id}")))
+    }
+
+    /// ag2's `get_rule`.
+    ///
+    /// # Errors
+    /// `NotFoundError("rule not found: <agent_id>")`.
+    pub fn get_rule(&self, agent_id: &str) -> Result<&Rule, HubError> {
+        AgentId::parse(agent_id)
+            .and_then(|id| self.rule_of(id))
+            .ok_or_else(|| HubError::not_found(format!("rule not found: {agent_id}")))
+    }
+
+    /// ag2's `name_for`: the registered name, or the id itself when unknown.
+    pub fn name_for<'a>(&'a self, agent_id: &'a str) -> &'a str {
+        AgentId::parse(agent_id)
+            .and_then(|id| self.name_of(id))
+            .unwrap_or(agent_id)
+    }
+
+    /// Stores a SKILL.md at registration: ag2's `register_identity` persists it without the
+    /// `skill_set` audit record that `set_skill` writes.
+    pub(crate) fn store_skill(&mut self, agent: AgentId, skill: String) {
+        if let Some(entry) = self.agents.get_mut(&agent) {
+            entry.skill = Some(skill);
+        }
     }
 
     /// ag2's `find_agent_id`: the id registered under `name`, if any.
@@ -316,17 +414,21 @@ impl Hub {
             .observation(now.wall, owner, version, capability, outcome.as_str());
     }
 
-    /// ag2's `list_agents`: registration order, optionally filtered by capability (claimed or
-    /// observed) and a case-insensitive summary substring, at most `limit`.
-    pub fn list_agents(
+    /// ag2's `list_agents` before its sort and limit: registration order, filtered by `kind`
+    /// (`None` passports count as `agent`), capability (claimed or observed) and a
+    /// case-insensitive summary substring (an empty query matches every summary, as ag2 skips it).
+    pub fn matching_agents(
         &self,
         capability: Option<&str>,
         query: Option<&str>,
-        limit: usize,
+        kind: Option<&str>,
     ) -> Vec<AgentId> {
         let query = query.map(str::to_lowercase);
         self.agents
             .iter()
+            .filter(|(_, entry)| {
+                kind.is_none_or(|kind| entry.passport.kind.as_deref().unwrap_or("agent") == kind)
+            })
             .filter(|(_, entry)| {
                 capability.is_none_or(|cap| {
                     entry.resume.claimed_capabilities.iter().any(|c| c == cap)
@@ -339,7 +441,19 @@ impl Hub {
                     .is_none_or(|q| entry.resume.summary.to_lowercase().contains(q.as_str()))
             })
             .map(|(id, _)| *id)
-            .take(limit)
             .collect()
+    }
+
+    /// ag2's `list_agents`: registration order, optionally filtered by capability (claimed or
+    /// observed) and a case-insensitive summary substring, at most `limit`.
+    pub fn list_agents(
+        &self,
+        capability: Option<&str>,
+        query: Option<&str>,
+        limit: usize,
+    ) -> Vec<AgentId> {
+        let mut found = self.matching_agents(capability, query, None);
+        found.truncate(limit);
+        found
     }
 }

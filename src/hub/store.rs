@@ -34,6 +34,10 @@ pub struct Store {
     pub(crate) channels: BTreeMap<ChannelId, StoredChannel>,
     pub(crate) tasks: BTreeMap<String, TaskMetadata>,
     pub(crate) checkpoints: BTreeMap<String, Value>,
+    /// Task ids in first-observation order.
+    pub(crate) task_order: Vec<String>,
+    /// Checkpoint writers recorded by wire `checkpoint_task` calls.
+    pub(crate) checkpoint_writers: BTreeMap<String, Vec<AgentId>>,
     pub(crate) cursors: BTreeMap<AgentId, BTreeMap<String, String>>,
     pub(crate) audit: Vec<Value>,
     /// The highest id minted before the snapshot.
@@ -80,6 +84,8 @@ impl Hub {
             channels,
             tasks: self.tasks.tasks.clone(),
             checkpoints: self.tasks.checkpoints.clone(),
+            task_order: self.tasks.order.clone(),
+            checkpoint_writers: self.tasks.checkpoint_writers.clone(),
             cursors: self.cursors.clone(),
             audit: self.audit.records().to_vec(),
             last_id: self.ids.last(),
@@ -139,6 +145,8 @@ impl Hub {
         let mut tasks = TaskBook {
             tasks: store.tasks.clone(),
             checkpoints: store.checkpoints.clone(),
+            order: store.task_order.clone(),
+            checkpoint_writers: store.checkpoint_writers.clone(),
             ..TaskBook::default()
         };
         for task in store.tasks.values() {

@@ -40,6 +40,19 @@ impl TaskState {
         }
     }
 
+    /// ag2's `TaskState(value)` for a string value.
+    pub fn parse(value: &str) -> Option<TaskState> {
+        Some(match value {
+            "created" => TaskState::Created,
+            "running" => TaskState::Running,
+            "completed" => TaskState::Completed,
+            "failed" => TaskState::Failed,
+            "expired" => TaskState::Expired,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+
     /// `completed`, `failed`, `expired` and `cancelled` are terminal.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -49,15 +62,33 @@ impl TaskState {
     }
 }
 
-/// What the hub stores about a task (ag2's `TaskMetadata`, the fields it reads).
+/// The descriptive part of a task's spec (ag2's `TaskSpec` minus `capability`), never read by
+/// the hub.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskSpec {
+    /// `spec.title`.
+    pub title: String,
+    /// `spec.description`.
+    pub description: String,
+    /// `spec.payload`.
+    pub payload: Map<String, Value>,
+}
+
+/// What the hub stores about a task (ag2's `TaskMetadata`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskMetadata {
     /// The task id (minted by the owner).
     pub task_id: String,
     /// The owning agent.
     pub owner_id: AgentId,
+    /// `spec.title`, `spec.description`, `spec.payload`.
+    pub spec: TaskSpec,
     /// The spec's capability tag.
     pub capability: Option<String>,
+    /// `created_at` as the owner sent it (ag2 keeps `str(value)`).
+    pub created_at: String,
+    /// Stamped by `update_task` when it merges progress.
+    pub last_progress_at: Option<Timestamp>,
     /// Lifecycle state.
     pub state: TaskState,
     /// The channel the task runs in, if any.
@@ -87,6 +118,24 @@ pub(crate) struct TaskBook {
     pub(crate) observed: BTreeSet<(AgentId, String)>,
     /// Checkpoints, one JSON blob per task (last write wins).
     pub(crate) checkpoints: BTreeMap<String, Value>,
+    /// Task ids in first-observation order (ag2's dict order, which `list_tasks` follows).
+    pub(crate) order: Vec<String>,
+    /// The agents bound to the connection that first wrote an unobserved task's checkpoint over
+    /// the wire, sorted (ag2's `checkpoint_writers` file).
+    pub(crate) checkpoint_writers: BTreeMap<String, Vec<AgentId>>,
+}
+
+/// The changes of one `update_task` call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskUpdate {
+    /// The new state, if any.
+    pub state: Option<TaskState>,
+    /// Progress merged in; a non-empty map also stamps `last_progress_at`.
+    pub progress: Map<String, Value>,
+    /// The result, if any.
+    pub result: Option<Value>,
+    /// The error, if any (an empty one is ignored).
+    pub error: Option<String>,
 }
 
 impl Hub {
@@ -131,8 +180,14 @@ impl Hub {
                 .or_default()
                 .insert(task.task_id.clone());
         }
+        self.tasks.order.push(task.task_id.clone());
         self.tasks.tasks.insert(task.task_id.clone(), task);
         Ok(())
+    }
+
+    /// Tasks in first-observation order (ag2's `_tasks` dict order).
+    pub fn tasks_in_order(&self) -> impl Iterator<Item = &TaskMetadata> + '_ {
+        self.tasks.order.iter().map(|id| &self.tasks.tasks[id])
     }
 
     /// A task record.
@@ -140,8 +195,7 @@ impl Hub {
         self.tasks.tasks.get(task_id)
     }
 
-    /// ag2's `update_task`. A terminal task is left unchanged; a new terminal state stamps
-    /// `completed_at` and audits `task_terminated`.
+    /// ag2's `update_task` without a result. See [`Hub::update_task_with`].
     ///
     /// # Errors
     /// `NotFoundError("task not found: <id>")`.
@@ -153,6 +207,27 @@ impl Hub {
         progress: Map<String, Value>,
         error: Option<&str>,
     ) -> Result<(), HubError> {
+        let update = TaskUpdate {
+            state,
+            progress,
+            result: None,
+            error: error.map(str::to_string),
+        };
+        self.update_task_with(now, task_id, update)
+    }
+
+    /// ag2's `update_task`. A terminal task is left unchanged; non-empty progress is merged and
+    /// stamps `last_progress_at`; a new terminal state stamps `completed_at` and audits
+    /// `task_terminated`.
+    ///
+    /// # Errors
+    /// `NotFoundError("task not found: <id>")`.
+    pub fn update_task_with(
+        &mut self,
+        now: Now,
+        task_id: &str,
+        update: TaskUpdate,
+    ) -> Result<(), HubError> {
         let task = self
             .tasks
             .tasks
@@ -161,18 +236,24 @@ impl Hub {
         if task.state.is_terminal() {
             return Ok(());
         }
-        for (key, value) in progress {
-            task.progress.insert(key, value);
+        if !update.progress.is_empty() {
+            task.progress.extend(update.progress);
+            task.last_progress_at = Some(now.wall);
         }
-        if let Some(error) = error.filter(|e| !e.is_empty()) {
-            task.error = error.to_string();
+        if update.result.is_some() {
+            task.result = update.result;
         }
-        let Some(state) = state else { return Ok(()) };
+        let error = update.error.unwrap_or_default();
+        if !error.is_empty() {
+            task.error = error.clone();
+        }
+        let Some(state) = update.state else {
+            return Ok(());
+        };
         task.state = state;
         if state.is_terminal() {
             task.completed_at = Some(now.wall);
-            let reason = error.unwrap_or("").to_string();
-            self.audit_task(now, task_id, &reason);
+            self.audit_task(now, task_id, &error);
         }
         Ok(())
     }

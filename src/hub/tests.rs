@@ -207,7 +207,10 @@ fn tasks_audit_terminations_and_cascade_when_their_channel_ends() {
     let task = |id: &str, expires_at: Option<Timestamp>| TaskMetadata {
         task_id: id.to_string(),
         owner_id: ids[1],
+        spec: TaskSpec::default(),
         capability: Some("summarise".into()),
+        created_at: String::new(),
+        last_progress_at: None,
         state: TaskState::Running,
         channel_id: Some(channel),
         started_at: Some(at(0).wall),
@@ -328,7 +331,10 @@ fn all_eleven_audit_kinds_are_written() {
     hub.observe_task(TaskMetadata {
         task_id: "t2".into(),
         owner_id: ids[0],
+        spec: TaskSpec::default(),
         capability: None,
+        created_at: String::new(),
+        last_progress_at: None,
         state: TaskState::Running,
         channel_id: None,
         started_at: None,

@@ -297,6 +297,28 @@ fn write_py_repr(out: &mut String, value: &Value) {
     }
 }
 
+/// `str()` of the object `json.loads` would build from `value`: a string is itself, anything
+/// else prints as its `repr()`.
+pub fn py_str(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => py_repr(other),
+    }
+}
+
+/// `type(obj).__name__` of the object `json.loads` would build from `value`.
+pub fn py_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(number) if number.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
 /// Python truthiness of a JSON-built object: `None`, `False`, `0`, `0.0`, `""`, `[]` and `{}` are
 /// false.
 pub fn py_truthy(value: &Value) -> bool {

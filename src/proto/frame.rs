@@ -138,7 +138,7 @@ impl FrameKind {
 }
 
 /// The envelope's fields in dataclass order; the first five are required.
-const ENVELOPE_FIELDS: &[&str] = &[
+pub(crate) const ENVELOPE_FIELDS: &[&str] = &[
     "channel_id",
     "sender_id",
     "audience",
@@ -154,7 +154,7 @@ const ENVELOPE_FIELDS: &[&str] = &[
     "created_at",
     "ttl_seconds",
 ];
-const ENVELOPE_REQUIRED: usize = 5;
+pub(crate) const ENVELOPE_REQUIRED: usize = 5;
 
 /// A decoded (or to-be-encoded) frame: its kind and every field, defaults filled in, in
 /// dataclass order.
@@ -300,7 +300,7 @@ fn check_envelope(envelope: &Map<String, Value>) -> Result<(), String> {
 }
 
 /// CPython's "missing N required positional argument(s): 'a', 'b' and 'c'".
-fn missing_message(function: &str, missing: &[&str]) -> String {
+pub(crate) fn missing_message(function: &str, missing: &[&str]) -> String {
     let names: Vec<String> = missing.iter().map(|name| py_str_repr(name)).collect();
     let listed = match names.len() {
         1 => names[0].clone(),

@@ -106,24 +106,47 @@ const WORKFLOW_EXPECTATIONS: &[Expectation] = &[
     },
 ];
 
+/// The roles consulting and conversation declare.
+const TWO_PARTY_ROLES: &[&str] = &["initiator", "respondent"];
+
 static CONSULTING: Manifest = Manifest {
     manifest_type: "consulting",
     version: 1,
+    participants_min: 2,
+    participants_max: Some(2),
+    roles: TWO_PARTY_ROLES,
+    knobs_schema: &[],
+    default_view_policy: "full_transcript",
     expectations: CONSULTING_EXPECTATIONS,
 };
 static CONVERSATION: Manifest = Manifest {
     manifest_type: "conversation",
     version: 1,
+    participants_min: 2,
+    participants_max: Some(2),
+    roles: TWO_PARTY_ROLES,
+    knobs_schema: &[],
+    default_view_policy: "windowed_summary",
     expectations: CONVERSATION_EXPECTATIONS,
 };
 static DISCUSSION: Manifest = Manifest {
     manifest_type: "discussion",
     version: 1,
+    participants_min: 2,
+    participants_max: None,
+    roles: &[],
+    knobs_schema: &[("ordering", "str")],
+    default_view_policy: "named_windowed_summary",
     expectations: DISCUSSION_EXPECTATIONS,
 };
 static WORKFLOW: Manifest = Manifest {
     manifest_type: "workflow",
     version: 1,
+    participants_min: 2,
+    participants_max: None,
+    roles: &[],
+    knobs_schema: &[("graph", "TransitionGraph")],
+    default_view_policy: "named_windowed_summary",
     expectations: WORKFLOW_EXPECTATIONS,
 };
 

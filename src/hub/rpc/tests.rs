@@ -1,0 +1,772 @@
+//! The control plane against ag2 1.2.1: every op and authorisation rule in a table whose expected
+//! response bytes ag2 printed (`cases.rs`), missing params, unbound connections, the deferred
+//! `create_channel`, a byte-exact walk-through, and a sweep of bad params that must never panic.
+
+mod cases;
+
+use super::RpcOutcome;
+use crate::hub::{Hub, HubConfig, Output};
+use crate::ids::{ChannelId, EndpointId};
+use crate::proto::frame::{Frame, FrameKind};
+use crate::proto::EventType;
+use crate::time::{Instant, Now, Timestamp, DEFAULT_EPOCH};
+use serde_json::{json, Value};
+
+fn at(seconds: u64) -> Now {
+    let epoch = Timestamp::parse_iso(DEFAULT_EPOCH).expect("epoch");
+    Now {
+        wall: epoch.plus_micros(seconds as i64 * 1_000_000),
+        mono: Instant(seconds * 1_000_000),
+    }
+}
+
+fn quiet() -> HubConfig {
+    HubConfig {
+        ttl_sweep_interval_micros: 0,
+        expectation_sweep_interval_micros: 0,
+        ..HubConfig::default()
+    }
+}
+
+fn request(request_id: &str, op: &str, params: Value) -> Frame {
+    Frame::new(
+        FrameKind::Request,
+        vec![
+            ("request_id", json!(request_id)),
+            ("op", json!(op)),
+            ("params", params),
+        ],
+    )
+}
+
+/// A hub with connections and the ids of what lives on it.
+struct World {
+    hub: Hub,
+    endpoints: Vec<EndpointId>,
+    /// `$A`, `$B`, `$C`, `$CH` to ids.
+    ids: Vec<(&'static str, String)>,
+}
+
+impl World {
+    /// `count` connections, nothing registered.
+    fn with_connections(count: usize) -> World {
+        let mut hub = Hub::new(quiet(), Instant(0));
+        let endpoints = (0..count).map(|_| hub.mint_endpoint()).collect();
+        World {
+            hub,
+            endpoints,
+            ids: Vec::new(),
+        }
+    }
+
+    fn endpoint(&self, connection: &str) -> EndpointId {
+        let idx = usize::from(connection.as_bytes()[0] - b'a');
+        self.endpoints[idx]
+    }
+
+    fn send(&mut self, connection: &str, request_id: &str, op: &str, params: Value) -> RpcOutcome {
+        let endpoint = self.endpoint(connection);
+        self.hub
+            .handle_request(at(0), endpoint, &request(request_id, op, params))
+    }
+
+    #[track_caller]
+    fn call(&mut self, connection: &str, op: &str, params: Value) -> Frame {
+        match self.send(connection, "r", op, params) {
+            RpcOutcome::Response(frame) => frame,
+            pending => panic!("{op} did not answer: {pending:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn ok(&mut self, connection: &str, op: &str, params: Value) -> Value {
+        let frame = self.call(connection, op, params);
+        assert_eq!(frame.get("ok"), &json!(true), "{op}: {}", frame.encode());
+        frame.get("result").clone()
+    }
+
+    /// Registers `name` over the wire on `connection`.
+    fn register(&mut self, connection: &str, name: &str, resume: Value) -> String {
+        let params = json!({"passport": {"name": name}, "resume": resume});
+        let passport = self.ok(connection, "register", params);
+        passport["agent_id"].as_str().expect("id").to_string()
+    }
+
+    /// Replaces `$A`-style placeholders in `text`, longest first.
+    fn substitute(&self, text: &str) -> String {
+        let mut ids = self.ids.clone();
+        ids.sort_by_key(|(key, _)| std::cmp::Reverse(key.len()));
+        ids.iter()
+            .fold(text.to_string(), |text, (key, id)| text.replace(key, id))
+    }
+
+    /// The outputs queued so far, drained.
+    fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.hub.poll_output()).collect()
+    }
+}
+
+/// The table's world, built exactly as the Python run built it: four connections, alice, bob and
+/// carol registered on the first three, and an alice-bob conversation opened over the wire.
+fn world() -> World {
+    let mut world = World::with_connections(4);
+    let alice = world.register(
+        "a",
+        "alice",
+        json!({"claimed_capabilities": ["triage"], "summary": "Triage desk"}),
+    );
+    let bob = world.register("b", "bob", json!({}));
+    let carol = world.register("c", "carol", json!({}));
+    let params =
+        json!({"creator_id": alice, "manifest_type": "conversation", "participants": [bob]});
+    let RpcOutcome::Pending { channel, .. } = world.send("a", "r", "create_channel", params) else {
+        panic!("an open with an invitee waits for its ack");
+    };
+    ack(&mut world, "b", channel, &bob, &alice);
+    for output in world.outputs() {
+        if let Output::OpenResolved { channel, result } = output {
+            world
+                .hub
+                .resolve_pending(channel, &result)
+                .expect("a wire open");
+        }
+    }
+    world.ids = vec![
+        ("$A", alice),
+        ("$B", bob),
+        ("$C", carol),
+        ("$CH", channel.to_string()),
+    ];
+    world
+}
+
+fn ack(world: &mut World, connection: &str, channel: ChannelId, sender: &str, creator: &str) {
+    let envelope = json!({
+        "channel_id": channel.to_string(), "sender_id": sender, "audience": [creator],
+        "event_type": EventType::CHANNEL_INVITE_ACK, "event_data": {}
+    });
+    world.ok(connection, "post_envelope", json!({"envelope": envelope}));
+}
+
+#[test]
+fn every_case_answers_with_ag2s_bytes() {
+    let mut world = world();
+    for (idx, (connection, op, params, expected)) in cases::CASES.iter().enumerate() {
+        let params: Value = serde_json::from_str(&world.substitute(params)).expect("params");
+        let request_id = format!("c{idx}");
+        let outcome = world.send(connection, &request_id, op, params);
+        let RpcOutcome::Response(frame) = outcome else {
+            panic!("case {idx} ({op}) did not answer: {outcome:?}");
+        };
+        assert_eq!(frame.encode(), *expected, "case {idx}: {connection} {op}");
+    }
+    let ops: std::collections::BTreeSet<&str> = cases::CASES.iter().map(|case| case.1).collect();
+    assert_eq!(ops.len(), 31, "all 30 ops and an unknown one: {ops:?}");
+}
+
+const OPS: [&str; 30] = [
+    "register",
+    "get_agent",
+    "get_resume",
+    "get_skill",
+    "get_rule",
+    "find_agent_id",
+    "names_for",
+    "list_agents",
+    "set_resume",
+    "set_skill",
+    "set_rule",
+    "unregister",
+    "create_channel",
+    "get_channel",
+    "list_channels",
+    "close_channel",
+    "post_envelope",
+    "read_wal",
+    "find_envelope_by_causation",
+    "can_send",
+    "pending_turns_for",
+    "report_turn_failure",
+    "get_task",
+    "list_tasks",
+    "observe_task",
+    "update_task",
+    "record_observation",
+    "fire_task_event",
+    "checkpoint_task",
+    "read_task_checkpoint",
+];
+
+#[track_caller]
+fn answer(frame: &Frame) -> (bool, String, String) {
+    (
+        frame.get("ok") == &json!(true),
+        frame.get("error_code").as_str().expect("code").to_string(),
+        frame
+            .get("error_message")
+            .as_str()
+            .expect("message")
+            .to_string(),
+    )
+}
+
+/// What ag2 answered, op by op, to `{}` from a bound connection and to a set of ids from an
+/// unbound one: `(ok, error_code, error_message)`.
+#[test]
+fn missing_params_and_unbound_connections_answer_like_ag2() {
+    let mut world = World::with_connections(4);
+    let alice = world.register("a", "alice", json!({}));
+    let key = |name: &str| (false, "error", format!("'{name}'"));
+    let open = (true, "", String::new());
+    let denied = (
+        false,
+        "access_denied",
+        format!("connection is not bound to agent '{alice}'"),
+    );
+    let no_agent = (
+        false,
+        "access_denied",
+        "connection has no bound agent".to_string(),
+    );
+    let zz = (false, "not_found", "channel not found: zz".to_string());
+    #[rustfmt::skip]
+    let expected = [
+        ("register", key("passport"), key("passport")),
+        ("get_agent", key("name_or_id"), key("name_or_id")),
+        ("get_resume", key("agent_id"), open.clone()),
+        ("get_skill", key("agent_id"), open.clone()),
+        ("get_rule", key("agent_id"), open.clone()),
+        ("find_agent_id", key("name"), key("name")),
+        ("names_for", key("agent_ids"), key("agent_ids")),
+        ("list_agents", open.clone(), open.clone()),
+        ("set_resume", key("agent_id"), denied.clone()),
+        ("set_skill", key("agent_id"), denied.clone()),
+        ("set_rule", key("agent_id"), denied.clone()),
+        ("unregister", key("agent_id"), denied.clone()),
+        ("create_channel", key("creator_id"), denied.clone()),
+        ("get_channel", key("channel_id"), zz.clone()),
+        ("list_channels", open.clone(), denied.clone()),
+        ("close_channel", key("channel_id"), zz.clone()),
+        ("post_envelope", key("envelope"), key("envelope")),
+        ("read_wal", key("channel_id"), zz.clone()),
+        ("find_envelope_by_causation", key("channel_id"), zz.clone()),
+        ("can_send", key("sender_id"), denied.clone()),
+        ("pending_turns_for", key("agent_id"), denied.clone()),
+        ("report_turn_failure", key("agent_id"), denied.clone()),
+        ("get_task", key("task_id"), (false, "not_found", "task not found: t1".to_string())),
+        ("list_tasks", open.clone(), open.clone()),
+        ("observe_task", key("metadata"), key("metadata")),
+        ("update_task", key("task_id"), no_agent.clone()),
+        ("record_observation", key("owner_id"), denied.clone()),
+        ("fire_task_event", key("task_id"), no_agent.clone()),
+        ("checkpoint_task", key("task_id"), no_agent.clone()),
+        ("read_task_checkpoint", key("task_id"), no_agent.clone()),
+    ];
+    assert_eq!(expected.clone().map(|row| row.0), OPS);
+    let ids = json!({
+        "agent_id": alice, "creator_id": alice, "sender_id": alice, "owner_id": alice,
+        "task_id": "t1", "channel_id": "zz"
+    });
+    for (op, empty, unbound) in expected {
+        let got = answer(&world.call("a", op, json!({})));
+        assert_eq!(got, (empty.0, empty.1.to_string(), empty.2), "{op} {{}}");
+        let got = answer(&world.call("d", op, ids.clone()));
+        assert_eq!(
+            got,
+            (unbound.0, unbound.1.to_string(), unbound.2),
+            "{op} unbound"
+        );
+    }
+}
+
+/// The responses ag2 1.2.1's hub sent for the same calls (its `Hub._dispatch_frame` driven with
+/// `RequestFrame`s, ids from one counter, the clock frozen at the epoch): a register, the ack that
+/// activates a pending open, the open's deferred response, a WAL read whose payload keys come
+/// back sorted, a resume, a refusal and a missing param.
+#[test]
+fn responses_match_ag2_byte_for_byte() {
+    let mut world = World::with_connections(3);
+    let register = json!({
+        "passport": {"name": "alice", "owner": "acme", "cost": {"input_per_mtok": 1.5}},
+        "resume": {"claimed_capabilities": ["triage"], "summary": "Triage desk"}
+    });
+    let mut replies = Vec::new();
+    let mut send = |world: &mut World, connection: &str, op: &str, params: Value| {
+        let request_id = format!("r{}", replies.len() + 1);
+        let outcome = world.send(connection, &request_id, op, params);
+        replies.push(outcome.clone());
+        outcome
+    };
+    send(&mut world, "a", "register", register);
+    let bob = json!({"passport": {"name": "bob"}, "resume": {}});
+    send(&mut world, "b", "register", bob);
+    send(
+        &mut world,
+        "c",
+        "register",
+        json!({"passport": {"name": "carol"}, "resume": {}}),
+    );
+    let (alice, bob) = (
+        "00000000000000000000000000000004",
+        "00000000000000000000000000000005",
+    );
+    let open = json!({
+        "creator_id": alice, "manifest_type": "conversation", "participants": [bob],
+        "intent": "chat", "labels": {"z": 1, "a": 2}
+    });
+    let RpcOutcome::Pending {
+        channel,
+        request_id,
+    } = send(&mut world, "a", "create_channel", open)
+    else {
+        panic!("pending");
+    };
+    assert_eq!(request_id, "r4");
+    let ack = json!({"envelope": {
+        "channel_id": channel.to_string(), "sender_id": bob, "audience": [alice],
+        "event_type": "ag2.channel.invite.ack", "event_data": {}
+    }});
+    let RpcOutcome::Response(ack_frame) = send(&mut world, "b", "post_envelope", ack) else {
+        panic!("answered");
+    };
+    let resolved: Vec<Frame> = world
+        .outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::OpenResolved { channel, result } => world.hub.resolve_pending(channel, &result),
+            _ => None,
+        })
+        .collect();
+    let text = json!({"envelope": {
+        "channel_id": channel.to_string(), "sender_id": alice, "audience": null,
+        "event_type": "ag2.msg.text", "event_data": {"text": "hi", "b": 1, "a": {"z": 1, "y": 2}}
+    }});
+    send(&mut world, "a", "post_envelope", text);
+    let read = json!({"channel_id": channel.to_string(), "since": -1});
+    let RpcOutcome::Response(wal) = send(&mut world, "a", "read_wal", read) else {
+        panic!()
+    };
+    let resume = json!({"agent_id": alice, "resume": {
+        "summary": "s", "examples": [{"title": "t"}], "observed": {"z": {"n": 1}, "a": {"n": 2}}
+    }});
+    send(&mut world, "a", "set_resume", resume);
+    let RpcOutcome::Response(resume) =
+        send(&mut world, "a", "get_resume", json!({"agent_id": alice}))
+    else {
+        panic!()
+    };
+    let denied = json!({"channel_id": channel.to_string()});
+    let RpcOutcome::Response(denied) = send(&mut world, "c", "get_channel", denied) else {
+        panic!()
+    };
+    let RpcOutcome::Response(key) = send(&mut world, "a", "get_agent", json!({})) else {
+        panic!()
+    };
+    let RpcOutcome::Response(first) = &replies[0] else {
+        panic!()
+    };
+    let got = [
+        first,
+        &ack_frame,
+        &resolved[0],
+        &wal,
+        &resume,
+        &denied,
+        &key,
+    ]
+    .map(Frame::encode);
+    assert_eq!(got, GOLDEN);
+}
+
+#[rustfmt::skip]
+const GOLDEN: [&str; 7] = [
+    r#"{"request_id": "r1", "ok": true, "result": {"name": "alice", "owner": "acme", "provider": null, "model": null, "cost": {"input_per_mtok": 1.5, "output_per_mtok": null, "latency_tier": null}, "region": null, "auth": {"scheme": "none", "issuer": null, "audience": null, "key_fingerprint": null, "claim": {}}, "kind": null, "hub_id": null, "version": 1, "agent_id": "00000000000000000000000000000004", "created_at": "2026-01-01T00:00:00+00:00"}, "error_code": "", "error_message": "", "kind": "response"}"#,
+    r#"{"request_id": "r5", "ok": true, "result": "00000000000000000000000000000009", "error_code": "", "error_message": "", "kind": "response"}"#,
+    r#"{"request_id": "r4", "ok": true, "result": {"channel_id": "00000000000000000000000000000007", "manifest": {"type": "conversation", "version": 1, "participants": {"min": 2, "max": 2, "roles": ["initiator", "respondent"]}, "knobs_schema": {}, "default_view_policy": "windowed_summary", "expectations": [{"name": "max_silence", "on_violation": "audit", "params": {"seconds": 3600}, "applies_to": null}]}, "creator_id": "00000000000000000000000000000004", "participants": [{"agent_id": "00000000000000000000000000000004", "role": "initiator", "order": 0, "joined_at": "2026-01-01T00:00:00+00:00"}, {"agent_id": "00000000000000000000000000000005", "role": "respondent", "order": 1, "joined_at": "2026-01-01T00:00:00+00:00"}], "state": "active", "created_at": "2026-01-01T00:00:00+00:00", "expires_at": "2026-01-01T02:00:00+00:00", "closed_at": null, "close_reason": "", "parent_channel_id": null, "knobs": {}, "labels": {"z": 1, "a": 2, "intent": "chat"}, "required_acks": null, "pending_acks": [], "rejected_by": []}, "error_code": "", "error_message": "", "kind": "response"}"#,
+    r#"{"request_id": "r7", "ok": true, "result": [{"channel_id": "00000000000000000000000000000007", "sender_id": "00000000000000000000000000000004", "audience": null, "event_type": "ag2.msg.text", "event_data": {"a": {"y": 2, "z": 1}, "b": 1, "text": "hi"}, "envelope_id": "0000000000000000000000000000000b", "task_id": null, "causation_id": null, "trace_id": null, "priority": "normal", "depth": 0, "idempotency_key": null, "created_at": "2026-01-01T00:00:00+00:00", "ttl_seconds": null}], "error_code": "", "error_message": "", "kind": "response"}"#,
+    r#"{"request_id": "r9", "ok": true, "result": {"claimed_capabilities": [], "domains": [], "summary": "s", "examples": [{"title": "t", "outcome": "", "task_id": null, "channel_id": null, "when": null, "note": ""}], "observed": {"z": {"n": 1, "completed": 0, "failed": 0, "expired": 0, "p50_latency_ms": null}, "a": {"n": 2, "completed": 0, "failed": 0, "expired": 0, "p50_latency_ms": null}}, "version": 2, "last_updated": "2026-01-01T00:00:00+00:00"}, "error_code": "", "error_message": "", "kind": "response"}"#,
+    r#"{"request_id": "r10", "ok": false, "result": null, "error_code": "access_denied", "error_message": "connection has no participant in channel '00000000000000000000000000000007'", "kind": "response"}"#,
+    r#"{"request_id": "r11", "ok": false, "result": null, "error_code": "error", "error_message": "'name_or_id'", "kind": "response"}"#,
+];
+
+/// A pending open answers with the handshake's error when an invitee rejects or the acks time
+/// out, and only a wire open has a response to resolve.
+#[test]
+fn a_failed_handshake_answers_with_its_protocol_error() {
+    let mut world = World::with_connections(3);
+    let alice = world.register("a", "alice", json!({}));
+    let bob = world.register("b", "bob", json!({}));
+    let open = json!({"creator_id": alice, "manifest_type": "consulting", "participants": [bob]});
+    let RpcOutcome::Pending { channel, .. } = world.send("a", "r1", "create_channel", open.clone())
+    else {
+        panic!("pending");
+    };
+    let reject = json!({"envelope": {
+        "channel_id": channel.to_string(), "sender_id": bob, "audience": [alice],
+        "event_type": "ag2.channel.invite.reject", "event_data": {}
+    }});
+    world.ok("b", "post_envelope", reject);
+    let results: Vec<_> = world
+        .outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::OpenResolved { channel, result } => Some((channel, result)),
+            _ => None,
+        })
+        .collect();
+    let frame = world
+        .hub
+        .resolve_pending(channel, &results[0].1)
+        .expect("wire open");
+    assert_eq!(
+        answer(&frame),
+        (
+            false,
+            "protocol_error".to_string(),
+            format!("channel '{channel}' closed during handshake: invite_rejected")
+        )
+    );
+    assert_eq!(frame.get("request_id"), &json!("r1"));
+    assert_eq!(world.hub.resolve_pending(channel, &results[0].1), None);
+
+    let RpcOutcome::Pending { channel, .. } = world.send("a", "r2", "create_channel", open) else {
+        panic!("pending");
+    };
+    world.outputs();
+    world.hub.handle_timeout(at(31));
+    let timed_out = world.outputs().into_iter().find_map(|output| match output {
+        Output::OpenResolved { channel, result } => Some((channel, result)),
+        _ => None,
+    });
+    let (resolved, result) = timed_out.expect("the ack timeout resolves the open");
+    assert_eq!(resolved, channel);
+    let frame = world
+        .hub
+        .resolve_pending(channel, &result)
+        .expect("wire open");
+    assert_eq!(answer(&frame).2, format!("channel '{channel}' ack timeout"));
+}
+
+#[test]
+fn register_binds_and_stores_the_skill_without_a_skill_set_record() {
+    let mut world = World::with_connections(1);
+    let params = json!({"passport": {"name": "alice"}, "resume": {}, "skill_md": "# alice"});
+    let alice = world.ok("a", "register", params)["agent_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let id = crate::ids::AgentId::parse(&alice).expect("id");
+    assert_eq!(world.hub.endpoint_of(id), Some(world.endpoints[0]));
+    assert_eq!(world.hub.skill_of(id), Some("# alice"));
+    let kinds: Vec<&str> = world
+        .hub
+        .audit()
+        .records()
+        .iter()
+        .filter_map(|record| record["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["agent_registered"]);
+}
+
+#[test]
+fn turn_failures_are_audited_as_runtime_errors() {
+    let mut world = world();
+    let params = world.substitute(
+        r#"{"agent_id": "$A", "channel_id": "$CH", "envelope_id": "e", "error": "boom"}"#,
+    );
+    world.ok(
+        "a",
+        "report_turn_failure",
+        serde_json::from_str(&params).expect("json"),
+    );
+    let record = world
+        .hub
+        .audit()
+        .records()
+        .last()
+        .expect("a record")
+        .clone();
+    assert_eq!(record["kind"], json!("turn_failed"));
+    assert_eq!(record["exc_type"], json!("RuntimeError"));
+    assert_eq!(record["exc_message"], json!("boom"));
+}
+
+#[test]
+fn malformed_frames_still_get_a_response() {
+    let mut world = World::with_connections(1);
+    let endpoint = world.endpoints[0];
+    let frame = Frame::new(
+        FrameKind::Request,
+        vec![
+            ("request_id", json!("r")),
+            ("op", json!(5)),
+            ("params", json!({})),
+        ],
+    );
+    let RpcOutcome::Response(answer_frame) = world.hub.handle_request(at(0), endpoint, &frame)
+    else {
+        panic!("answered");
+    };
+    assert_eq!(
+        answer(&answer_frame),
+        (
+            false,
+            "protocol_error".to_string(),
+            "malformed request frame: op".to_string()
+        )
+    );
+    let ping = Frame::new(FrameKind::Ping, vec![]);
+    assert!(matches!(
+        world.hub.handle_request(at(0), endpoint, &ping),
+        RpcOutcome::Response(_)
+    ));
+}
+
+/// Every op, every param key any op reads, every shape of JSON value: an answer, never a panic.
+#[test]
+fn bad_params_never_panic() {
+    let mut world = world();
+    let keys = [
+        "passport",
+        "resume",
+        "rule",
+        "skill_md",
+        "name_or_id",
+        "agent_id",
+        "name",
+        "agent_ids",
+        "capability",
+        "query",
+        "kind",
+        "sort_by",
+        "limit",
+        "creator_id",
+        "manifest_type",
+        "manifest_version",
+        "participants",
+        "required_acks",
+        "ttl",
+        "knobs",
+        "intent",
+        "labels",
+        "channel_id",
+        "reason",
+        "envelope",
+        "since",
+        "until",
+        "sender_id",
+        "causation_id",
+        "event_type",
+        "envelope_id",
+        "error",
+        "task_id",
+        "state",
+        "metadata",
+        "progress",
+        "result",
+        "owner_id",
+        "outcome",
+        "latency_ms",
+        "payload",
+    ];
+    let ids: Vec<String> = world.ids.iter().map(|(_, id)| id.clone()).collect();
+    let mut values = vec![
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(u64::MAX),
+        json!(""),
+        json!("x"),
+        json!("t1"),
+        json!([]),
+        json!([1]),
+        json!([[1, 2]]),
+        json!(["x", "y"]),
+        json!({}),
+        json!({"a": 1}),
+        json!("ffffffffffffffffffffffffffffffff"),
+    ];
+    values.extend(ids.iter().map(|id| json!(id)));
+    values.push(json!(ids));
+    let nested = [
+        "channel_id",
+        "sender_id",
+        "audience",
+        "event_type",
+        "event_data",
+        "task_id",
+        "owner_id",
+        "name",
+        "kind",
+        "auth",
+        "cost",
+        "depth",
+        "priority",
+        "spec",
+        "state",
+        "examples",
+        "observed",
+        "access",
+        "limits",
+    ];
+    let mut count = 0;
+    for op in OPS {
+        for key in keys {
+            for value in &values {
+                for connection in ["a", "d"] {
+                    world.send(connection, "r", op, json!({key: value}));
+                    count += 1;
+                }
+            }
+        }
+        for parent in ["passport", "resume", "rule", "envelope", "metadata"] {
+            for key in nested {
+                for value in &values {
+                    let mut params = json!({"agent_id": ids[0], "task_id": "t1", "resume": {}});
+                    params[parent] = json!({key: value, "sender_id": ids[0], "owner_id": ids[0],
+                        "name": "zed", "channel_id": ids[3], "event_type": "ag2.msg.text",
+                        "audience": null, "event_data": {}, "task_id": "t1"});
+                    params[parent][key] = value.clone();
+                    world.send("a", "r", op, params);
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert!(count > 10_000);
+}
+
+/// Odd shapes, answered as ag2 1.2.1 answered them in the same world: auth blocks, names and ids
+/// of the wrong type, unhashable params.
+#[test]
+fn odd_param_shapes_answer_like_ag2() {
+    let mut world = World::with_connections(2);
+    let alice = world.register("a", "alice", json!({}));
+    let bob = world.register("b", "bob", json!({}));
+    let unhashable = (false, "error", "unhashable type: 'list'".to_string());
+    let cases = [
+        (
+            "register",
+            json!({"passport": {"name": "x", "auth": "s"}, "resume": {}}),
+            (
+                false,
+                "error",
+                "'str' object has no attribute 'scheme'".to_string(),
+            ),
+        ),
+        (
+            "register",
+            json!({"passport": {"name": "x", "auth": {"scheme": 5}}, "resume": {}}),
+            (false, "auth_failed", "unknown auth scheme: 5".to_string()),
+        ),
+        (
+            "register",
+            json!({"passport": {"name": "x", "auth": {"scheme": [5]}}, "resume": {}}),
+            unhashable.clone(),
+        ),
+        (
+            "register",
+            json!({"passport": {"name": None::<()>}, "resume": {}}),
+            (
+                false,
+                "error",
+                "expected string or bytes-like object, got 'NoneType'".to_string(),
+            ),
+        ),
+        (
+            "list_agents",
+            json!({"capability": [5]}),
+            unhashable.clone(),
+        ),
+        (
+            "can_send",
+            json!({"sender_id": alice, "channel_id": [1]}),
+            unhashable.clone(),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": "consulting", "participants": [bob],
+                "manifest_version": true, "ttl": "1.5h"}),
+            (
+                false,
+                "error",
+                "invalid literal for int() with base 10: '1.5'".to_string(),
+            ),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": ["consulting"], "participants": [bob]}),
+            unhashable.clone(),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": "consulting", "participants": [[bob]]}),
+            unhashable.clone(),
+        ),
+        (
+            "create_channel",
+            json!({"creator_id": alice, "manifest_type": "consulting", "participants": [bob, 5]}),
+            (
+                false,
+                "not_found",
+                "participant not registered: 5".to_string(),
+            ),
+        ),
+        (
+            "report_turn_failure",
+            json!({"agent_id": alice, "channel_id": [1], "envelope_id": "e"}),
+            unhashable.clone(),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"task_id": "t5", "owner_id": alice, "channel_id": [1]}}),
+            unhashable.clone(),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"task_id": "t6", "owner_id": alice, "state": 5}}),
+            (
+                false,
+                "error",
+                "'int' object has no attribute 'value'".to_string(),
+            ),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"owner_id": alice}}),
+            (false, "error", "'task_id'".to_string()),
+        ),
+        (
+            "observe_task",
+            json!({"metadata": {"task_id": None::<()>, "owner_id": alice}}),
+            (true, "", String::new()),
+        ),
+        (
+            "get_task",
+            json!({"task_id": None::<()>}),
+            (false, "not_found", "task not found: None".to_string()),
+        ),
+    ];
+    for (op, params, (ok, code, message)) in cases {
+        let got = answer(&world.call("a", op, params.clone()));
+        assert_eq!(got, (ok, code.to_string(), message), "{op} {params}");
+    }
+    let names = world.ok(
+        "a",
+        "names_for",
+        json!({"agent_ids": {alice.as_str(): 1, "q": 2}}),
+    );
+    assert_eq!(names, json!({alice.as_str(): "alice", "q": "q"}));
+    assert_eq!(
+        world.ok("a", "list_agents", json!({"capability": 5})),
+        json!([])
+    );
+    let id = world.ok(
+        "a",
+        "register",
+        json!({"passport": {"name": "x", "auth": {"claim": 5}}, "resume": {}}),
+    );
+    assert_eq!(id["auth"]["claim"], json!({}));
+}
