@@ -45,6 +45,9 @@ enum Command {
         /// Wall-clock seconds to spend on each scenario.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Run exactly this many times instead (for instruction counts under callgrind).
+        #[arg(long)]
+        runs: Option<u64>,
     },
 }
 
@@ -53,7 +56,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace { file } => trace(&file),
         Command::Check { paths, reference } => check(&paths, &reference),
-        Command::Bench { paths, seconds } => bench(&paths, seconds),
+        Command::Bench {
+            paths,
+            seconds,
+            runs,
+        } => bench(&paths, seconds, runs),
     };
     match result {
         Ok(code) => code,
@@ -180,7 +187,11 @@ fn first_difference(expected: &str, outcome: &Outcome) -> Option<usize> {
     )
 }
 
-fn bench(paths: &[PathBuf], seconds: f64) -> Result<ExitCode, Box<dyn Error>> {
+fn bench(
+    paths: &[PathBuf],
+    seconds: f64,
+    fixed_runs: Option<u64>,
+) -> Result<ExitCode, Box<dyn Error>> {
     println!(
         "{:<36} {:>10} {:>14} {:>10}",
         "scenario", "runs", "scenarios/s", "µs/run"
@@ -189,8 +200,8 @@ fn bench(paths: &[PathBuf], seconds: f64) -> Result<ExitCode, Box<dyn Error>> {
         let scenario = Scenario::load(&file)?;
         let started = Instant::now();
         let mut runs = 0u64;
-        while started.elapsed().as_secs_f64() < seconds {
-            for _ in 0..64 {
+        while fixed_runs.map_or(started.elapsed().as_secs_f64() < seconds, |n| runs < n) {
+            for _ in 0..fixed_runs.map_or(64, |n| n.min(64)) {
                 std::hint::black_box(run_in_process(std::hint::black_box(&scenario)));
             }
             runs += 64;
