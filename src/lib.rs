@@ -13,6 +13,7 @@
 //! - `proto`: envelopes, event types, errors.
 //! - `hub`: the sans-IO core.
 //! - `client`: scripted agents and the default handler's turn logic.
+//! - `server`: the hub served over connections, text frames in and out (sans-IO).
 //! - `sim`: scenarios, the in-process driver, traces.
 
 pub mod client;
@@ -20,5 +21,6 @@ pub mod hub;
 pub mod ids;
 pub mod json;
 pub mod proto;
+pub mod server;
 pub mod sim;
 pub mod time;

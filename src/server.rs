@@ -1,0 +1,218 @@
+//! The hub served over connections, sans-IO: text messages in, text messages out.
+//!
+//! [`HubServer`] owns a [`Hub`] and one queue per connection. Like ag2's `_handle_endpoint`, it
+//! handles a connection's frames strictly one at a time: a `create_channel` waiting for acks holds
+//! every later frame of that connection (its receipts and pings included) until the handshake
+//! ends. A message over 1 MiB closes the connection (the `websockets` limit); a message that does
+//! not decode is dropped and the connection stays open, as in ag2. Drivers move the text over
+//! whatever they have (an in-memory link, turmoil, real sockets).
+
+use crate::hub::rpc::RpcOutcome;
+use crate::hub::{Hub, Output};
+use crate::ids::{ChannelId, EndpointId};
+use crate::proto::frame::{Frame, FrameError, FrameKind};
+use crate::time::{Instant, Now};
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Frames one connection may have waiting behind a blocked one.
+pub const QUEUED_FRAMES_MAX: usize = 4096;
+
+/// What the server asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerOutput {
+    /// Send this text message on the connection.
+    Send {
+        /// The connection.
+        endpoint: EndpointId,
+        /// The encoded frame.
+        text: String,
+    },
+    /// Close the connection (it sent a message over the size limit).
+    Close {
+        /// The connection.
+        endpoint: EndpointId,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Connection {
+    queue: VecDeque<Frame>,
+    /// The channel whose `create_channel` this connection is waiting on.
+    waiting: Option<ChannelId>,
+}
+
+/// A hub with its connections. See the module docs.
+#[derive(Clone, Debug)]
+pub struct HubServer {
+    hub: Hub,
+    connections: BTreeMap<EndpointId, Connection>,
+    /// Handshakes that ended while another frame was being handled: answered right after it.
+    resolved: Vec<(ChannelId, Result<(), crate::proto::HubError>)>,
+    outputs: VecDeque<ServerOutput>,
+}
+
+impl HubServer {
+    /// Serves `hub`.
+    pub fn new(hub: Hub) -> HubServer {
+        HubServer {
+            hub,
+            connections: BTreeMap::new(),
+            resolved: Vec::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The hub, for drivers that also call it directly.
+    pub fn hub_mut(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+
+    /// Accepts a new connection.
+    pub fn connect(&mut self) -> EndpointId {
+        let endpoint = self.hub.mint_endpoint();
+        self.connections.insert(endpoint, Connection::default());
+        endpoint
+    }
+
+    /// A connection ended: its bindings and queued frames go. A `create_channel` it was waiting
+    /// on carries on in the hub (ag2's handler task runs to its end), and its answer is dropped.
+    pub fn disconnect(&mut self, endpoint: EndpointId) {
+        self.connections.remove(&endpoint);
+        self.hub.close_endpoint(endpoint);
+    }
+
+    /// The next message to send or connection to close.
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The hub's next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.hub.poll_timeout()
+    }
+
+    /// Runs the hub's due timers.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.hub.handle_timeout(now);
+        self.pump(now);
+        self.resume(now);
+    }
+
+    /// One text message from `endpoint`.
+    pub fn receive(&mut self, now: Now, endpoint: EndpointId, text: &str) {
+        let Some(connection) = self.connections.get_mut(&endpoint) else {
+            return;
+        };
+        match Frame::decode(text) {
+            Ok(frame) if connection.queue.len() < QUEUED_FRAMES_MAX => {
+                connection.queue.push_back(frame)
+            }
+            Ok(_) | Err(FrameError::TooLarge(_)) => {
+                self.outputs.push_back(ServerOutput::Close { endpoint });
+                self.disconnect(endpoint);
+                return;
+            }
+            Err(FrameError::Undecodable(_)) => return,
+        }
+        self.process(now, endpoint);
+        self.resume(now);
+    }
+
+    /// Handles `endpoint`'s queued frames until it blocks on a handshake or runs dry.
+    fn process(&mut self, now: Now, endpoint: EndpointId) {
+        loop {
+            let Some(connection) = self.connections.get_mut(&endpoint) else {
+                return;
+            };
+            if connection.waiting.is_some() {
+                return;
+            }
+            let Some(frame) = connection.queue.pop_front() else {
+                return;
+            };
+            let unhandled = self.hub.handle_frame(now, endpoint, frame);
+            self.pump(now);
+            let Some(crate::hub::link::Unhandled::Request(request)) = unhandled else {
+                continue;
+            };
+            match self.hub.handle_request(now, endpoint, &request) {
+                RpcOutcome::Response(response) => {
+                    self.pump(now);
+                    self.send(endpoint, &response);
+                }
+                RpcOutcome::Pending { channel, .. } => {
+                    self.pump(now);
+                    if let Some(connection) = self.connections.get_mut(&endpoint) {
+                        connection.waiting = Some(channel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers handshakes that ended and lets their connections go on.
+    fn resume(&mut self, now: Now) {
+        while !self.resolved.is_empty() {
+            let resolved = std::mem::take(&mut self.resolved);
+            for (channel, result) in resolved {
+                let waiting = self
+                    .connections
+                    .iter()
+                    .find(|(_, c)| c.waiting == Some(channel))
+                    .map(|(e, _)| *e);
+                let response = self.hub.resolve_pending(channel, &result);
+                let Some(endpoint) = waiting else { continue };
+                if let Some(response) = response {
+                    self.send(endpoint, &response);
+                }
+                if let Some(connection) = self.connections.get_mut(&endpoint) {
+                    connection.waiting = None;
+                }
+                self.process(now, endpoint);
+            }
+        }
+    }
+
+    /// Turns the hub's outputs into messages.
+    fn pump(&mut self, _now: Now) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Notify {
+                    endpoint,
+                    recipient,
+                    envelope,
+                } => {
+                    let frame = Frame::new(
+                        FrameKind::Notify,
+                        vec![
+                            ("envelope", envelope.to_json()),
+                            ("recipient_id", Value::String(recipient.to_string())),
+                        ],
+                    );
+                    self.send(endpoint, &frame);
+                }
+                Output::Frame { endpoint, frame } => self.send(endpoint, &frame),
+                Output::OpenResolved { channel, result } => self.resolved.push((channel, result)),
+                Output::InboxPressure { .. } => {}
+            }
+        }
+    }
+
+    fn send(&mut self, endpoint: EndpointId, frame: &Frame) {
+        if self.connections.contains_key(&endpoint) {
+            self.outputs.push_back(ServerOutput::Send {
+                endpoint,
+                text: frame.encode(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
