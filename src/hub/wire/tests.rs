@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::hub::adapter::AdapterKind;
+use crate::ids::{AgentId, ChannelId};
 use crate::json::to_compact_python_unsorted;
 use serde_json::json;
 
