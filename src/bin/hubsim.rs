@@ -201,12 +201,17 @@ fn bench(
         let started = Instant::now();
         let mut runs = 0u64;
         while fixed_runs.map_or(started.elapsed().as_secs_f64() < seconds, |n| runs < n) {
-            for _ in 0..fixed_runs.map_or(64, |n| n.min(64)) {
+            let batch = fixed_runs.map_or(64, |n| (n - runs).min(64));
+            for _ in 0..batch {
                 std::hint::black_box(run_in_process(std::hint::black_box(&scenario)));
             }
-            runs += 64;
+            runs += batch;
         }
         let elapsed = started.elapsed().as_secs_f64();
+        if runs == 0 {
+            println!("{:<36} {:>10} {:>14} {:>10}", scenario.name, 0, "-", "-");
+            continue;
+        }
         println!(
             "{:<36} {:>10} {:>14.0} {:>10.1}",
             scenario.name,
