@@ -3,6 +3,7 @@
 //! comes out.
 
 pub mod handler;
+pub mod remote;
 
 use crate::json::py_repr;
 use crate::proto::HubError;
