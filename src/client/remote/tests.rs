@@ -266,9 +266,7 @@ fn calls_time_out_and_a_dropped_connection_fails_what_is_in_flight() {
         matches!(link.poll_event(), Some(ClientEvent::Response { request_id, result: Err(e), .. })
         if request_id == second && e.message == "connection closed")
     );
-    let refused = format!(
-        r#"{{"request_id": "x", "ok": false, "error_code": "error", "error_message": "recipient 'b' inbox at capacity (2 >= 2)", "kind": "response"}}"#
-    );
+    let refused = r#"{"request_id": "x", "ok": false, "error_code": "error", "error_message": "recipient 'b' inbox at capacity (2 >= 2)", "kind": "response"}"#;
     let mut fresh = RemoteLink::new(IdGen::default(), 1_000);
     let id = fresh.call(Instant(0), "post_envelope", Map::new());
     fresh.receive(&refused.replace("\"x\"", &format!("\"{id}\"")));
