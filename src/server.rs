@@ -15,7 +15,8 @@ use crate::time::{Instant, Now};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 
-/// Frames one connection may have waiting behind a blocked one.
+/// Frames one connection may have waiting behind a blocked one. Past it the connection is
+/// closed; ag2 would instead stop reading the socket and let TCP push back on the client.
 pub const QUEUED_FRAMES_MAX: usize = 4096;
 
 /// What the server asks its driver to do.
