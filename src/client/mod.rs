@@ -224,7 +224,7 @@ impl ScriptedAgent {
 
 /// pydantic's message for a non-string argument to a `str` parameter.
 fn validation_error(parameter: &str, value: &Value) -> HubError {
-    let input_type = crate::hub::adapter::graph::py_type_name(value);
+    let input_type = crate::json::py_type_name(value);
     HubError::named(
         "ValidationError",
         &format!(

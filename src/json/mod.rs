@@ -319,6 +319,29 @@ pub fn py_type_name(value: &Value) -> &'static str {
     }
 }
 
+/// CPython's "missing N required positional argument(s): 'a', 'b' and 'c'".
+pub fn py_missing_args(function: &str, missing: &[&str]) -> String {
+    let names: Vec<String> = missing.iter().map(|name| py_str_repr(name)).collect();
+    let listed = match names.len() {
+        1 => names[0].clone(),
+        2 => format!("{} and {}", names[0], names[1]),
+        _ => format!(
+            "{}, and {}",
+            names[..names.len() - 1].join(", "),
+            names[names.len() - 1]
+        ),
+    };
+    let plural = if missing.len() == 1 {
+        "argument"
+    } else {
+        "arguments"
+    };
+    format!(
+        "{function} missing {} required positional {plural}: {listed}",
+        missing.len()
+    )
+}
+
 /// Python truthiness of a JSON-built object: `None`, `False`, `0`, `0.0`, `""`, `[]` and `{}` are
 /// false.
 pub fn py_truthy(value: &Value) -> bool {

@@ -211,7 +211,10 @@ impl Frame {
             .map(|(n, _)| *n)
             .collect();
         if !missing.is_empty() {
-            return Err(missing_message(&format!("{class}.__init__()"), &missing));
+            return Err(crate::json::py_missing_args(
+                &format!("{class}.__init__()"),
+                &missing,
+            ));
         }
         let fields = kind
             .fields()
@@ -295,31 +298,11 @@ fn check_envelope(envelope: &Map<String, Value>) -> Result<(), String> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(missing_message("Envelope.__init__()", &missing))
+        Err(crate::json::py_missing_args(
+            "Envelope.__init__()",
+            &missing,
+        ))
     }
-}
-
-/// CPython's "missing N required positional argument(s): 'a', 'b' and 'c'".
-pub(crate) fn missing_message(function: &str, missing: &[&str]) -> String {
-    let names: Vec<String> = missing.iter().map(|name| py_str_repr(name)).collect();
-    let listed = match names.len() {
-        1 => names[0].clone(),
-        2 => format!("{} and {}", names[0], names[1]),
-        _ => format!(
-            "{}, and {}",
-            names[..names.len() - 1].join(", "),
-            names[names.len() - 1]
-        ),
-    };
-    let plural = if missing.len() == 1 {
-        "argument"
-    } else {
-        "arguments"
-    };
-    format!(
-        "{function} missing {} required positional {plural}: {listed}",
-        missing.len()
-    )
 }
 
 #[cfg(test)]

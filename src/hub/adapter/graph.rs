@@ -5,7 +5,7 @@
 //! them; hubsim refuses those at load time with a `ProtocolError("invalid workflow graph:
 //! hubsim: ...")` instead. The README's conformance section lists them.
 
-use crate::json::{py_eq, py_repr, py_str_repr, py_truthy};
+use crate::json::{py_eq, py_missing_args, py_repr, py_str_repr, py_truthy, py_type_name};
 use crate::proto::HubError;
 use serde_json::{Map, Value};
 
@@ -357,24 +357,9 @@ fn bind_args(
         .filter(|name| !args.contains_key(*name))
         .collect();
     if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|name| py_str_repr(name)).collect();
-        let listed = match names.len() {
-            1 => names[0].clone(),
-            2 => format!("{} and {}", names[0], names[1]),
-            _ => format!(
-                "{}, and {}",
-                names[..names.len() - 1].join(", "),
-                names[names.len() - 1]
-            ),
-        };
-        let plural = if missing.len() == 1 {
-            "argument"
-        } else {
-            "arguments"
-        };
-        return Err(HubError::type_error(format!(
-            "{class}.__init__() missing {} required positional {plural}: {listed}",
-            missing.len()
+        return Err(HubError::type_error(py_missing_args(
+            &format!("{class}.__init__()"),
+            &missing,
         )));
     }
     let mut values: Vec<Value> = required.iter().map(|name| args[*name].clone()).collect();
@@ -409,18 +394,5 @@ pub(crate) fn py_iterate(value: &Value) -> Result<Vec<Value>, HubError> {
             "'{}' object is not iterable",
             py_type_name(other)
         ))),
-    }
-}
-
-/// The Python type name of a JSON-built object.
-pub(crate) fn py_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "NoneType",
-        Value::Bool(_) => "bool",
-        Value::Number(number) if number.is_f64() => "float",
-        Value::Number(_) => "int",
-        Value::String(_) => "str",
-        Value::Array(_) => "list",
-        Value::Object(_) => "dict",
     }
 }

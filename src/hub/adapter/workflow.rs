@@ -3,10 +3,11 @@
 //! the expected speaker is empty). A packet's `routing` can finish the channel or hand off to any
 //! target, unvalidated, as in ag2. `ag2.context.set` updates context variables at any time.
 
-use super::graph::{py_iterate, py_type_name, Context, Graph};
+use super::graph::{py_iterate, Context, Graph};
 use super::{AdapterResult, ExpectedTurn};
 use crate::hub::channel::ChannelMetadata;
 use crate::ids::{AgentId, EnvelopeId};
+use crate::json::py_type_name;
 use crate::json::{py_repr, py_truthy};
 use crate::proto::ErrorKind;
 use crate::proto::{Envelope, EventType, HubError};

@@ -17,7 +17,6 @@ use super::tasks::TaskMetadata;
 use super::PendingTurn;
 use crate::json::{py_repr, py_str, py_str_repr, py_type_name};
 use crate::proto::envelope::Envelope;
-use crate::proto::frame::missing_message;
 use crate::proto::HubError;
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
@@ -355,7 +354,7 @@ pub(crate) fn check_kwargs(
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(HubError::type_error(missing_message(
+        Err(HubError::type_error(crate::json::py_missing_args(
             &format!("{class}.__init__()"),
             &missing,
         )))
