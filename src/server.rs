@@ -5,7 +5,7 @@
 //! every later frame of that connection (its receipts and pings included) until the handshake
 //! ends. A message over 1 MiB closes the connection (the `websockets` limit); a message that does
 //! not decode is dropped and the connection stays open, as in ag2. Drivers move the text over
-//! whatever they have (an in-memory link, turmoil, real sockets).
+//! whatever they have (an in-memory link, a simulated network, real sockets).
 
 use crate::hub::rpc::RpcOutcome;
 use crate::hub::{Hub, Output};
