@@ -337,14 +337,20 @@ pub(super) fn matches_expectation(
 
 pub(super) fn mismatch(idx: usize, step: &Step, error: Option<&HubError>) -> String {
     let expected = match &step.expect_error {
-        None => "None".to_string(),
-        Some(e) => format!(
-            "{{type: {:?}, match: {:?}}}",
-            e.type_name,
-            e.pattern.as_ref().map(regex::Regex::as_str)
-        ),
+        None => "success".to_string(),
+        Some(e) => {
+            let type_name = e
+                .type_name
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .unwrap_or("an error");
+            match &e.pattern {
+                Some(pattern) => format!("{type_name} matching /{}/", pattern.as_str()),
+                None => type_name.to_string(),
+            }
+        }
     };
-    let got = error.map_or("None".to_string(), |e| {
+    let got = error.map_or("success".to_string(), |e| {
         format!("{}: {}", e.type_name, e.message)
     });
     format!("step {idx} ({}): expected {expected}, got {got}", step.op)
