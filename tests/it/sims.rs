@@ -44,6 +44,7 @@ sims! {
     rules_max_concurrent_channels,
     rules_set_rule_midway,
     self_addressed_send,
+    step_timeout_pending_open,
     ttl_expiry,
     ttl_variants,
     unknown_channel_errors,
