@@ -308,17 +308,22 @@ impl Writer<'_> {
         }
     }
 
-    /// A list of payload values.
-    fn values(&mut self, items: &[Value]) {
+    /// A JSON list, `[]` when empty, one element written by `each`.
+    fn list<T>(&mut self, items: &[T], mut each: impl FnMut(&mut Self, &T)) {
         if items.is_empty() {
             return self.raw("[]");
         }
         self.open('[');
         for item in items {
             self.item();
-            self.value(item);
+            each(self, item);
         }
         self.close(']');
+    }
+
+    /// A list of payload values.
+    fn values(&mut self, items: &[Value]) {
+        self.list(items, |w, item| w.value(item));
     }
 
     /// A payload dict.
@@ -357,16 +362,8 @@ impl Writer<'_> {
     }
 
     fn names(&mut self, agents: &[AgentId]) {
-        if agents.is_empty() {
-            return self.raw("[]");
-        }
-        self.open('[');
-        for agent in agents {
-            self.item();
-            let normaliser = self.normaliser;
-            self.string(&normaliser.name(*agent));
-        }
-        self.close(']');
+        let normaliser = self.normaliser;
+        self.list(agents, |w, agent| w.string(&normaliser.name(*agent)));
     }
 }
 
@@ -445,16 +442,7 @@ pub fn render(scenario_name: &str, run: &Run) -> String {
     w.key("scenario");
     w.string(scenario_name);
     w.key("steps");
-    if run.steps.is_empty() {
-        w.raw("[]");
-    } else {
-        w.open('[');
-        for record in &run.steps {
-            w.item();
-            w.map(record);
-        }
-        w.close(']');
-    }
+    w.list(&run.steps, |w, record| w.map(record));
     w.close('}');
     w.out.push('\n');
     w.out
@@ -487,9 +475,7 @@ fn write_channel(w: &mut Writer<'_>, metadata: &ChannelMetadata, wal: &[std::syn
     w.key("manifest_version");
     w.int(metadata.manifest.version);
     w.key("participants");
-    w.open('[');
-    for participant in &metadata.participants {
-        w.item();
+    w.list(&metadata.participants, |w, participant| {
         w.open('{');
         w.key("joined_at");
         w.time(Some(participant.joined_at));
@@ -500,8 +486,7 @@ fn write_channel(w: &mut Writer<'_>, metadata: &ChannelMetadata, wal: &[std::syn
         w.key("role");
         w.string(participant.role.as_str());
         w.close('}');
-    }
-    w.close(']');
+    });
     w.key("pending_acks");
     w.names(&metadata.pending_acks);
     w.key("rejected_by");
@@ -516,16 +501,11 @@ fn write_channel(w: &mut Writer<'_>, metadata: &ChannelMetadata, wal: &[std::syn
     w.key("type");
     w.string(metadata.manifest.manifest_type);
     w.key("wal");
-    if wal.is_empty() {
-        w.raw("[]");
-    } else {
-        w.open('[');
-        for (seq, envelope) in wal.iter().enumerate() {
-            w.item();
-            write_envelope(w, seq, envelope);
-        }
-        w.close(']');
-    }
+    let mut seq = 0;
+    w.list(wal, |w, envelope| {
+        write_envelope(w, seq, envelope);
+        seq += 1;
+    });
     w.close('}');
 }
 
