@@ -4,6 +4,7 @@
 //! after it (the adapter's round envelope, the post, turn-failure reports).
 
 use super::{HandlerMode, ToolRun, TurnOutcome};
+use crate::hub::adapter::graph::Graph;
 use crate::hub::adapter::{AdapterKind, AdapterState};
 use crate::hub::channel::ChannelState;
 use crate::hub::Hub;
@@ -12,6 +13,7 @@ use crate::proto::envelope::map_of;
 use crate::proto::{Envelope, EventType};
 use crate::time::Now;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What a delivery makes the handler do before any model call.
@@ -140,57 +142,85 @@ pub fn finish_turn(
             return;
         }
     };
-    let Some(mut reply) = build_round_envelope(hub, agent, trigger, &body, &outcome.tools) else {
+    let graph = match hub.adapter_state(channel) {
+        Some(AdapterState::Workflow(state)) => Some(&*state.graph),
+        _ => None,
+    };
+    let round = Round {
+        workflow: graph,
+        names: hub.name_to_id(),
+    };
+    let Some(reply) = round.envelope(agent, trigger, &body, &outcome.tools) else {
         return;
     };
-    reply.causation_id = Some(trigger.id_text());
     if let Err(failure) = hub.post_envelope(now, reply) {
         hub.report_turn_failure(now, channel, agent, &trigger.id_text(), &failure);
     }
 }
 
-/// The adapter's `build_round_envelope`: text for consulting, conversation and discussion (none
-/// when the body is empty); a packet for workflow.
-fn build_round_envelope(
-    hub: &Hub,
-    agent: AgentId,
-    trigger: &Envelope,
-    body: &str,
-    tools: &[ToolRun],
-) -> Option<Envelope> {
-    let channel = trigger.channel_id;
-    match hub.adapter_state(channel) {
-        Some(AdapterState::Workflow(state)) => {
-            let routing = resolve_routing(hub, tools, state.graph.tool_called_names().collect());
-            let text_only = routing.get("kind").and_then(Value::as_str) == Some("text");
-            if text_only && body.is_empty() {
-                return None;
+/// What the adapter's `build_round_envelope` reads besides the turn itself: the workflow graph
+/// (for workflow channels) and the name directory handoff targets resolve through (the hub's in
+/// process, the client's name cache in remote mode).
+#[derive(Clone, Copy, Debug)]
+pub struct Round<'a> {
+    /// The channel's transition graph, for a workflow channel; `None` for the other adapters.
+    pub workflow: Option<&'a Graph>,
+    /// Name to agent id.
+    pub names: &'a BTreeMap<String, AgentId>,
+}
+
+impl Round<'_> {
+    /// The round envelope replying to `trigger` (its `causation_id` set), or `None` when the
+    /// turn posts nothing: text for consulting, conversation and discussion (none when the body
+    /// is empty); a packet for workflow.
+    pub fn envelope(
+        &self,
+        agent: AgentId,
+        trigger: &Envelope,
+        body: &str,
+        tools: &[ToolRun],
+    ) -> Option<Envelope> {
+        let channel = trigger.channel_id;
+        let mut envelope = match self.workflow {
+            Some(graph) => {
+                let routing =
+                    resolve_routing(self.names, tools, graph.tool_called_names().collect());
+                let text_only = routing.get("kind").and_then(Value::as_str) == Some("text");
+                if text_only && body.is_empty() {
+                    return None;
+                }
+                let updates = map_of([
+                    ("set", Value::Object(Map::new())),
+                    ("delete", Value::Array(Vec::new())),
+                ]);
+                let data = map_of([
+                    ("routing", Value::Object(routing)),
+                    ("context_updates", Value::Object(updates)),
+                    ("body", Value::from(body)),
+                ]);
+                Envelope::new(channel, agent, None, EventType::PACKET, data)
             }
-            let updates = map_of([
-                ("set", Value::Object(Map::new())),
-                ("delete", Value::Array(Vec::new())),
-            ]);
-            let data = map_of([
-                ("routing", Value::Object(routing)),
-                ("context_updates", Value::Object(updates)),
-                ("body", Value::from(body)),
-            ]);
-            Some(Envelope::new(channel, agent, None, EventType::PACKET, data))
-        }
-        _ if body.is_empty() => None,
-        _ => Some(Envelope::new(
-            channel,
-            agent,
-            None,
-            EventType::TEXT,
-            map_of([("text", Value::from(body))]),
-        )),
+            None if body.is_empty() => return None,
+            None => Envelope::new(
+                channel,
+                agent,
+                None,
+                EventType::TEXT,
+                map_of([("text", Value::from(body))]),
+            ),
+        };
+        envelope.causation_id = Some(trigger.id_text());
+        Some(envelope)
     }
 }
 
 /// ag2's `_resolve_routing`: the first tool call that returned a `Finish` or a `Handoff`, or
 /// whose name a `tool_called` condition routes on; otherwise plain text.
-fn resolve_routing(hub: &Hub, tools: &[ToolRun], tool_called: Vec<&Value>) -> Map<String, Value> {
+fn resolve_routing(
+    names: &BTreeMap<String, AgentId>,
+    tools: &[ToolRun],
+    tool_called: Vec<&Value>,
+) -> Map<String, Value> {
     for run in tools {
         if let Some((reason, summary)) = &run.finish {
             return map_of([
@@ -201,11 +231,12 @@ fn resolve_routing(hub: &Hub, tools: &[ToolRun], tool_called: Vec<&Value>) -> Ma
             ]);
         }
         if let Some((target, reason)) = &run.handoff {
-            let known_id = AgentId::parse(target).is_some_and(|id| hub.is_registered(id));
+            // ag2: `target if target in name_to_id.values() else name_to_id.get(target, target)`.
+            let known_id = names.values().any(|id| id.to_string() == *target);
             let resolved = if known_id {
                 target.clone()
             } else {
-                hub.name_to_id()
+                names
                     .get(target)
                     .map_or(target.clone(), ToString::to_string)
             };

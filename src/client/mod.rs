@@ -3,6 +3,7 @@
 //! comes out.
 
 pub mod handler;
+pub mod host;
 pub mod remote;
 
 use crate::json::py_repr;

@@ -298,6 +298,11 @@ impl RemoteLink {
         }
     }
 
+    /// Whether the connection dropped.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// The earliest RPC or handshake deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let calls = self.calls.values().map(|call| call.deadline).min();

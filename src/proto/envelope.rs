@@ -177,6 +177,58 @@ impl Envelope {
         );
         Value::Object(map)
     }
+    /// Reads an envelope as the hub sends it (`notify`, `read_wal`): the inverse of
+    /// [`Envelope::to_json`]. `None` when a field is missing or has the wrong shape (a client
+    /// then has nothing it can act on).
+    pub fn from_json(value: &Value) -> Option<Envelope> {
+        let map = value.as_object()?;
+        let text = |key: &str| -> Option<Option<String>> {
+            match map.get(key) {
+                None | Some(Value::Null) => Some(None),
+                Some(Value::String(text)) => Some(Some(text.clone())),
+                Some(_) => None,
+            }
+        };
+        let audience = match map.get("audience")? {
+            Value::Null => None,
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .map(|item| item.as_str().and_then(AgentId::parse))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            _ => return None,
+        };
+        let id = map.get("envelope_id")?.as_str()?;
+        let created_at = map.get("created_at")?.as_str()?;
+        Some(Envelope {
+            channel_id: ChannelId::parse(map.get("channel_id")?.as_str()?)?,
+            sender_id: AgentId::parse(map.get("sender_id")?.as_str()?)?,
+            audience,
+            event_type: map.get("event_type")?.as_str()?.to_string(),
+            event_data: map.get("event_data")?.as_object()?.clone(),
+            envelope_id: if id.is_empty() {
+                None
+            } else {
+                Some(EnvelopeId::parse(id)?)
+            },
+            task_id: text("task_id")?,
+            causation_id: text("causation_id")?,
+            trace_id: text("trace_id")?,
+            priority: map.get("priority")?.as_str()?.to_string(),
+            depth: map.get("depth")?.as_i64()?,
+            idempotency_key: text("idempotency_key")?,
+            created_at: if created_at.is_empty() {
+                None
+            } else {
+                Some(Timestamp::parse_iso(created_at)?)
+            },
+            ttl_seconds: match map.get("ttl_seconds") {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(value.as_i64()?),
+            },
+        })
+    }
 }
 
 fn opt_string(value: &Option<String>) -> Value {
@@ -191,4 +243,50 @@ pub fn map_of<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::DEFAULT_EPOCH;
+
+    #[test]
+    fn from_json_reads_back_what_to_json_writes() {
+        let mut envelope = Envelope::new(
+            ChannelId(7),
+            AgentId(1),
+            Some(vec![AgentId(2), AgentId(3)]),
+            EventType::TEXT,
+            map_of([("text", Value::from("hi")), ("n", Value::from(2))]),
+        );
+        assert_eq!(
+            Envelope::from_json(&envelope.to_json()),
+            Some(envelope.clone())
+        );
+        envelope.envelope_id = Some(EnvelopeId(9));
+        envelope.created_at = Timestamp::parse_iso(DEFAULT_EPOCH);
+        envelope.causation_id = Some("abc".into());
+        envelope.ttl_seconds = Some(5);
+        envelope.depth = 2;
+        assert_eq!(Envelope::from_json(&envelope.to_json()), Some(envelope));
+    }
+
+    #[test]
+    fn from_json_refuses_a_malformed_envelope() {
+        let good = Envelope::new(ChannelId(7), AgentId(1), None, "x", Map::new()).to_json();
+        for (key, bad) in [
+            ("channel_id", Value::from("nope")),
+            ("audience", Value::from(3)),
+            ("event_data", Value::from("x")),
+            ("depth", Value::from("1")),
+            ("created_at", Value::from("yesterday")),
+        ] {
+            let mut broken = good.clone();
+            broken[key] = bad;
+            assert_eq!(Envelope::from_json(&broken), None, "{key}");
+        }
+        let mut missing = good.as_object().cloned().unwrap_or_default();
+        missing.remove("sender_id");
+        assert_eq!(Envelope::from_json(&Value::Object(missing)), None);
+    }
 }
