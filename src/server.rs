@@ -98,6 +98,13 @@ impl HubServer {
         self.hub.poll_timeout()
     }
 
+    /// Sends what direct calls on [`HubServer::hub_mut`] produced (notifies, finished
+    /// handshakes).
+    pub fn flush(&mut self, now: Now) {
+        self.pump(now);
+        self.resume(now);
+    }
+
     /// Runs the hub's due timers.
     pub fn handle_timeout(&mut self, now: Now) {
         self.hub.handle_timeout(now);

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use hubsim::sim::scenario::Scenario;
-use hubsim::sim::{run_in_process, Outcome};
+use hubsim::sim::{run_in_process, run_on_network, Outcome};
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,19 @@ enum Command {
     Trace {
         /// The scenario file.
         file: PathBuf,
+    },
+    /// Run a scenario on the simulated network (hub server, remote-mode clients, faults) with a
+    /// seed, and print its normalised trace.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        /// The seed every random draw of the run derives from.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep the hub clock on the scenario's mock clock (`network.clock: frozen`), as the
+        /// reference runner does.
+        #[arg(long)]
+        frozen_clock: bool,
     },
     /// Run scenarios (files or folders; default `sims/`), check their `expect_error`s, that two
     /// runs give identical bytes, and that each trace equals its reference trace when one exists.
@@ -55,6 +68,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace { file } => trace(&file),
+        Command::Run {
+            file,
+            seed,
+            frozen_clock,
+        } => run(&file, seed, frozen_clock),
         Command::Check { paths, reference } => check(&paths, &reference),
         Command::Bench {
             paths,
@@ -73,7 +91,34 @@ fn main() -> ExitCode {
 
 fn trace(file: &Path) -> Result<ExitCode, Box<dyn Error>> {
     let scenario = Scenario::load(file)?;
-    let outcome = run_in_process(&scenario);
+    if scenario.network_only() {
+        return Err(format!(
+            "{}: this scenario injects faults or waits on simulated time; run it on the network: hubsim run {} --seed N",
+            file.display(),
+            file.display()
+        )
+        .into());
+    }
+    print_outcome(&scenario, &run_in_process(&scenario))
+}
+
+fn run(file: &Path, seed: u64, frozen_clock: bool) -> Result<ExitCode, Box<dyn Error>> {
+    let mut scenario = Scenario::load(file)?;
+    scenario.network.frozen_clock |= frozen_clock;
+    let outcome = run_on_network(&scenario, seed);
+    let code = print_outcome(&scenario, &outcome)?;
+    if code != ExitCode::SUCCESS {
+        eprintln!(
+            "repro: hubsim run {} --seed {seed}{}   (hubsim {})",
+            file.display(),
+            if frozen_clock { " --frozen-clock" } else { "" },
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    Ok(code)
+}
+
+fn print_outcome(scenario: &Scenario, outcome: &Outcome) -> Result<ExitCode, Box<dyn Error>> {
     std::io::stdout().write_all(outcome.trace.as_bytes())?;
     for mismatch in &outcome.mismatches {
         eprintln!("{}: EXPECTATION MISMATCH {mismatch}", scenario.name);

@@ -408,6 +408,14 @@ impl AgentHost {
         self.tasks.is_empty()
     }
 
+    /// True when no notify handler (or `resume_pending_turns`) is running; commands may still
+    /// wait for their answers (a background open waiting for acks).
+    pub fn handlers_idle(&self) -> bool {
+        self.tasks
+            .values()
+            .all(|task| matches!(task.work, Work::Command { .. }))
+    }
+
     fn start_task(&mut self, stage: Stage, work: Work) -> u64 {
         self.next_task += 1;
         self.tasks.insert(

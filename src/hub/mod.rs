@@ -219,6 +219,11 @@ impl Hub {
         endpoint
     }
 
+    /// The highest id minted so far (a restarted hub continues after it).
+    pub fn last_id(&self) -> u128 {
+        self.ids.last()
+    }
+
     /// Channel ids in creation order.
     pub fn channel_ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
         self.channels.keys().copied()

@@ -55,6 +55,11 @@ impl Store {
         self.agents.keys().copied()
     }
 
+    /// The highest id minted before the snapshot.
+    pub fn last_id(&self) -> u128 {
+        self.last_id
+    }
+
     /// The audit log as stored.
     pub fn audit(&self) -> &[Value] {
         &self.audit

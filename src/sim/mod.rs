@@ -1,6 +1,7 @@
 //! Scenarios and the in-process driver: read a scenario ([`scenario`]), run it against the hub
 //! core and scripted agents ([`runner`]), print the normalised trace ([`trace`]).
 
+pub mod net;
 pub mod runner;
 pub mod scenario;
 pub mod trace;
@@ -22,5 +23,16 @@ pub fn run_in_process(scenario: &Scenario) -> Outcome {
     Outcome {
         trace: trace::render(&scenario.name, &run),
         mismatches: run.mismatches,
+    }
+}
+
+/// Runs `scenario` on the simulated network with `seed` and renders its trace.
+pub fn run_on_network(scenario: &Scenario, seed: u64) -> Outcome {
+    let run = net::run(scenario, seed);
+    let mut mismatches = run.run.mismatches.clone();
+    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    Outcome {
+        trace: trace::render(&scenario.name, &run.run),
+        mismatches,
     }
 }

@@ -377,7 +377,7 @@ pub fn render(scenario_name: &str, run: &Run) -> String {
     };
     w.open('{');
     w.key("agents");
-    let agents: BTreeMap<&str, &super::runner::AgentRuntime> = run
+    let agents: BTreeMap<&str, &super::runner::RunAgent> = run
         .agents
         .iter()
         .map(|agent| (agent.model.name.as_str(), agent))

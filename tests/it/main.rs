@@ -1,6 +1,7 @@
 //! The one integration-test binary: scenario parity with the reference hub, bad input, tidiness.
 
 mod bad_input;
+mod network;
 mod sims;
 mod store;
 mod support;

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-mod steps;
+pub(crate) mod steps;
 
 use steps::{matches_expectation, mismatch};
 
@@ -68,13 +68,22 @@ struct Background {
     outcome: Option<Result<(), HubError>>,
 }
 
+/// An agent as the trace shows it.
+#[derive(Clone, Debug)]
+pub struct RunAgent {
+    /// The registered id.
+    pub id: AgentId,
+    /// The script and how far it ran.
+    pub model: ScriptedAgent,
+}
+
 /// Everything a finished run leaves for the trace.
 #[derive(Clone, Debug)]
 pub struct Run {
     /// The hub at the end.
     pub hub: Hub,
     /// Agents in registration order.
-    pub agents: Vec<AgentRuntime>,
+    pub agents: Vec<RunAgent>,
     /// Channel labels.
     pub labels: BTreeMap<ChannelId, String>,
     /// One record per step, raw (ids and timestamps not yet normalised).
@@ -336,7 +345,14 @@ impl Driver {
         }
         Run {
             hub: self.hub,
-            agents: self.agents,
+            agents: self
+                .agents
+                .into_iter()
+                .map(|agent| RunAgent {
+                    id: agent.id,
+                    model: agent.model,
+                })
+                .collect(),
             labels: self.labels,
             steps: self.steps,
             mismatches: self.mismatches,

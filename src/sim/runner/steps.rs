@@ -134,7 +134,15 @@ impl Driver {
                 }
                 Ok(())
             }
-            Action::Settle => Ok(()),
+            Action::Settle | Action::Wait(_) => Ok(()),
+            Action::Fault(_) => Err(HubError::new(
+                crate::proto::ErrorKind::Other,
+                format!(
+                    "hubsim: `{}` needs the network driver (hubsim run)",
+                    step.op
+                ),
+            )
+            .renamed("UnsupportedStep")),
         }
     }
 
@@ -288,7 +296,7 @@ impl Driver {
 }
 
 /// `clock + timedelta(seconds=...)` with CPython's three overflow errors.
-fn advanced(wall: Timestamp, seconds: f64) -> Result<Timestamp, HubError> {
+pub(crate) fn advanced(wall: Timestamp, seconds: f64) -> Result<Timestamp, HubError> {
     let overflow = |message: String| {
         HubError::new(crate::proto::ErrorKind::Other, message).renamed("OverflowError")
     };
@@ -311,12 +319,12 @@ fn advanced(wall: Timestamp, seconds: f64) -> Result<Timestamp, HubError> {
 }
 
 /// The reference runner's error for a step that outlived `step_timeout`.
-fn step_timeout(seconds: f64) -> HubError {
+pub(crate) fn step_timeout(seconds: f64) -> HubError {
     let message = format!("step did not finish in {}s", py_float_repr(seconds));
     HubError::new(crate::proto::ErrorKind::Other, message).renamed("StepTimeout")
 }
 
-pub(super) fn error_record(error: &HubError) -> Value {
+pub(crate) fn error_record(error: &HubError) -> Value {
     let mut map = Map::new();
     map.insert("type".into(), Value::from(error.type_name.as_str()));
     map.insert("message".into(), Value::from(error.message.as_str()));
@@ -324,7 +332,7 @@ pub(super) fn error_record(error: &HubError) -> Value {
 }
 
 /// A step with no expectation must succeed; one with an expectation must fail as expected.
-pub(super) fn matches_expectation(
+pub(crate) fn matches_expectation(
     expected: Option<&ExpectError>,
     error: Option<&HubError>,
 ) -> bool {
@@ -335,7 +343,7 @@ pub(super) fn matches_expectation(
     }
 }
 
-pub(super) fn mismatch(idx: usize, step: &Step, error: Option<&HubError>) -> String {
+pub(crate) fn mismatch(idx: usize, step: &Step, error: Option<&HubError>) -> String {
     let expected = match &step.expect_error {
         None => "success".to_string(),
         Some(e) => {

@@ -17,7 +17,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod agents;
+mod network;
 mod steps;
+
+pub use network::{Fault, NetworkOptions, Range, TimedFault};
 
 use agents::{AgentsSeed, RuleFields};
 use steps::{check_step_agents, StepsSeed};
@@ -68,6 +71,20 @@ pub struct Scenario {
     pub agents: Vec<AgentSpec>,
     /// Steps, run in order.
     pub steps: Vec<Step>,
+    /// Network settings (`network:`), used by the network driver only.
+    pub network: NetworkOptions,
+}
+
+impl Scenario {
+    /// True when the scenario injects faults or waits on simulated time, which only the network
+    /// driver can run (the reference runner has no network).
+    pub fn network_only(&self) -> bool {
+        !self.network.faults.is_empty()
+            || self
+                .steps
+                .iter()
+                .any(|step| matches!(step.action, Action::Fault(_) | Action::Wait(_)))
+    }
 }
 
 /// The `hub:` block.
@@ -219,6 +236,10 @@ pub enum Action {
     },
     /// `settle`: nothing (the runner drains after every step anyway).
     Settle,
+    /// `wait`: simulated time passes (network driver only), in microseconds.
+    Wait(u64),
+    /// A fault op (`partition`, `repair`, `hold`, `release`, `disconnect`, `crash`, `restart`).
+    Fault(Fault),
 }
 
 /// How far an `advance` moves the clock.
@@ -303,7 +324,7 @@ fn locate(text: &str, error: &serde_yaml::Error) -> String {
     }
 }
 
-const SCENARIO_FIELDS: &[&str] = &["name", "description", "hub", "agents", "steps"];
+const SCENARIO_FIELDS: &[&str] = &["name", "description", "hub", "network", "agents", "steps"];
 
 struct RawScenario(Scenario);
 
@@ -329,6 +350,7 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
             hub: HubOptions::default(),
             agents: Vec::new(),
             steps: Vec::new(),
+            network: NetworkOptions::default(),
         };
         let mut known_agents: Option<BTreeSet<String>> = None;
         let mut seen = BTreeSet::new();
@@ -345,6 +367,12 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
                         .map(|h| h.0)
                         .unwrap_or_default()
                 }
+                "network" => {
+                    scenario.network = map
+                        .next_value::<Option<network::RawNetwork>>()?
+                        .map(|n| n.0)
+                        .unwrap_or_default()
+                }
                 "agents" => {
                     scenario.agents = map.next_value_seed(AgentsSeed)?;
                     known_agents = Some(scenario.agents.iter().map(|a| a.name.clone()).collect());
@@ -357,8 +385,19 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
                 other => return Err(de::Error::unknown_field(other, SCENARIO_FIELDS)),
             }
         }
+        let names: BTreeSet<String> = scenario.agents.iter().map(|a| a.name.clone()).collect();
+        for (idx, timed) in scenario.network.faults.iter().enumerate() {
+            if let Some(agent) = timed.fault.agent() {
+                if !names.contains(agent) {
+                    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+                    return Err(de::Error::custom(format!(
+                        "network.faults[{idx}]: unknown agent `{agent}` (agents: {})",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
         if known_agents.is_none() {
-            let names = scenario.agents.iter().map(|a| a.name.clone()).collect();
             for (idx, step) in scenario.steps.iter().enumerate() {
                 check_step_agents(step, &names)
                     .map_err(|e| de::Error::custom(format!("steps[{idx}]: {e}")))?;

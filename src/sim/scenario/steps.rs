@@ -55,11 +55,14 @@ fn op_fields(op: &str) -> Option<&'static [&'static str]> {
         "ttl_tick" | "expire_due" | "expectation_tick" | "settle" => &[],
         "set_rule" => &["agent", "rule"],
         "unregister" => &["agent"],
+        "wait" => &["seconds"],
+        "partition" | "repair" | "hold" | "release" | "disconnect" => &["agent"],
+        "crash" | "restart" => &[],
         _ => return None,
     })
 }
 
-const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle";
+const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle, wait, partition, repair, hold, release, disconnect, crash, restart";
 
 pub(super) struct StepsSeed<'a> {
     pub(super) agents: Option<&'a BTreeSet<String>>,
@@ -299,6 +302,21 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
         "unregister" => Action::Unregister {
             agent: need(&f.agent, "agent")?,
         },
+        "wait" => Action::Wait(
+            f.seconds
+                .as_ref()
+                .ok_or_else(|| "op `wait` needs `seconds`".to_string())
+                .and_then(|s| {
+                    super::network::duration_micros(s).map_err(|e| format!("op `wait`: {e}"))
+                })?,
+        ),
+        "partition" => Action::Fault(Fault::Partition(need(&f.agent, "agent")?)),
+        "repair" => Action::Fault(Fault::Repair(need(&f.agent, "agent")?)),
+        "hold" => Action::Fault(Fault::Hold(need(&f.agent, "agent")?)),
+        "release" => Action::Fault(Fault::Release(need(&f.agent, "agent")?)),
+        "disconnect" => Action::Fault(Fault::Disconnect(need(&f.agent, "agent")?)),
+        "crash" => Action::Fault(Fault::Crash),
+        "restart" => Action::Fault(Fault::Restart),
         _ => Action::Settle,
     };
     Ok(Step {
@@ -424,6 +442,7 @@ pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Resul
         }
         Action::Close { by, .. } => check(by),
         Action::SetRule { agent, .. } | Action::Unregister { agent } => check(agent),
+        Action::Fault(fault) => fault.agent().map_or(Ok(()), check),
         _ => Ok(()),
     }
 }

@@ -1,0 +1,703 @@
+//! The network driver: the hub served as a [`HubServer`], every agent a remote-mode client
+//! ([`AgentHost`]) on its own connection, and text frames carried between them over a simulated
+//! network with a mock clock that jumps from event to event.
+//!
+//! Topology is a star: each agent's link to the hub is a pair of FIFO pipes (TCP keeps order),
+//! each message delayed by a latency drawn from the `net` stream. Faults act on links
+//! (partition, hold, disconnect, latency) and on the hub (crash, restart). A partitioned link
+//! holds traffic; if it stays cut past the keepalive, the connection drops at both ends and what
+//! it held is lost. A crash drops every connection and loses the store's unsynced writes; a
+//! restart hydrates the hub from the store. Clients whose connection dropped re-attach after
+//! `network.reconnect` (a new `HubClient`, a hello replaying past the hub's cursor, then
+//! `resume_pending_turns`).
+//!
+//! Every random draw comes from a ChaCha stream derived from the seed and a stable name (`net`,
+//! `agent/NAME`), so a seed replays byte for byte. Scenario steps are run by a harness that,
+//! like the reference runner, reaches the hub directly for the admin ops (`advance`, ticks,
+//! `via: hub`) and its channel lookups, and the agents' clients for everything else.
+
+mod steps;
+
+use super::runner::{Run, RunAgent};
+use super::scenario::{Fault, NetworkOptions, Range, Scenario};
+use crate::client::host::{AgentHost, CommandId, ThinkTime};
+use crate::client::{ScriptedAgent, TurnOutcome};
+use crate::hub::store::Store;
+use crate::hub::{Hub, HubConfig};
+use crate::ids::{ChannelId, EndpointId};
+use crate::proto::HubError;
+use crate::server::{HubServer, ServerOutput};
+use crate::time::{Instant, Now, Timestamp, MICROS_PER_SECOND};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The ChaCha stream named `name` for `seed`: streams are independent, and adding a stream
+/// (a new agent, a new kind of draw) leaves the others unchanged.
+pub fn stream(seed: u64, name: &str) -> ChaCha8Rng {
+    // FNV-1a over the name, mixed with the seed (splitmix64 finaliser).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = hash ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
+}
+
+fn draw(rng: &mut ChaCha8Rng, range: Range) -> u64 {
+    if range.min == range.max {
+        range.min
+    } else {
+        rng.random_range(range.min..=range.max)
+    }
+}
+
+/// Model-turn durations for one agent.
+#[derive(Clone, Debug)]
+struct Think {
+    rng: ChaCha8Rng,
+    range: Range,
+}
+
+impl ThinkTime for Think {
+    fn turn_micros(&mut self, _outcome: &TurnOutcome) -> u64 {
+        draw(&mut self.rng, self.range)
+    }
+}
+
+/// What a network run did besides its trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Simulated time at the end (µs).
+    pub sim_micros: u64,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Messages lost (dropped connections, crashes).
+    pub lost: u64,
+    /// Hub crashes.
+    pub crashes: u64,
+    /// Client re-attaches.
+    pub reconnects: u64,
+}
+
+/// A finished network run.
+#[derive(Clone, Debug)]
+pub struct NetRun {
+    /// What the trace is rendered from.
+    pub run: Run,
+    /// Counters.
+    pub stats: NetStats,
+    /// Things the harness could not do (a restart whose store does not hydrate, ...).
+    pub notes: Vec<String>,
+}
+
+/// Runs `scenario` on the simulated network with `seed`.
+pub fn run(scenario: &Scenario, seed: u64) -> NetRun {
+    let mut world = World::new(scenario, seed);
+    world.register_agents(scenario);
+    for (idx, step) in scenario.steps.iter().enumerate() {
+        world.run_step(idx, step);
+    }
+    world.finish(scenario)
+}
+
+#[derive(Clone, Debug)]
+struct Link {
+    latency: Range,
+    held: bool,
+    partitioned: bool,
+    /// Bumped at each partition, so a stale keepalive check does nothing.
+    partition_epoch: u64,
+    conn: Option<usize>,
+    /// A re-attach is scheduled.
+    reconnecting: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    host: usize,
+    endpoint: EndpointId,
+    alive: bool,
+    up_last: u64,
+    down_last: u64,
+    up_held: Vec<String>,
+    down_held: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    ToHub { conn: usize, text: String },
+    ToHost { conn: usize, text: String },
+    Keepalive { host: usize, epoch: u64 },
+    Reconnect(usize),
+    Fault(Fault),
+}
+
+struct World {
+    options: NetworkOptions,
+    config: HubConfig,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    /// Messages scheduled for delivery.
+    in_flight: usize,
+    server: Option<HubServer>,
+    /// The hub as it was when it crashed, for a trace of a hub that never came back.
+    last_hub: Option<Hub>,
+    store: Store,
+    synced_at: u64,
+    dirty: bool,
+    id_floor: u128,
+    hosts: Vec<AgentHost>,
+    thinks: Vec<Think>,
+    links: Vec<Link>,
+    conns: Vec<Conn>,
+    by_endpoint: BTreeMap<EndpointId, usize>,
+    net_rng: ChaCha8Rng,
+    /// The scenario's mock clock (moved by `advance`).
+    mock: Timestamp,
+    step_timeout: u64,
+    results: BTreeMap<(usize, CommandId), Result<Value, HubError>>,
+    labels: BTreeMap<ChannelId, String>,
+    steps: Vec<Map<String, Value>>,
+    mismatches: Vec<String>,
+    background: Vec<steps::Background>,
+    notes: Vec<String>,
+    stats: NetStats,
+}
+
+impl World {
+    fn new(scenario: &Scenario, seed: u64) -> World {
+        let options = scenario.network.clone();
+        let config = HubConfig {
+            invite_ack_timeout_micros: (scenario.hub.invite_ack_timeout_seconds
+                * MICROS_PER_SECOND as f64) as u64,
+            ttl_sweep_interval_micros: options.ttl_sweep,
+            expectation_sweep_interval_micros: options.expectation_sweep,
+            auth: Default::default(),
+        };
+        let hosts: Vec<AgentHost> = scenario
+            .agents
+            .iter()
+            .map(|spec| {
+                AgentHost::new(
+                    ScriptedAgent {
+                        name: spec.name.clone(),
+                        handler: spec.handler,
+                        tools: spec.tools.clone(),
+                        turns: spec.replies.clone(),
+                        used: 0,
+                    },
+                    options.rpc_timeout,
+                )
+            })
+            .collect();
+        let thinks = scenario
+            .agents
+            .iter()
+            .map(|spec| Think {
+                rng: stream(seed, &format!("agent/{}", spec.name)),
+                range: options.model_time,
+            })
+            .collect();
+        let links = vec![
+            Link {
+                latency: options.latency,
+                held: false,
+                partitioned: false,
+                partition_epoch: 0,
+                conn: None,
+                reconnecting: false,
+            };
+            hosts.len()
+        ];
+        let mut world = World {
+            config: config.clone(),
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            in_flight: 0,
+            server: Some(HubServer::new(Hub::new(config, Instant(0)))),
+            last_hub: None,
+            store: Store::default(),
+            synced_at: 0,
+            dirty: false,
+            id_floor: 0,
+            hosts,
+            thinks,
+            links,
+            conns: Vec::new(),
+            by_endpoint: BTreeMap::new(),
+            net_rng: stream(seed, "net"),
+            mock: scenario.hub.epoch,
+            step_timeout: (scenario.hub.step_timeout_seconds * MICROS_PER_SECOND as f64) as u64,
+            results: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            mismatches: Vec::new(),
+            background: Vec::new(),
+            notes: Vec::new(),
+            stats: NetStats::default(),
+            options,
+        };
+        for timed in world.options.faults.clone() {
+            world.schedule(timed.at, Ev::Fault(timed.fault));
+        }
+        world
+    }
+
+    /// The hub's clock.
+    fn hub_now(&self) -> Now {
+        let wall = if self.options.frozen_clock {
+            self.mock
+        } else {
+            self.mock.plus_micros(self.now as i64)
+        };
+        Now {
+            wall,
+            mono: Instant(self.now),
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), event);
+    }
+
+    /// Work is under way: messages in flight, a handler running, a re-attach pending. A
+    /// command still waiting for its answer (a background open) is not work, as for the
+    /// reference runner's drain.
+    fn busy(&self) -> bool {
+        self.in_flight > 0
+            || self.hosts.iter().any(|host| !host.handlers_idle())
+            || self.links.iter().any(|link| link.reconnecting)
+    }
+
+    fn next_sync(&self) -> Option<u64> {
+        (self.dirty && self.options.sync > 0 && self.server.is_some())
+            .then(|| self.synced_at.saturating_add(self.options.sync))
+    }
+
+    /// The next moment anything happens.
+    fn next_time(&self) -> Option<u64> {
+        let queue = self.queue.keys().next().map(|(at, _)| *at);
+        let hub = self
+            .server
+            .as_ref()
+            .and_then(HubServer::poll_timeout)
+            .map(|at| at.0);
+        let hosts = self
+            .hosts
+            .iter()
+            .filter_map(|host| host.poll_timeout().map(|at| at.0))
+            .min();
+        [queue, hub, hosts, self.next_sync()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs events until `done` holds or simulated time would pass `deadline` (then the clock
+    /// stops at the deadline). Returns whether `done` held.
+    fn run_until(&mut self, deadline: u64, done: &dyn Fn(&World) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(at) if at <= deadline => {
+                    self.now = self.now.max(at);
+                    self.fire_due();
+                }
+                _ => {
+                    self.now = self.now.max(deadline);
+                    return done(self);
+                }
+            }
+        }
+    }
+
+    /// Runs until nothing is under way, for at most the step timeout.
+    fn settle(&mut self) {
+        let deadline = self.now.saturating_add(self.step_timeout);
+        self.run_until(deadline, &|world| !world.busy());
+    }
+
+    fn fire_due(&mut self) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let event = entry.remove();
+            self.fire(event);
+        }
+        if self
+            .server
+            .as_ref()
+            .and_then(HubServer::poll_timeout)
+            .is_some_and(|at| at.0 <= self.now)
+        {
+            let now = self.hub_now();
+            if let Some(server) = &mut self.server {
+                server.handle_timeout(now);
+            }
+            self.dirty = true;
+            self.drain_hub();
+        }
+        for host in 0..self.hosts.len() {
+            if self.hosts[host]
+                .poll_timeout()
+                .is_some_and(|at| at.0 <= self.now)
+            {
+                self.hosts[host].handle_timeout(Instant(self.now), &mut self.thinks[host]);
+                self.drain_host(host);
+            }
+        }
+        if self.next_sync().is_some_and(|at| at <= self.now) {
+            self.sync();
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Some(server) = &self.server {
+            self.store = server.hub().snapshot();
+            self.synced_at = self.now;
+            self.dirty = false;
+        }
+    }
+
+    fn fire(&mut self, event: Ev) {
+        match event {
+            Ev::ToHub { conn, text } => {
+                self.in_flight -= 1;
+                if !self.conns[conn].alive {
+                    self.stats.lost += 1;
+                    return;
+                }
+                self.stats.messages += 1;
+                let (now, endpoint) = (self.hub_now(), self.conns[conn].endpoint);
+                if let Some(server) = &mut self.server {
+                    server.receive(now, endpoint, &text);
+                    self.dirty = true;
+                }
+                self.drain_hub();
+            }
+            Ev::ToHost { conn, text } => {
+                self.in_flight -= 1;
+                let host = self.conns[conn].host;
+                if !self.conns[conn].alive || self.links[host].conn != Some(conn) {
+                    self.stats.lost += 1;
+                    return;
+                }
+                self.stats.messages += 1;
+                self.hosts[host].receive(Instant(self.now), &text, &mut self.thinks[host]);
+                self.drain_host(host);
+            }
+            Ev::Keepalive { host, epoch } => {
+                let link = &self.links[host];
+                if link.partitioned && link.partition_epoch == epoch {
+                    if let Some(conn) = link.conn {
+                        self.kill(conn);
+                    }
+                }
+            }
+            Ev::Reconnect(host) => self.reconnect(host),
+            Ev::Fault(fault) => self.apply(&fault),
+        }
+    }
+
+    fn send(&mut self, conn: usize, up: bool, text: String) {
+        let host = self.conns[conn].host;
+        let link = &self.links[host];
+        if link.held || link.partitioned {
+            let c = &mut self.conns[conn];
+            if up {
+                c.up_held.push(text);
+            } else {
+                c.down_held.push(text);
+            }
+            return;
+        }
+        let latency = draw(&mut self.net_rng, link.latency);
+        let c = &mut self.conns[conn];
+        let last = if up { &mut c.up_last } else { &mut c.down_last };
+        let at = self.now.saturating_add(latency).max(*last);
+        *last = at;
+        self.in_flight += 1;
+        let event = if up {
+            Ev::ToHub { conn, text }
+        } else {
+            Ev::ToHost { conn, text }
+        };
+        self.schedule(at, event);
+    }
+
+    /// Routes what the hub produced.
+    fn drain_hub(&mut self) {
+        while let Some(output) = self.server.as_mut().and_then(HubServer::poll_output) {
+            match output {
+                ServerOutput::Send { endpoint, text } => {
+                    if let Some(&conn) = self.by_endpoint.get(&endpoint) {
+                        if self.conns[conn].alive {
+                            self.send(conn, false, text);
+                        }
+                    }
+                }
+                ServerOutput::Close { endpoint } => {
+                    if let Some(&conn) = self.by_endpoint.get(&endpoint) {
+                        self.kill(conn);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes what a client produced.
+    fn drain_host(&mut self, host: usize) {
+        while let Some(text) = self.hosts[host].poll_send() {
+            match self.links[host].conn {
+                Some(conn) if self.conns[conn].alive => self.send(conn, true, text),
+                _ => self.stats.lost += 1,
+            }
+        }
+        while let Some((id, result)) = self.hosts[host].poll_result() {
+            self.results.insert((host, id), result);
+        }
+    }
+
+    /// Opens a new connection for `host` (the hub must be up).
+    fn connect(&mut self, host: usize) -> bool {
+        let Some(server) = &mut self.server else {
+            return false;
+        };
+        let endpoint = server.connect();
+        self.conns.push(Conn {
+            host,
+            endpoint,
+            alive: true,
+            up_last: 0,
+            down_last: 0,
+            up_held: Vec::new(),
+            down_held: Vec::new(),
+        });
+        let conn = self.conns.len() - 1;
+        self.by_endpoint.insert(endpoint, conn);
+        self.links[host].conn = Some(conn);
+        self.hosts[host].connected();
+        true
+    }
+
+    /// Drops a connection at both ends; its held and in-flight messages are lost.
+    fn kill(&mut self, conn: usize) {
+        if !self.conns[conn].alive {
+            return;
+        }
+        let c = &mut self.conns[conn];
+        c.alive = false;
+        self.stats.lost += (c.up_held.len() + c.down_held.len()) as u64;
+        c.up_held.clear();
+        c.down_held.clear();
+        let (host, endpoint) = (c.host, c.endpoint);
+        if let Some(server) = &mut self.server {
+            server.disconnect(endpoint);
+            self.dirty = true;
+        }
+        self.drain_hub();
+        if self.links[host].conn == Some(conn) {
+            self.links[host].conn = None;
+            self.hosts[host].connection_lost(Instant(self.now), &mut self.thinks[host]);
+            self.drain_host(host);
+            self.plan_reconnect(host);
+        }
+    }
+
+    fn plan_reconnect(&mut self, host: usize) {
+        let Some(after) = self.options.reconnect else {
+            return;
+        };
+        if self.hosts[host].disconnected || self.hosts[host].id.is_none() {
+            return;
+        }
+        if !self.links[host].reconnecting {
+            self.links[host].reconnecting = true;
+            self.schedule(self.now.saturating_add(after), Ev::Reconnect(host));
+        }
+    }
+
+    /// ag2's recovery path: a new `HubClient`, a hello with `since_envelope_id=""`, then
+    /// `resume_pending_turns`. Retried while the hub is down or the link is cut.
+    fn reconnect(&mut self, host: usize) {
+        self.links[host].reconnecting = false;
+        if self.links[host].conn.is_some() || self.hosts[host].disconnected {
+            return;
+        }
+        if self.links[host].partitioned || self.server.is_none() {
+            self.plan_reconnect(host);
+            return;
+        }
+        if self.connect(host) {
+            self.stats.reconnects += 1;
+            self.hosts[host].attach(Instant(self.now), Some(""));
+            self.drain_host(host);
+        }
+    }
+
+    fn host_named(&self, name: &str) -> Option<usize> {
+        self.hosts.iter().position(|host| host.name() == name)
+    }
+
+    /// Sends what a healed link held, in order.
+    fn flush_held(&mut self, host: usize) {
+        let Some(conn) = self.links[host].conn else {
+            return;
+        };
+        let up = std::mem::take(&mut self.conns[conn].up_held);
+        let down = std::mem::take(&mut self.conns[conn].down_held);
+        for text in up {
+            self.send(conn, true, text);
+        }
+        for text in down {
+            self.send(conn, false, text);
+        }
+    }
+
+    fn apply(&mut self, fault: &Fault) {
+        let host = fault.agent().and_then(|name| self.host_named(name));
+        match (fault, host) {
+            (Fault::Partition(_), Some(h)) if !self.links[h].partitioned => {
+                let link = &mut self.links[h];
+                link.partitioned = true;
+                link.partition_epoch += 1;
+                let epoch = link.partition_epoch;
+                let at = self.now.saturating_add(self.options.keepalive);
+                self.schedule(at, Ev::Keepalive { host: h, epoch });
+            }
+            (Fault::Repair(_), Some(h)) => {
+                self.links[h].partitioned = false;
+                if !self.links[h].held {
+                    self.flush_held(h);
+                }
+            }
+            (Fault::Hold(_), Some(h)) => self.links[h].held = true,
+            (Fault::Release(_), Some(h)) => {
+                self.links[h].held = false;
+                if !self.links[h].partitioned {
+                    self.flush_held(h);
+                }
+            }
+            (Fault::Disconnect(_), Some(h)) => {
+                if let Some(conn) = self.links[h].conn {
+                    self.kill(conn);
+                }
+            }
+            (Fault::Latency { agent: None, range }, _) => {
+                for link in &mut self.links {
+                    link.latency = *range;
+                }
+            }
+            (Fault::Latency { range, .. }, Some(h)) => self.links[h].latency = *range,
+            (Fault::Crash, _) => self.crash(),
+            (Fault::Restart, _) => self.restart(),
+            _ => {}
+        }
+    }
+
+    fn crash(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        self.stats.crashes += 1;
+        let hub = server.hub();
+        if self.options.sync == 0 {
+            self.store = hub.snapshot();
+        }
+        self.id_floor = self.id_floor.max(hub.last_id());
+        self.last_hub = Some(hub.clone());
+        for conn in 0..self.conns.len() {
+            self.kill(conn);
+        }
+    }
+
+    fn restart(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        match Hub::hydrate(
+            self.config.clone(),
+            &self.store,
+            self.id_floor,
+            Instant(self.now),
+        ) {
+            Ok(hub) => {
+                self.server = Some(HubServer::new(hub));
+                self.synced_at = self.now;
+                self.dirty = false;
+            }
+            Err(error) => self.notes.push(format!(
+                "at {}: the hub did not restart: {}: {}",
+                seconds(self.now),
+                error.type_name,
+                error.message
+            )),
+        }
+    }
+
+    /// Heals every fault: links repaired and released, the hub restarted.
+    fn heal(&mut self) {
+        self.restart();
+        for host in 0..self.links.len() {
+            self.links[host].partitioned = false;
+            self.links[host].held = false;
+            self.flush_held(host);
+        }
+    }
+
+    fn finish(mut self, scenario: &Scenario) -> NetRun {
+        self.heal();
+        let deadline = self.now.saturating_add(self.options.quiesce);
+        self.run_until(deadline, &|world| !world.busy());
+        self.finish_background(scenario);
+        let hub = match (&self.server, self.last_hub.take()) {
+            (Some(server), _) => server.hub().clone(),
+            (None, Some(hub)) => hub,
+            (None, None) => Hub::new(self.config.clone(), Instant(self.now)),
+        };
+        let mut auto = 0;
+        for channel in hub.channel_ids().collect::<Vec<_>>() {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.labels.entry(channel) {
+                auto += 1;
+                slot.insert(format!("auto{auto}"));
+            }
+        }
+        self.stats.sim_micros = self.now;
+        let agents = self
+            .hosts
+            .into_iter()
+            .map(|host| RunAgent {
+                id: host.id.unwrap_or(crate::ids::AgentId(0)),
+                model: host.model,
+            })
+            .collect();
+        NetRun {
+            run: Run {
+                hub,
+                agents,
+                labels: self.labels,
+                steps: self.steps,
+                mismatches: self.mismatches,
+                epoch: scenario.hub.epoch,
+            },
+            stats: self.stats,
+            notes: self.notes,
+        }
+    }
+}
+
+/// Microseconds as seconds for messages (`1.5s`).
+fn seconds(micros: u64) -> String {
+    format!("{}s", micros as f64 / MICROS_PER_SECOND as f64)
+}

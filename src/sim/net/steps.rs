@@ -1,0 +1,386 @@
+//! Scenario steps on the network: registration, each op through the agent's client (or the hub
+//! directly where the reference runner calls it), step records, background opens.
+
+use super::*;
+use crate::client::host::{Command, OpenRequest};
+use crate::hub::rule::{parse_duration, DurationSpec};
+use crate::hub::wire;
+use crate::ids::{AgentId, UNKNOWN_CHANNEL};
+use crate::proto::envelope::map_of;
+use crate::proto::Envelope;
+use crate::sim::runner::steps::{
+    advanced, error_record, matches_expectation, mismatch, step_timeout,
+};
+use crate::sim::scenario::{Action, AdvanceBy, Step};
+
+/// A background (`wait: false`) open.
+#[derive(Clone, Debug)]
+pub(super) struct Background {
+    step: usize,
+    host: usize,
+    command: CommandId,
+    outcome: Option<Result<(), HubError>>,
+}
+
+fn hub_down() -> HubError {
+    HubError::runtime("hubsim: the hub is down")
+}
+
+impl World {
+    /// Registers every agent over its own connection, one after the other (as the reference
+    /// runner does), then makes the registry durable.
+    pub(super) fn register_agents(&mut self, scenario: &Scenario) {
+        for (host, spec) in scenario.agents.iter().enumerate() {
+            self.connect(host);
+            let rule = wire::rule_json(&spec.rule.clone().unwrap_or_default());
+            let result = self.command(host, Command::Register { rule });
+            if let Err(error) = result {
+                self.notes.push(format!(
+                    "registering {}: {}: {}",
+                    spec.name, error.type_name, error.message
+                ));
+            }
+        }
+        self.settle();
+        self.sync();
+    }
+
+    /// Gives `host` a command and waits for its result (at most the step timeout).
+    fn command(&mut self, host: usize, command: Command) -> Result<Value, HubError> {
+        let id = self.hosts[host].command(Instant(self.now), command, &mut self.thinks[host]);
+        self.drain_host(host);
+        let deadline = self.now.saturating_add(self.step_timeout);
+        let key = (host, id);
+        if self.run_until(deadline, &|world| world.results.contains_key(&key)) {
+            self.results.remove(&key).unwrap_or(Ok(Value::Null))
+        } else {
+            Err(step_timeout(self.step_timeout as f64 / 1e6))
+        }
+    }
+
+    fn agent_id(&self, name: &str) -> AgentId {
+        self.host_named(name)
+            .and_then(|h| self.hosts[h].id)
+            .unwrap_or(AgentId(0))
+    }
+
+    pub(super) fn run_step(&mut self, idx: usize, step: &Step) {
+        let mut record = Map::new();
+        record.insert("i".into(), Value::from(idx));
+        record.insert("op".into(), Value::from(step.op.as_str()));
+        for (key, value) in &step.echo {
+            record.insert(key.clone(), value.clone());
+        }
+        let result = self.perform(idx, step, &mut record);
+        self.settle();
+        let error = result.err();
+        record.insert(
+            "error".into(),
+            error.as_ref().map_or(Value::Null, error_record),
+        );
+        let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
+        if !background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+            self.mismatches.push(mismatch(idx, step, error.as_ref()));
+        }
+        self.steps.push(record);
+        self.collect_background(idx);
+    }
+
+    fn collect_background(&mut self, after: usize) {
+        for open in &mut self.background {
+            if open.outcome.is_none() {
+                open.outcome = self
+                    .results
+                    .remove(&(open.host, open.command))
+                    .map(|result| result.map(|_| ()));
+            }
+            let Some(outcome) = &open.outcome else {
+                continue;
+            };
+            let record = &mut self.steps[open.step];
+            if !record.contains_key("completed_after_step") {
+                record.insert("completed_after_step".into(), Value::from(after));
+                record.insert(
+                    "error".into(),
+                    outcome.as_ref().err().map_or(Value::Null, error_record),
+                );
+            }
+        }
+    }
+
+    /// The reference's end of run for background opens: one still pending is cancelled.
+    pub(super) fn finish_background(&mut self, scenario: &Scenario) {
+        for open in &self.background {
+            if open.outcome.is_none() && !self.results.contains_key(&(open.host, open.command)) {
+                let record = &mut self.steps[open.step];
+                if !record.contains_key("completed_after_step") {
+                    record.insert("still_pending_at_end".into(), Value::Bool(true));
+                    record.insert("error".into(), Value::Null);
+                }
+            }
+            let record = &self.steps[open.step];
+            let error = record
+                .get("error")
+                .filter(|e| !e.is_null())
+                .map(|e| HubError {
+                    kind: crate::proto::ErrorKind::Other,
+                    type_name: e["type"].as_str().unwrap_or_default().to_string(),
+                    message: e["message"].as_str().unwrap_or_default().to_string(),
+                });
+            let step = &scenario.steps[open.step];
+            if !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+                let message = mismatch(open.step, step, error.as_ref()).replacen(
+                    &format!("step {} ({})", open.step, step.op),
+                    &format!("step {} (background open)", open.step),
+                    1,
+                );
+                self.mismatches.push(message);
+            }
+        }
+    }
+
+    fn perform(
+        &mut self,
+        idx: usize,
+        step: &Step,
+        record: &mut Map<String, Value>,
+    ) -> Result<(), HubError> {
+        match &step.action {
+            Action::Open { .. } => self.open(idx, step, record),
+            Action::Send {
+                channel,
+                unknown_channel,
+                by,
+                text,
+                audience,
+                event_type,
+                event_data,
+                depth,
+                via_hub,
+            } => {
+                let host = self.host_named(by).unwrap_or(0);
+                let channel = self.channel_of(idx, channel, *unknown_channel)?;
+                let audience = audience
+                    .as_ref()
+                    .map(|names| names.iter().map(|n| self.agent_id(n)).collect());
+                let data = match event_data.as_ref().map(|d| self.resolve_refs(d)) {
+                    Some(Value::Object(map)) => map,
+                    _ => map_of([("text", Value::from(text.as_str()))]),
+                };
+                let sender = self.agent_id(by);
+                let mut envelope = Envelope::new(channel, sender, audience, event_type, data);
+                envelope.depth = depth.unwrap_or(0);
+                let id = if *via_hub {
+                    let now = self.hub_now();
+                    let server = self.server.as_mut().ok_or_else(hub_down)?;
+                    let posted = server.hub_mut().post_envelope(now, envelope);
+                    server.flush(now);
+                    self.dirty = true;
+                    self.drain_hub();
+                    Value::String(posted?.to_string())
+                } else {
+                    self.lookup(channel)?;
+                    self.command(host, Command::Post(Box::new(envelope)))?
+                };
+                record.insert("result".into(), id);
+                Ok(())
+            }
+            Action::Close {
+                channel,
+                unknown_channel,
+                by,
+                reason,
+                via_hub,
+            } => {
+                let host = self.host_named(by).unwrap_or(0);
+                let channel = self.channel_of(idx, channel, *unknown_channel)?;
+                if *via_hub {
+                    let now = self.hub_now();
+                    let server = self.server.as_mut().ok_or_else(hub_down)?;
+                    let closed = server.hub_mut().close_channel(now, channel, reason);
+                    server.flush(now);
+                    self.dirty = true;
+                    self.drain_hub();
+                    closed
+                } else {
+                    self.lookup(channel)?;
+                    let command = Command::Close {
+                        channel,
+                        reason: reason.clone(),
+                    };
+                    self.command(host, command).map(|_| ())
+                }
+            }
+            Action::Advance(by) => {
+                let seconds = match by {
+                    AdvanceBy::Seconds(seconds) => *seconds as f64,
+                    AdvanceBy::Float(seconds) => *seconds,
+                    AdvanceBy::Text(text) => {
+                        parse_duration(&DurationSpec::Text(text.clone()))? as f64
+                    }
+                };
+                self.mock = advanced(self.mock, seconds)?;
+                record.insert("now".into(), Value::String(self.hub_now().wall.to_string()));
+                Ok(())
+            }
+            Action::TtlTick | Action::ExpectationTick => {
+                let now = self.hub_now();
+                let server = self.server.as_mut().ok_or_else(hub_down)?;
+                if matches!(step.action, Action::TtlTick) {
+                    server.hub_mut().expire_due(now);
+                } else {
+                    server.hub_mut().expectation_tick(now);
+                }
+                server.flush(now);
+                self.dirty = true;
+                self.drain_hub();
+                Ok(())
+            }
+            Action::SetRule { agent, rule } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                let rule = wire::rule_json(rule);
+                self.command(host, Command::SetRule { rule }).map(|_| ())
+            }
+            Action::Unregister { agent } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                self.command(host, Command::Unregister).map(|_| ())
+            }
+            Action::Settle => Ok(()),
+            Action::Wait(micros) => {
+                let until = self.now.saturating_add(*micros);
+                self.run_until(until, &|_| false);
+                Ok(())
+            }
+            Action::Fault(fault) => {
+                self.apply(fault);
+                Ok(())
+            }
+        }
+    }
+
+    /// The reference runner's own `hub.get_channel` before a client send or close.
+    fn lookup(&self, channel: ChannelId) -> Result<(), HubError> {
+        let server = self.server.as_ref().ok_or_else(hub_down)?;
+        server.hub().get_channel(channel).map(|_| ())
+    }
+
+    fn open(
+        &mut self,
+        idx: usize,
+        step: &Step,
+        record: &mut Map<String, Value>,
+    ) -> Result<(), HubError> {
+        let Action::Open {
+            label,
+            by,
+            manifest_type,
+            targets,
+            ttl,
+            knobs,
+            intent,
+            labels,
+            wait,
+        } = &step.action
+        else {
+            unreachable!("open() runs open steps")
+        };
+        let label = label
+            .clone()
+            .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
+        let host = self.host_named(by).unwrap_or(0);
+        let ttl = match ttl {
+            None => Value::Null,
+            Some(DurationSpec::Seconds(seconds)) => Value::from(*seconds),
+            Some(DurationSpec::Float(seconds)) => Value::from(*seconds),
+            Some(DurationSpec::Text(text)) => Value::from(text.as_str()),
+        };
+        let request = OpenRequest {
+            targets: targets.clone(),
+            manifest_type: manifest_type.clone(),
+            ttl,
+            knobs: knobs
+                .as_ref()
+                .map_or(Value::Null, |data| self.resolve_refs(data)),
+            intent: intent.clone().map_or(Value::Null, Value::String),
+            labels: labels
+                .as_ref()
+                .map_or(Value::Null, |data| self.resolve_refs(data)),
+        };
+        let before = self
+            .server
+            .as_ref()
+            .and_then(|server| server.hub().channel_ids().last());
+        let command = Command::Open(Box::new(request));
+        if !wait {
+            let id = self.hosts[host].command(Instant(self.now), command, &mut self.thinks[host]);
+            self.drain_host(host);
+            self.settle();
+            self.label_new(before, &label);
+            record.insert("result".into(), Value::from(label));
+            record.insert("background".into(), Value::Bool(true));
+            self.background.push(Background {
+                step: idx,
+                host,
+                command: id,
+                outcome: None,
+            });
+            return Ok(());
+        }
+        let result = self.command(host, command);
+        self.label_new(before, &label);
+        result?;
+        record.insert("result".into(), Value::from(label));
+        Ok(())
+    }
+
+    fn label_new(&mut self, before: Option<ChannelId>, label: &str) {
+        let Some(server) = &self.server else {
+            return;
+        };
+        for channel in server.hub().channel_ids().filter(|c| Some(*c) > before) {
+            self.labels
+                .entry(channel)
+                .or_insert_with(|| label.to_string());
+        }
+    }
+
+    fn channel_of(
+        &self,
+        idx: usize,
+        label: &str,
+        unknown_channel: bool,
+    ) -> Result<ChannelId, HubError> {
+        if let Some((channel, _)) = self.labels.iter().find(|(_, l)| l.as_str() == label) {
+            return Ok(*channel);
+        }
+        if unknown_channel {
+            return Ok(UNKNOWN_CHANNEL);
+        }
+        Err(HubError::key(&format!(
+            "step {idx}: unknown channel label {}",
+            crate::json::py_str_repr(label)
+        )))
+    }
+
+    /// `{$id: name}` becomes that agent's id, anywhere in `data`.
+    fn resolve_refs(&self, data: &Value) -> Value {
+        match data {
+            Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
+                let name = map["$id"].as_str().unwrap_or_default();
+                match self.host_named(name).and_then(|h| self.hosts[h].id) {
+                    Some(id) => Value::String(id.to_string()),
+                    None => Value::Null,
+                }
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.resolve_refs(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.resolve_refs(v)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+}
