@@ -15,11 +15,14 @@
 //! - `client`: scripted agents and the default handler's turn logic.
 //! - `server`: the hub served over connections, text frames in and out (sans-IO).
 //! - `sim`: scenarios, the in-process driver, traces.
+//! - `net`: the only network IO: the server over WebSocket on tokio or turmoil sockets, and a
+//!   WebSocket client helper.
 
 pub mod client;
 pub mod hub;
 pub mod ids;
 pub mod json;
+pub mod net;
 pub mod proto;
 pub mod server;
 pub mod sim;

@@ -1,4 +1,5 @@
-//! The one integration-test binary: scenario parity with the reference hub, bad input, tidiness.
+//! The one integration-test binary: scenario parity with the reference hub, bad input, tidiness,
+//! and the hub over WebSocket on a simulated network.
 
 mod bad_input;
 mod network;
@@ -6,3 +7,4 @@ mod sims;
 mod store;
 mod support;
 mod tidy;
+mod wire;
