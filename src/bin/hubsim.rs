@@ -41,6 +41,9 @@ enum Command {
         /// reference runner does.
         #[arg(long)]
         frozen_clock: bool,
+        /// Print the run's network counters to stderr.
+        #[arg(long)]
+        stats: bool,
     },
     /// Run scenarios (files or folders; default `sims/`), check their `expect_error`s, that two
     /// runs give identical bytes, and that each trace equals its reference trace when one exists.
@@ -50,6 +53,9 @@ enum Command {
         /// Folder of reference traces (`NAME.json`).
         #[arg(long, default_value = "tests/reference")]
         reference: PathBuf,
+        /// Seeds each network-only scenario runs over (0..N).
+        #[arg(long, default_value_t = 200)]
+        seeds: u64,
     },
     /// Measure in-process runs per second of each scenario (trace rendering included).
     Bench {
@@ -84,8 +90,13 @@ fn main() -> ExitCode {
             file,
             seed,
             frozen_clock,
-        } => run(&file, seed, frozen_clock),
-        Command::Check { paths, reference } => check(&paths, &reference),
+            stats,
+        } => run(&file, seed, frozen_clock, stats),
+        Command::Check {
+            paths,
+            reference,
+            seeds,
+        } => check(&paths, &reference, seeds),
         Command::Bench {
             paths,
             seconds,
@@ -119,10 +130,25 @@ fn trace(file: &Path) -> Result<ExitCode, Box<dyn Error>> {
     print_outcome(&scenario, &run_in_process(&scenario))
 }
 
-fn run(file: &Path, seed: u64, frozen_clock: bool) -> Result<ExitCode, Box<dyn Error>> {
+fn run(
+    file: &Path,
+    seed: u64,
+    frozen_clock: bool,
+    stats: bool,
+) -> Result<ExitCode, Box<dyn Error>> {
     let mut scenario = Scenario::load(file)?;
     scenario.network.frozen_clock |= frozen_clock;
     let outcome = run_on_network(&scenario, seed);
+    if let (true, Some(s)) = (stats, &outcome.stats) {
+        eprintln!(
+            "simulated {:.3}s, {} messages delivered, {} lost, {} hub crashes, {} re-attaches",
+            s.sim_micros as f64 / 1e6,
+            s.messages,
+            s.lost,
+            s.crashes,
+            s.reconnects
+        );
+    }
     let code = print_outcome(&scenario, &outcome)?;
     if code != ExitCode::SUCCESS {
         eprintln!(
@@ -145,6 +171,34 @@ fn print_outcome(scenario: &Scenario, outcome: &Outcome) -> Result<ExitCode, Box
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A network-only scenario over seeds `0..seeds`: every `expect_error` holds and each seed run
+/// twice gives the same bytes. Each failure names the seed that reproduces it.
+fn check_seeds(file: &Path, scenario: &Scenario, seeds: u64, failures: &mut Vec<String>) {
+    for seed in 0..seeds {
+        let repro = format!(
+            "hubsim run {} --seed {seed}  # hubsim {}",
+            file.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+        let first = run_on_network(scenario, seed);
+        let second = run_on_network(scenario, seed);
+        let mut problems: Vec<String> = first
+            .mismatches
+            .iter()
+            .map(|m| format!("expectation mismatch: {m}"))
+            .collect();
+        if first.trace != second.trace {
+            problems.push("two runs of the seed gave different traces".to_string());
+        }
+        for problem in problems {
+            failures.push(format!(
+                "{} (seed {seed}): {problem}\n    repro: {repro}",
+                scenario.name
+            ));
+        }
+    }
 }
 
 /// Scenario files named by `paths` (folders are read for `*.yaml`, sorted); `sims/` by default.
@@ -175,11 +229,11 @@ fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn Error>> {
     Ok(files)
 }
 
-fn check(paths: &[PathBuf], reference: &Path) -> Result<ExitCode, Box<dyn Error>> {
+fn check(paths: &[PathBuf], reference: &Path, seeds: u64) -> Result<ExitCode, Box<dyn Error>> {
     let started = Instant::now();
     let mut failures = Vec::new();
     let files = scenario_files(paths)?;
-    let (mut compared, mut passed) = (0, 0);
+    let (mut compared, mut passed, mut seeded) = (0, 0, 0);
     for file in &files {
         let repro = format!(
             "hubsim trace {}  # hubsim {}",
@@ -193,6 +247,15 @@ fn check(paths: &[PathBuf], reference: &Path) -> Result<ExitCode, Box<dyn Error>
                 continue;
             }
         };
+        if scenario.network_only() {
+            seeded += seeds;
+            let before = failures.len();
+            check_seeds(file, &scenario, seeds, &mut failures);
+            if failures.len() == before {
+                passed += 1;
+            }
+            continue;
+        }
         let first = run_in_process(&scenario);
         let second = run_in_process(&scenario);
         let mut problems: Vec<String> = first
@@ -224,7 +287,7 @@ fn check(paths: &[PathBuf], reference: &Path) -> Result<ExitCode, Box<dyn Error>
         eprintln!("FAIL {failure}");
     }
     println!(
-        "{} scenarios, {passed} passed, {} failed; {compared} compared with reference traces; {:.2}s",
+        "{} scenarios, {passed} passed, {} failed; {compared} compared with reference traces; {seeded} network runs; {:.2}s",
         files.len(),
         files.len() - passed,
         started.elapsed().as_secs_f64()

@@ -15,6 +15,8 @@ pub struct Outcome {
     pub trace: String,
     /// Steps whose result did not match their `expect_error`.
     pub mismatches: Vec<String>,
+    /// Network counters (network runs only).
+    pub stats: Option<net::NetStats>,
 }
 
 /// Runs `scenario` in process and renders its trace.
@@ -23,6 +25,7 @@ pub fn run_in_process(scenario: &Scenario) -> Outcome {
     Outcome {
         trace: trace::render(&scenario.name, &run),
         mismatches: run.mismatches,
+        stats: None,
     }
 }
 
@@ -34,5 +37,6 @@ pub fn run_on_network(scenario: &Scenario, seed: u64) -> Outcome {
     Outcome {
         trace: trace::render(&scenario.name, &run.run),
         mismatches,
+        stats: Some(run.stats),
     }
 }

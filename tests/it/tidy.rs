@@ -25,14 +25,24 @@ fn every_scenario_has_a_test_and_a_reference_trace() {
     let sims = stems(&root().join("sims"), "yaml");
     let references = stems(&root().join("tests/reference"), "json");
     let listed: BTreeSet<String> = crate::sims::LISTED.iter().map(|s| s.to_string()).collect();
+    let network: BTreeSet<String> = crate::faults::NET_LISTED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(
-        sims, listed,
-        "sims/*.yaml and the sims! list in tests/it/sims.rs differ"
+        sims,
+        listed.union(&network).cloned().collect(),
+        "sims/*.yaml differ from the sims! list (tests/it/sims.rs) plus NET_LISTED (tests/it/faults.rs)"
     );
     assert_eq!(
-        sims, references,
-        "sims/*.yaml and tests/reference/*.json differ"
+        listed, references,
+        "reference scenarios and tests/reference/*.json differ (network-only scenarios have none)"
     );
+    for name in &network {
+        let scenario =
+            hubsim::sim::scenario::Scenario::load(&crate::support::sim_path(name)).expect("loads");
+        assert!(scenario.network_only(), "{name} is listed as network-only");
+    }
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
