@@ -57,7 +57,9 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         seeds: u64,
     },
-    /// Measure in-process runs per second of each scenario (trace rendering included).
+    /// Measure runs per second of each scenario (trace rendering included): in process, or for
+    /// network-only scenarios on the network driver over successive seeds, with the simulated
+    /// to wall-clock time ratio.
     Bench {
         /// Scenario files or folders of them.
         paths: Vec<PathBuf>,
@@ -318,31 +320,48 @@ fn bench(
     fixed_runs: Option<u64>,
 ) -> Result<ExitCode, Box<dyn Error>> {
     println!(
-        "{:<36} {:>10} {:>14} {:>10}",
-        "scenario", "runs", "scenarios/s", "µs/run"
+        "{:<36} {:>10} {:>14} {:>10} {:>10}",
+        "scenario", "runs", "scenarios/s", "µs/run", "sim/wall"
     );
     for file in scenario_files(paths)? {
         let scenario = Scenario::load(&file)?;
+        // Network-only scenarios run on the network driver, one seed after another.
+        let network = scenario.network_only();
         let started = Instant::now();
-        let mut runs = 0u64;
+        let (mut runs, mut simulated) = (0u64, 0u64);
         while fixed_runs.map_or(started.elapsed().as_secs_f64() < seconds, |n| runs < n) {
-            let batch = fixed_runs.map_or(64, |n| (n - runs).min(64));
+            let batch = fixed_runs.map_or(16, |n| (n - runs).min(16));
             for _ in 0..batch {
-                std::hint::black_box(run_in_process(std::hint::black_box(&scenario)));
+                if network {
+                    let run = hubsim::sim::net::run(std::hint::black_box(&scenario), runs);
+                    simulated += run.stats.sim_micros;
+                    std::hint::black_box(hubsim::sim::trace::render(&scenario.name, &run.run));
+                } else {
+                    std::hint::black_box(run_in_process(std::hint::black_box(&scenario)));
+                }
+                runs += 1;
             }
-            runs += batch;
         }
         let elapsed = started.elapsed().as_secs_f64();
         if runs == 0 {
-            println!("{:<36} {:>10} {:>14} {:>10}", scenario.name, 0, "-", "-");
+            println!(
+                "{:<36} {:>10} {:>14} {:>10} {:>10}",
+                scenario.name, 0, "-", "-", "-"
+            );
             continue;
         }
+        let ratio = if network {
+            format!("{:.0}x", simulated as f64 / 1e6 / elapsed)
+        } else {
+            "-".to_string()
+        };
         println!(
-            "{:<36} {:>10} {:>14.0} {:>10.1}",
+            "{:<36} {:>10} {:>14.0} {:>10.1} {:>10}",
             scenario.name,
             runs,
             runs as f64 / elapsed,
-            elapsed * 1e6 / runs as f64
+            elapsed * 1e6 / runs as f64,
+            ratio
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@ pub(crate) const NET_LISTED: &[&str] = &[
     "net_inbox_overflow",
     "net_lost_invite_ack",
     "net_partition_discussion",
+    "net_standard",
     "net_ttl_partition",
 ];
 
@@ -194,6 +195,21 @@ fn net_lost_invite_ack() {
             "seed {seed}: the late ack is refused"
         );
         assert_eq!(trace["channels"]["c1"]["close_reason"], "invite_timeout");
+    }
+}
+
+#[test]
+fn net_standard() {
+    for Seeded { seed, run, .. } in sweep("net_standard") {
+        assert_eq!(run.stats.crashes, 1, "seed {seed}");
+        // Everyone re-attaches after the crash (bob once his link is repaired); carol's 5 s
+        // partition is under the keepalive and costs her no connection.
+        assert_eq!(run.stats.reconnects, 3, "seed {seed}");
+        let seconds = run.stats.sim_micros / 1_000_000;
+        assert!(
+            (60..62).contains(&seconds),
+            "seed {seed}: {seconds} s simulated"
+        );
     }
 }
 
