@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, VecDeque};
 pub const QUEUED_FRAMES_MAX: usize = 4096;
 
 /// What the server asks its driver to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ServerOutput {
     /// Send this text message on the connection.
     Send {
@@ -33,6 +33,14 @@ pub enum ServerOutput {
     Close {
         /// The connection.
         endpoint: EndpointId,
+    },
+    /// Send this frame on the connection (when the server carries frames, see
+    /// [`HubServer::carry_frames`]).
+    Frame {
+        /// The connection.
+        endpoint: EndpointId,
+        /// The frame.
+        frame: Frame,
     },
 }
 
@@ -51,6 +59,7 @@ pub struct HubServer {
     /// Handshakes that ended while another frame was being handled: answered right after it.
     resolved: Vec<(ChannelId, Result<(), crate::proto::HubError>)>,
     outputs: VecDeque<ServerOutput>,
+    frames: bool,
 }
 
 impl HubServer {
@@ -61,7 +70,15 @@ impl HubServer {
             connections: BTreeMap::new(),
             resolved: Vec::new(),
             outputs: VecDeque::new(),
+            frames: false,
         }
+    }
+
+    /// Hands out frames ([`ServerOutput::Frame`]) instead of text: for drivers that carry
+    /// frames between sans-IO peers in one process and so skip encoding and decoding. The 1 MiB
+    /// message limit applies only to text.
+    pub fn carry_frames(&mut self, frames: bool) {
+        self.frames = frames;
     }
 
     /// The hub.
@@ -114,20 +131,30 @@ impl HubServer {
 
     /// One text message from `endpoint`.
     pub fn receive(&mut self, now: Now, endpoint: EndpointId, text: &str) {
+        if !self.connections.contains_key(&endpoint) {
+            return;
+        }
+        match Frame::decode(text) {
+            Ok(frame) => self.receive_frame(now, endpoint, frame),
+            Err(FrameError::TooLarge(_)) => {
+                self.outputs.push_back(ServerOutput::Close { endpoint });
+                self.disconnect(endpoint);
+            }
+            Err(FrameError::Undecodable(_)) => {}
+        }
+    }
+
+    /// One decoded frame from `endpoint`.
+    pub fn receive_frame(&mut self, now: Now, endpoint: EndpointId, frame: Frame) {
         let Some(connection) = self.connections.get_mut(&endpoint) else {
             return;
         };
-        match Frame::decode(text) {
-            Ok(frame) if connection.queue.len() < QUEUED_FRAMES_MAX => {
-                connection.queue.push_back(frame)
-            }
-            Ok(_) | Err(FrameError::TooLarge(_)) => {
-                self.outputs.push_back(ServerOutput::Close { endpoint });
-                self.disconnect(endpoint);
-                return;
-            }
-            Err(FrameError::Undecodable(_)) => return,
+        if connection.queue.len() >= QUEUED_FRAMES_MAX {
+            self.outputs.push_back(ServerOutput::Close { endpoint });
+            self.disconnect(endpoint);
+            return;
         }
+        connection.queue.push_back(frame);
         self.process(now, endpoint);
         self.resume(now);
     }
@@ -213,12 +240,20 @@ impl HubServer {
     }
 
     fn send(&mut self, endpoint: EndpointId, frame: &Frame) {
-        if self.connections.contains_key(&endpoint) {
-            self.outputs.push_back(ServerOutput::Send {
+        if !self.connections.contains_key(&endpoint) {
+            return;
+        }
+        self.outputs.push_back(if self.frames {
+            ServerOutput::Frame {
+                endpoint,
+                frame: frame.clone(),
+            }
+        } else {
+            ServerOutput::Send {
                 endpoint,
                 text: frame.encode(),
-            });
-        }
+            }
+        });
     }
 }
 

@@ -25,6 +25,7 @@ use crate::hub::{Passport, Resume};
 use crate::ids::{AgentId, ChannelId, IdGen};
 use crate::json::py_truthy;
 use crate::proto::envelope::map_of;
+use crate::proto::frame::Frame;
 use crate::proto::{Envelope, EventType, HubError};
 use crate::time::Instant;
 use serde_json::{Map, Value};
@@ -363,6 +364,19 @@ impl AgentHost {
     /// The next text message to send on the current connection.
     pub fn poll_send(&mut self) -> Option<String> {
         self.links.get_mut(&self.current)?.poll_send()
+    }
+
+    /// One frame from the hub (drivers that carry frames without encoding them).
+    pub fn receive_frame(&mut self, now: Instant, frame: &Frame, think: &mut dyn ThinkTime) {
+        if let Some(link) = self.links.get_mut(&self.current) {
+            link.receive_frame(frame);
+        }
+        self.pump(now, think);
+    }
+
+    /// The next frame to send on the current connection.
+    pub fn poll_send_frame(&mut self) -> Option<Frame> {
+        self.links.get_mut(&self.current)?.poll_send_frame()
     }
 
     /// A finished command.

@@ -60,7 +60,7 @@ pub struct RemoteLink {
     /// Hellos in flight, oldest first: any welcome or error frame resolves the oldest (as in ag2).
     handshakes: VecDeque<(String, Instant)>,
     identities: BTreeSet<AgentId>,
-    outgoing: VecDeque<String>,
+    outgoing: VecDeque<Frame>,
     events: VecDeque<ClientEvent>,
     closed: bool,
 }
@@ -114,7 +114,7 @@ impl RemoteLink {
                 ("params", Value::Object(params)),
             ],
         );
-        self.outgoing.push_back(frame.encode());
+        self.outgoing.push_back(frame);
         self.calls.insert(
             request_id.clone(),
             Call {
@@ -148,7 +148,7 @@ impl RemoteLink {
             ],
         );
         if !self.closed {
-            self.outgoing.push_back(frame.encode());
+            self.outgoing.push_back(frame);
         }
         self.handshakes
             .push_back((name.to_string(), self.deadline(now)));
@@ -167,11 +167,15 @@ impl RemoteLink {
 
     /// One text message from the hub. Undecodable messages are dropped, as in ag2.
     pub fn receive(&mut self, text: &str) {
-        let Ok(frame) = Frame::decode(text) else {
-            return;
-        };
+        if let Ok(frame) = Frame::decode(text) {
+            self.receive_frame(&frame);
+        }
+    }
+
+    /// One frame from the hub, for drivers that carry frames without encoding them.
+    pub fn receive_frame(&mut self, frame: &Frame) {
         match frame.kind {
-            FrameKind::Response => self.on_response(&frame),
+            FrameKind::Response => self.on_response(frame),
             FrameKind::Welcome => {
                 let endpoint = frame
                     .get("endpoint_id")
@@ -185,7 +189,7 @@ impl RemoteLink {
                 let message = frame.get("message").as_str().unwrap_or_default();
                 self.resolve_handshake(Err(error_from_code(code, message)));
             }
-            FrameKind::Notify => self.on_notify(&frame),
+            FrameKind::Notify => self.on_notify(frame),
             _ => {}
         }
     }
@@ -274,7 +278,7 @@ impl RemoteLink {
                 ("reason", json!(reason)),
             ],
         );
-        self.outgoing.push_back(frame.encode());
+        self.outgoing.push_back(frame);
     }
 
     /// The connection dropped: every call and hello in flight fails with
@@ -342,6 +346,11 @@ impl RemoteLink {
 
     /// The next text message to send.
     pub fn poll_send(&mut self) -> Option<String> {
+        self.outgoing.pop_front().map(|frame| frame.encode())
+    }
+
+    /// The next frame to send, for drivers that carry frames without encoding them.
+    pub fn poll_send_frame(&mut self) -> Option<Frame> {
         self.outgoing.pop_front()
     }
 

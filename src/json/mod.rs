@@ -65,6 +65,11 @@ pub fn to_compact_python_unsorted(value: &Value) -> String {
     out
 }
 
+/// Appends `value` as `to_compact_python_unsorted` writes it.
+pub fn write_compact_python_unsorted(out: &mut String, value: &Value) {
+    write_compact(out, value, true, false);
+}
+
 fn write_compact(out: &mut String, value: &Value, ascii: bool, sort: bool) {
     match value {
         Value::Null => out.push_str("null"),
@@ -141,8 +146,20 @@ fn write_string_escaped(out: &mut String, text: &str, ascii: bool) {
         out.push('"');
         return;
     }
+    out.reserve(text.len() + 8);
     out.push('"');
-    for ch in text.chars() {
+    let mut run = 0;
+    for (idx, ch) in text.char_indices() {
+        let escape = match ch {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => true,
+            ch if (ch as u32) < 0x20 => true,
+            ch => ascii && (ch as u32) > 0x7e,
+        };
+        if !escape {
+            continue;
+        }
+        out.push_str(&text[run..idx]);
+        run = idx + ch.len_utf8();
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -154,15 +171,15 @@ fn write_string_escaped(out: &mut String, text: &str, ascii: bool) {
             ch if (ch as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", ch as u32);
             }
-            ch if ascii && (ch as u32) > 0x7e => {
+            ch => {
                 let mut units = [0u16; 2];
                 for unit in ch.encode_utf16(&mut units) {
                     let _ = write!(out, "\\u{unit:04x}");
                 }
             }
-            ch => out.push(ch),
         }
     }
+    out.push_str(&text[run..]);
     out.push('"');
 }
 

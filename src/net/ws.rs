@@ -307,7 +307,16 @@ impl Owner {
     /// Hands the server's outputs to the writers.
     fn route(&mut self) {
         while let Some(output) = self.server.poll_output() {
+            let output = match output {
+                // Only a server set to carry frames hands them out; encode them for the wire.
+                ServerOutput::Frame { endpoint, frame } => ServerOutput::Send {
+                    endpoint,
+                    text: frame.encode(),
+                },
+                other => other,
+            };
             match output {
+                ServerOutput::Frame { .. } => {}
                 ServerOutput::Send { endpoint, text } => {
                     let Some(connection) = self.connections.get(&endpoint) else {
                         continue;

@@ -7,7 +7,7 @@
 //! afterwards and answers `malformed ... frame`), so decoded fields stay raw JSON values here.
 //! Encoding writes the fields in dataclass order with `kind` last, compact and ASCII-escaped.
 
-use crate::json::{py_str_repr, to_compact_python_unsorted};
+use crate::json::{py_str_repr, write_compact_python_unsorted, write_json_string};
 use serde_json::{Map, Value};
 
 /// The largest message either side accepts (the `websockets` default `max_size`); a larger one
@@ -243,13 +243,18 @@ impl Frame {
 
     /// `json.dumps(encode_frame(frame))`: fields in dataclass order, then `kind`.
     pub fn encode(&self) -> String {
-        let mut map: Map<String, Value> = self
-            .fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        map.insert("kind".into(), Value::from(self.kind.as_str()));
-        to_compact_python_unsorted(&Value::Object(map))
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        for (name, value) in &self.fields {
+            write_json_string(&mut out, name);
+            out.push_str(": ");
+            write_compact_python_unsorted(&mut out, value);
+            out.push_str(", ");
+        }
+        out.push_str("\"kind\": ");
+        write_json_string(&mut out, self.kind.as_str());
+        out.push('}');
+        out
     }
 
     /// `decode_frame(json.loads(text))`, refusing what ag2 refuses.

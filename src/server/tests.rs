@@ -33,6 +33,10 @@ fn drain(server: &mut HubServer) -> Vec<(EndpointId, Value)> {
                 (endpoint, serde_json::from_str(&text).expect("valid JSON"))
             }
             ServerOutput::Close { endpoint } => (endpoint, json!({"kind": "closed"})),
+            ServerOutput::Frame { endpoint, frame } => (
+                endpoint,
+                serde_json::from_str(&frame.encode()).expect("valid JSON"),
+            ),
         })
         .collect()
 }
@@ -272,4 +276,29 @@ fn thousands_of_malformed_frames_never_crash_or_wedge_the_hub() {
         &request("after", "find_agent_id", json!({"name": "bob"})),
     );
     assert_eq!(drain(&mut server).len(), 1, "the hub still serves");
+}
+
+#[test]
+fn a_server_carrying_frames_hands_out_the_frames_it_would_have_encoded() {
+    let run = |frames: bool| {
+        let mut server = server();
+        server.carry_frames(frames);
+        let endpoint = server.connect();
+        let hello = json!({"name": "nobody", "auth_scheme": "none", "auth_claim": {}, "since_envelope_id": null, "kind": "hello"});
+        server.receive(now(), endpoint, &hello.to_string());
+        server.receive(now(), endpoint, &request("l", "list_agents", json!({})));
+        std::iter::from_fn(|| server.poll_output())
+            .map(|output| match output {
+                ServerOutput::Send { text, .. } => text,
+                ServerOutput::Frame { frame, .. } => {
+                    assert!(frames, "a text server sent a frame");
+                    frame.encode()
+                }
+                ServerOutput::Close { .. } => "closed".to_string(),
+            })
+            .collect::<Vec<String>>()
+    };
+    let text = run(false);
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert_eq!(run(true), text);
 }

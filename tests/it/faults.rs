@@ -214,6 +214,22 @@ fn net_standard() {
 }
 
 #[test]
+fn carrying_frames_as_text_changes_no_run() {
+    for name in NET_LISTED {
+        let frames = Scenario::load(&sim_path(name)).expect("loads");
+        let mut text = frames.clone();
+        text.network.text_wire = true;
+        for seed in 0..20 {
+            assert_eq!(
+                run_on_network(&frames, seed).trace,
+                run_on_network(&text, seed).trace,
+                "{name} seed {seed}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_seed_replays_byte_for_byte_in_another_process() {
     for name in NET_LISTED {
         for seed in [0, 7, 199] {

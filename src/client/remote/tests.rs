@@ -80,6 +80,7 @@ impl Net {
                             link.closed();
                         }
                     }
+                    ServerOutput::Frame { .. } => unreachable!("this server sends text"),
                 }
             }
             if !moved {

@@ -25,6 +25,7 @@ use crate::client::{ScriptedAgent, TurnOutcome};
 use crate::hub::store::Store;
 use crate::hub::{Hub, HubConfig};
 use crate::ids::{ChannelId, EndpointId};
+use crate::proto::frame::Frame;
 use crate::proto::HubError;
 use crate::server::{HubServer, ServerOutput};
 use crate::time::{Instant, Now, Timestamp, MICROS_PER_SECOND};
@@ -124,14 +125,22 @@ struct Conn {
     alive: bool,
     up_last: u64,
     down_last: u64,
-    up_held: Vec<String>,
-    down_held: Vec<String>,
+    up_held: Vec<Msg>,
+    down_held: Vec<Msg>,
+}
+
+/// A message on a link: text (the exact bytes, `network.wire: text`) or a frame carried
+/// without encoding (`network.wire: frames`, the default).
+#[derive(Clone, Debug)]
+enum Msg {
+    Text(String),
+    Frame(Frame),
 }
 
 #[derive(Clone, Debug)]
 enum Ev {
-    ToHub { conn: usize, text: String },
-    ToHost { conn: usize, text: String },
+    ToHub { conn: usize, msg: Msg },
+    ToHost { conn: usize, msg: Msg },
     Keepalive { host: usize, epoch: u64 },
     Reconnect(usize),
     Fault(Fault),
@@ -221,7 +230,7 @@ impl World {
             seq: 0,
             queue: BTreeMap::new(),
             in_flight: 0,
-            server: Some(HubServer::new(Hub::new(config, Instant(0)))),
+            server: Some(serve(Hub::new(config, Instant(0)), options.text_wire)),
             last_hub: None,
             store: Store::default(),
             synced_at: 0,
@@ -372,7 +381,7 @@ impl World {
 
     fn fire(&mut self, event: Ev) {
         match event {
-            Ev::ToHub { conn, text } => {
+            Ev::ToHub { conn, msg } => {
                 self.in_flight -= 1;
                 if !self.conns[conn].alive {
                     self.stats.lost += 1;
@@ -381,12 +390,15 @@ impl World {
                 self.stats.messages += 1;
                 let (now, endpoint) = (self.hub_now(), self.conns[conn].endpoint);
                 if let Some(server) = &mut self.server {
-                    server.receive(now, endpoint, &text);
+                    match msg {
+                        Msg::Text(text) => server.receive(now, endpoint, &text),
+                        Msg::Frame(frame) => server.receive_frame(now, endpoint, frame),
+                    }
                     self.dirty = true;
                 }
                 self.drain_hub();
             }
-            Ev::ToHost { conn, text } => {
+            Ev::ToHost { conn, msg } => {
                 self.in_flight -= 1;
                 let host = self.conns[conn].host;
                 if !self.conns[conn].alive || self.links[host].conn != Some(conn) {
@@ -394,7 +406,11 @@ impl World {
                     return;
                 }
                 self.stats.messages += 1;
-                self.hosts[host].receive(Instant(self.now), &text, &mut self.thinks[host]);
+                let (now, think) = (Instant(self.now), &mut self.thinks[host]);
+                match msg {
+                    Msg::Text(text) => self.hosts[host].receive(now, &text, think),
+                    Msg::Frame(frame) => self.hosts[host].receive_frame(now, &frame, think),
+                }
                 self.drain_host(host);
             }
             Ev::Keepalive { host, epoch } => {
@@ -410,15 +426,15 @@ impl World {
         }
     }
 
-    fn send(&mut self, conn: usize, up: bool, text: String) {
+    fn send(&mut self, conn: usize, up: bool, msg: Msg) {
         let host = self.conns[conn].host;
         let link = &self.links[host];
         if link.held || link.partitioned {
             let c = &mut self.conns[conn];
             if up {
-                c.up_held.push(text);
+                c.up_held.push(msg);
             } else {
-                c.down_held.push(text);
+                c.down_held.push(msg);
             }
             return;
         }
@@ -429,9 +445,9 @@ impl World {
         *last = at;
         self.in_flight += 1;
         let event = if up {
-            Ev::ToHub { conn, text }
+            Ev::ToHub { conn, msg }
         } else {
-            Ev::ToHost { conn, text }
+            Ev::ToHost { conn, msg }
         };
         self.schedule(at, event);
     }
@@ -440,12 +456,9 @@ impl World {
     fn drain_hub(&mut self) {
         while let Some(output) = self.server.as_mut().and_then(HubServer::poll_output) {
             match output {
-                ServerOutput::Send { endpoint, text } => {
-                    if let Some(&conn) = self.by_endpoint.get(&endpoint) {
-                        if self.conns[conn].alive {
-                            self.send(conn, false, text);
-                        }
-                    }
+                ServerOutput::Send { endpoint, text } => self.to_host(endpoint, Msg::Text(text)),
+                ServerOutput::Frame { endpoint, frame } => {
+                    self.to_host(endpoint, Msg::Frame(frame))
                 }
                 ServerOutput::Close { endpoint } => {
                     if let Some(&conn) = self.by_endpoint.get(&endpoint) {
@@ -456,11 +469,25 @@ impl World {
         }
     }
 
+    fn to_host(&mut self, endpoint: EndpointId, msg: Msg) {
+        if let Some(&conn) = self.by_endpoint.get(&endpoint) {
+            if self.conns[conn].alive {
+                self.send(conn, false, msg);
+            }
+        }
+    }
+
     /// Routes what a client produced.
     fn drain_host(&mut self, host: usize) {
-        while let Some(text) = self.hosts[host].poll_send() {
+        loop {
+            let msg = if self.options.text_wire {
+                self.hosts[host].poll_send().map(Msg::Text)
+            } else {
+                self.hosts[host].poll_send_frame().map(Msg::Frame)
+            };
+            let Some(msg) = msg else { break };
             match self.links[host].conn {
-                Some(conn) if self.conns[conn].alive => self.send(conn, true, text),
+                Some(conn) if self.conns[conn].alive => self.send(conn, true, msg),
                 _ => self.stats.lost += 1,
             }
         }
@@ -633,7 +660,7 @@ impl World {
             Instant(self.now),
         ) {
             Ok(hub) => {
-                self.server = Some(HubServer::new(hub));
+                self.server = Some(serve(hub, self.options.text_wire));
                 self.synced_at = self.now;
                 self.dirty = false;
             }
@@ -695,6 +722,12 @@ impl World {
             notes: self.notes,
         }
     }
+}
+
+fn serve(hub: Hub, text_wire: bool) -> HubServer {
+    let mut server = HubServer::new(hub);
+    server.carry_frames(!text_wire);
+    server
 }
 
 /// Microseconds as seconds for messages (`1.5s`).

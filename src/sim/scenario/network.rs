@@ -32,6 +32,10 @@ pub struct NetworkOptions {
     pub quiesce: u64,
     /// Faults at fixed simulated times.
     pub faults: Vec<TimedFault>,
+    /// `wire: text` carries every message as the exact text ag2 would send (encoded, then
+    /// decoded by the receiver, with the 1 MiB limit); `frames` (default) hands the frame
+    /// over without encoding it, which is faster and, below the limit, the same run.
+    pub text_wire: bool,
 }
 
 /// A closed range of microseconds.
@@ -118,6 +122,7 @@ impl Default for NetworkOptions {
             rpc_timeout: 30_000_000,
             quiesce: 120_000_000,
             faults: Vec::new(),
+            text_wire: false,
         }
     }
 }
@@ -204,6 +209,7 @@ struct NetworkFields {
     rpc_timeout: Option<serde_yaml::Value>,
     quiesce: Option<serde_yaml::Value>,
     faults: Option<Vec<FaultFields>>,
+    wire: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +253,15 @@ impl<'de> Deserialize<'de> for RawNetwork {
                 Some(other) => {
                     return Err(format!(
                         "network.clock: expected `sim` or `frozen`, got `{other}`"
+                    ))
+                }
+            };
+            options.text_wire = match f.wire.as_deref() {
+                None | Some("frames") => false,
+                Some("text") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "network.wire: expected `frames` or `text`, got `{other}`"
                     ))
                 }
             };
