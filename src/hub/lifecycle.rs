@@ -175,6 +175,7 @@ impl Hub {
                 wal: Vec::new(),
                 fired: BTreeSet::new(),
                 causation: BTreeMap::new(),
+                wire: Default::default(),
             },
         );
         self.active.insert(channel_id);

@@ -130,6 +130,9 @@ pub(crate) struct ChannelEntry {
     pub(crate) fired: BTreeSet<(usize, String)>,
     /// `(sender, causation_id)` to the most recent envelope posted under that key.
     pub(crate) causation: BTreeMap<(AgentId, String), EnvelopeId>,
+    /// The `read_wal` record of each WAL entry so far, filled on first read (a WAL only
+    /// grows, and a stored envelope never changes).
+    pub(crate) wire: std::cell::RefCell<Vec<serde_json::Value>>,
 }
 
 /// A pending open's invite-ack deadline.

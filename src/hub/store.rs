@@ -144,6 +144,7 @@ impl Hub {
                     wal: stored.wal.clone(),
                     fired: BTreeSet::new(),
                     causation,
+                    wire: Default::default(),
                 },
             );
         }

@@ -219,13 +219,16 @@ impl Hub {
         let zero = Value::from(0);
         let since = slice_index(p.get_or("since", &zero))?;
         let until = slice_index(p.0.get("until").unwrap_or(&Value::Null))?;
-        let envelopes = self.read_wal_slice(channel, since, until);
-        done(Value::Array(
-            envelopes
-                .iter()
-                .map(|envelope| wire::stored_envelope_json(envelope))
-                .collect(),
-        ))
+        let Some(entry) = self.channels.get(&channel) else {
+            return done(Value::Array(Vec::new()));
+        };
+        let mut cache = entry.wire.borrow_mut();
+        while cache.len() < entry.wal.len() {
+            let record = wire::stored_envelope_json(&entry.wal[cache.len()]);
+            cache.push(record);
+        }
+        let range = crate::hub::python_slice(entry.wal.len(), since, until);
+        done(Value::Array(cache[range].to_vec()))
     }
 
     pub(super) fn op_find_envelope_by_causation(

@@ -456,9 +456,9 @@ impl World {
     fn drain_hub(&mut self) {
         while let Some(output) = self.server.as_mut().and_then(HubServer::poll_output) {
             match output {
-                ServerOutput::Send { endpoint, text } => self.to_host(endpoint, Msg::Text(text)),
+                ServerOutput::Send { endpoint, text } => self.route_down(endpoint, Msg::Text(text)),
                 ServerOutput::Frame { endpoint, frame } => {
-                    self.to_host(endpoint, Msg::Frame(frame))
+                    self.route_down(endpoint, Msg::Frame(frame))
                 }
                 ServerOutput::Close { endpoint } => {
                     if let Some(&conn) = self.by_endpoint.get(&endpoint) {
@@ -469,7 +469,7 @@ impl World {
         }
     }
 
-    fn to_host(&mut self, endpoint: EndpointId, msg: Msg) {
+    fn route_down(&mut self, endpoint: EndpointId, msg: Msg) {
         if let Some(&conn) = self.by_endpoint.get(&endpoint) {
             if self.conns[conn].alive {
                 self.send(conn, false, msg);
