@@ -2,7 +2,8 @@
 
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use hubsim::net::scenario::TurmoilOptions;
 use hubsim::sim::scenario::Scenario;
 use hubsim::sim::{run_in_process, run_on_network, Outcome};
 use std::error::Error;
@@ -41,6 +42,12 @@ enum Command {
         /// reference runner does.
         #[arg(long)]
         frozen_clock: bool,
+        /// The network backend: the event-driven driver, or turmoil with WebSocket framing.
+        #[arg(long, value_enum, default_value_t = Net::Events)]
+        net: Net,
+        /// turmoil's tick in milliseconds (`--net turmoil`).
+        #[arg(long, default_value_t = 1)]
+        tick_ms: u64,
     },
     /// Run scenarios (files or folders; default `sims/`), check their `expect_error`s, that two
     /// runs give identical bytes, and that each trace equals its reference trace when one exists.
@@ -76,6 +83,15 @@ enum Command {
     },
 }
 
+/// The backend of `hubsim run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Net {
+    /// The event-driven network driver (FIFO links, a jumping mock clock).
+    Events,
+    /// turmoil's simulated TCP with real WebSocket framing.
+    Turmoil,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -84,7 +100,9 @@ fn main() -> ExitCode {
             file,
             seed,
             frozen_clock,
-        } => run(&file, seed, frozen_clock),
+            net,
+            tick_ms,
+        } => run(&file, seed, frozen_clock, net, tick_ms),
         Command::Check { paths, reference } => check(&paths, &reference),
         Command::Bench {
             paths,
@@ -119,14 +137,35 @@ fn trace(file: &Path) -> Result<ExitCode, Box<dyn Error>> {
     print_outcome(&scenario, &run_in_process(&scenario))
 }
 
-fn run(file: &Path, seed: u64, frozen_clock: bool) -> Result<ExitCode, Box<dyn Error>> {
+fn run(
+    file: &Path,
+    seed: u64,
+    frozen_clock: bool,
+    net: Net,
+    tick_ms: u64,
+) -> Result<ExitCode, Box<dyn Error>> {
     let mut scenario = Scenario::load(file)?;
     scenario.network.frozen_clock |= frozen_clock;
-    let outcome = run_on_network(&scenario, seed);
+    let outcome = match net {
+        Net::Events => run_on_network(&scenario, seed),
+        Net::Turmoil => {
+            if tick_ms == 0 {
+                return Err("--tick-ms must be at least 1".into());
+            }
+            let options = TurmoilOptions {
+                tick: std::time::Duration::from_millis(tick_ms),
+            };
+            hubsim::net::scenario::run_outcome(&scenario, seed, &options)?
+        }
+    };
     let code = print_outcome(&scenario, &outcome)?;
     if code != ExitCode::SUCCESS {
+        let backend = match net {
+            Net::Events => String::new(),
+            Net::Turmoil => format!(" --net turmoil --tick-ms {tick_ms}"),
+        };
         eprintln!(
-            "repro: hubsim run {} --seed {seed}{}   (hubsim {})",
+            "repro: hubsim run {} --seed {seed}{}{backend}   (hubsim {})",
             file.display(),
             if frozen_clock { " --frozen-clock" } else { "" },
             env!("CARGO_PKG_VERSION")

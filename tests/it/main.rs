@@ -7,4 +7,5 @@ mod sims;
 mod store;
 mod support;
 mod tidy;
+mod turmoil;
 mod wire;
