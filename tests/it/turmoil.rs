@@ -64,6 +64,30 @@ fn a_ten_millisecond_tick_gives_the_same_trace() {
 }
 
 #[test]
+fn a_step_timeout_that_ties_with_an_invite_timer_falls_apart_on_turmoil() {
+    // step_timeout_pending_open: alice's first open to a silent bob times out (0.3 s), and her
+    // second open waits behind it on her connection until bob's 0.6 s invite-ack timer frees
+    // it. In the event driver messages take no time, so that timer and the second step's
+    // deadline tie at exactly 0.6 s and the timer wins: c1 closes by `invite_timeout` and c2
+    // opens. On turmoil the first open's `get_agent` round trip takes ticks before its
+    // `create_channel`, so the timer falls a few milliseconds after the deadline: the second open
+    // times out too, and c1 stays pending until the `expectation_tick` after `advance: 30`
+    // closes it by `acks_within`.
+    let scenario = frozen("step_timeout_pending_open");
+    let events = run_on_network(&scenario, 0);
+    let turmoil = run_outcome(&scenario, 0, &options(1)).expect("runs on turmoil");
+    assert!(events.trace.contains("\"reason\": \"invite_timeout\""));
+    assert!(events.mismatches.is_empty(), "{:#?}", events.mismatches);
+    assert!(turmoil
+        .trace
+        .contains("\"reason\": \"expectation_violated:acks_within\""));
+    assert_eq!(
+        turmoil.mismatches,
+        ["step 1 (open): expected success, got StepTimeout: step did not finish in 0.3s"]
+    );
+}
+
+#[test]
 fn one_seed_replays_byte_for_byte_on_turmoil() {
     // Random latencies (turmoil's per-message draw) and model turns (the `agent/NAME` streams).
     let mut scenario = frozen("discussion_round_robin");
