@@ -2,7 +2,8 @@
 
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use hubsim::net::scenario::TurmoilOptions;
 use hubsim::sim::scenario::Scenario;
 use hubsim::sim::{run_in_process, run_on_network, Outcome};
 use std::error::Error;
@@ -44,6 +45,12 @@ enum Command {
         /// Print the run's network counters to stderr.
         #[arg(long)]
         stats: bool,
+        /// The network backend: the event-driven driver, or turmoil with WebSocket framing.
+        #[arg(long, value_enum, default_value_t = Net::Events)]
+        net: Net,
+        /// turmoil's tick in milliseconds (`--net turmoil`).
+        #[arg(long, default_value_t = 1)]
+        tick_ms: u64,
     },
     /// Run scenarios (files or folders; default `sims/`), check their `expect_error`s, that two
     /// runs give identical bytes, and that each trace equals its reference trace when one exists.
@@ -84,6 +91,15 @@ enum Command {
     },
 }
 
+/// The backend of `hubsim run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Net {
+    /// The event-driven network driver (FIFO links, a jumping mock clock).
+    Events,
+    /// turmoil's simulated TCP with real WebSocket framing.
+    Turmoil,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -93,7 +109,9 @@ fn main() -> ExitCode {
             seed,
             frozen_clock,
             stats,
-        } => run(&file, seed, frozen_clock, stats),
+            net,
+            tick_ms,
+        } => run(&file, seed, frozen_clock, stats, net, tick_ms),
         Command::Check {
             paths,
             reference,
@@ -137,10 +155,23 @@ fn run(
     seed: u64,
     frozen_clock: bool,
     stats: bool,
+    net: Net,
+    tick_ms: u64,
 ) -> Result<ExitCode, Box<dyn Error>> {
     let mut scenario = Scenario::load(file)?;
     scenario.network.frozen_clock |= frozen_clock;
-    let outcome = run_on_network(&scenario, seed);
+    let outcome = match net {
+        Net::Events => run_on_network(&scenario, seed),
+        Net::Turmoil => {
+            if tick_ms == 0 {
+                return Err("--tick-ms must be at least 1".into());
+            }
+            let options = TurmoilOptions {
+                tick: std::time::Duration::from_millis(tick_ms),
+            };
+            hubsim::net::scenario::run_outcome(&scenario, seed, &options)?
+        }
+    };
     if let (true, Some(s)) = (stats, &outcome.stats) {
         eprintln!(
             "simulated {:.3}s, {} messages delivered, {} lost, {} hub crashes, {} re-attaches",
@@ -153,8 +184,12 @@ fn run(
     }
     let code = print_outcome(&scenario, &outcome)?;
     if code != ExitCode::SUCCESS {
+        let backend = match net {
+            Net::Events => String::new(),
+            Net::Turmoil => format!(" --net turmoil --tick-ms {tick_ms}"),
+        };
         eprintln!(
-            "repro: hubsim run {} --seed {seed}{}   (hubsim {})",
+            "repro: hubsim run {} --seed {seed}{}{backend}   (hubsim {})",
             file.display(),
             if frozen_clock { " --frozen-clock" } else { "" },
             env!("CARGO_PKG_VERSION")

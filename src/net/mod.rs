@@ -7,6 +7,7 @@
 //! simulated network of the tests): everything is generic over `AsyncRead + AsyncWrite`
 //! streams, and [`Listener`] is the one seam between the two.
 
+pub mod scenario;
 pub mod ws;
 
-pub use ws::{check_exposure, serve, Listener, Received, WsClient};
+pub use ws::{check_exposure, serve, serve_shared, Listener, Received, SharedHub, WsClient};

@@ -25,12 +25,14 @@ use crate::server::{HubServer, ServerOutput};
 use crate::time::{Instant, Now, Timestamp};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -197,16 +199,185 @@ where
         start: tokio::time::Instant::now(),
         epoch,
     };
+    run_owner(listener, Owned { server, clock }).await
+}
+
+/// [`serve`] for a hub shared with code on the same thread (a simulation harness): the owner
+/// loop holds a [`SharedHub`] handle, and the harness reaches the server between the owner's
+/// turns through [`SharedHub::with`], which wakes the owner to send what the call produced. The
+/// hub clock is the one the [`SharedHub`] was made with.
+///
+/// The future is not `Send`: run it on a current-thread runtime or a turmoil host.
+///
+/// # Errors
+/// The listener's last error.
+pub async fn serve_shared<L>(listener: L, hub: SharedHub) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+{
+    run_owner(listener, hub).await
+}
+
+async fn run_owner<L, S>(listener: L, seat: S) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+    S: Seat,
+{
     let (events_tx, events) = mpsc::channel(EVENTS_QUEUE_MAX);
     let accepting = tokio::spawn(accept_loop(listener, events_tx));
     let mut owner = Owner {
-        server,
-        clock,
+        seat,
         connections: BTreeMap::new(),
     };
     let result = owner.run(events).await;
     accepting.abort();
     result
+}
+
+/// Where the owner loop keeps the server and reads the hub clock.
+trait Seat {
+    /// Runs `f` on the server with the hub clock's current reading.
+    fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R;
+
+    /// The tokio instant of the server's next deadline.
+    fn deadline(&mut self) -> Option<tokio::time::Instant>;
+
+    /// Resolves when code outside the owner changed the server.
+    fn changed(&self) -> impl Future<Output = ()>;
+
+    /// The owner has sent everything the server produced.
+    fn routed(&self) {}
+
+    /// Counts a message from a connection (`inbound`) or to one.
+    fn count(&self, _inbound: bool) {}
+}
+
+/// The server owned by the loop ([`serve`]).
+struct Owned {
+    server: HubServer,
+    clock: Clock,
+}
+
+impl Seat for Owned {
+    fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R {
+        f(&mut self.server, self.clock.now())
+    }
+
+    fn deadline(&mut self) -> Option<tokio::time::Instant> {
+        self.server
+            .poll_timeout()
+            .and_then(|instant| self.clock.deadline(instant))
+    }
+
+    fn changed(&self) -> impl Future<Output = ()> {
+        std::future::pending()
+    }
+}
+
+/// A [`HubServer`] shared between the owner loop of [`serve_shared`] and code on the same
+/// thread, with the hub clock they both read. Cloning gives another handle to the same hub.
+#[derive(Clone)]
+pub struct SharedHub {
+    inner: Rc<SharedInner>,
+}
+
+struct SharedInner {
+    server: RefCell<HubServer>,
+    clock: Box<dyn Fn() -> Now>,
+    /// Set by [`SharedHub::with`], cleared once the owner sent what the call produced.
+    unrouted: Cell<bool>,
+    changed: Notify,
+    inbound: Cell<u64>,
+    outbound: Cell<u64>,
+}
+
+impl std::fmt::Debug for SharedHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHub")
+            .field("inbound", &self.inner.inbound.get())
+            .field("outbound", &self.inner.outbound.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedHub {
+    /// Shares `server`; `clock` gives the hub clock (its `mono` must move with tokio's time).
+    pub fn new(server: HubServer, clock: impl Fn() -> Now + 'static) -> SharedHub {
+        SharedHub {
+            inner: Rc::new(SharedInner {
+                server: RefCell::new(server),
+                clock: Box::new(clock),
+                unrouted: Cell::new(false),
+                changed: Notify::new(),
+                inbound: Cell::new(0),
+                outbound: Cell::new(0),
+            }),
+        }
+    }
+
+    /// The hub clock now.
+    pub fn now(&self) -> Now {
+        (self.inner.clock)()
+    }
+
+    /// Runs `f` on the server and has the owner loop send what it produced.
+    pub fn with<R>(&self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R {
+        let now = self.now();
+        let result = f(&mut self.inner.server.borrow_mut(), now);
+        self.inner.unrouted.set(true);
+        self.inner.changed.notify_one();
+        result
+    }
+
+    /// Reads the server.
+    pub fn read<R>(&self, f: impl FnOnce(&HubServer) -> R) -> R {
+        f(&self.inner.server.borrow())
+    }
+
+    /// Whether something [`SharedHub::with`] produced still waits for the owner loop.
+    pub fn unrouted(&self) -> bool {
+        self.inner.unrouted.get()
+    }
+
+    /// Messages the owner received from connections and handed to the server.
+    pub fn inbound(&self) -> u64 {
+        self.inner.inbound.get()
+    }
+
+    /// Messages the owner handed to connection writers.
+    pub fn outbound(&self) -> u64 {
+        self.inner.outbound.get()
+    }
+}
+
+impl Seat for SharedHub {
+    fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R {
+        let now = self.now();
+        f(&mut self.inner.server.borrow_mut(), now)
+    }
+
+    fn deadline(&mut self) -> Option<tokio::time::Instant> {
+        let at = self.inner.server.borrow().poll_timeout()?;
+        let now = self.now().mono;
+        tokio::time::Instant::now().checked_add(Duration::from_micros(at.0.saturating_sub(now.0)))
+    }
+
+    fn changed(&self) -> impl Future<Output = ()> {
+        self.inner.changed.notified()
+    }
+
+    fn routed(&self) {
+        self.inner.unrouted.set(false);
+    }
+
+    fn count(&self, inbound: bool) {
+        let counter = if inbound {
+            &self.inner.inbound
+        } else {
+            &self.inner.outbound
+        };
+        counter.set(counter.get() + 1);
+    }
 }
 
 async fn accept_loop<L: Listener>(listener: L, events: mpsc::Sender<Event>) {
@@ -229,20 +400,16 @@ async fn accept_loop<L: Listener>(listener: L, events: mpsc::Sender<Event>) {
     }
 }
 
-struct Owner {
-    server: HubServer,
-    clock: Clock,
+struct Owner<S> {
+    seat: S,
     /// Ordered, so nothing here depends on hash order.
     connections: BTreeMap<EndpointId, Connection>,
 }
 
-impl Owner {
+impl<S: Seat> Owner<S> {
     async fn run(&mut self, mut events: mpsc::Receiver<Event>) -> io::Result<()> {
         loop {
-            let deadline = self
-                .server
-                .poll_timeout()
-                .and_then(|instant| self.clock.deadline(instant));
+            let deadline = self.seat.deadline();
             tokio::select! {
                 biased;
                 event = events.recv() => match event {
@@ -251,7 +418,8 @@ impl Owner {
                     // The accept loop holds a sender until it fails, and says so first.
                     None => return Ok(()),
                 },
-                () = sleep_until(deadline) => self.server.handle_timeout(self.clock.now()),
+                () = self.seat.changed() => {}
+                () = sleep_until(deadline) => self.seat.with(HubServer::handle_timeout),
             }
             self.route();
         }
@@ -260,7 +428,7 @@ impl Owner {
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Opened { outgoing, reply } => {
-                let endpoint = self.server.connect();
+                let endpoint = self.seat.with(|server, _| server.connect());
                 if reply.send(endpoint).is_ok() {
                     let connection = Connection {
                         outgoing,
@@ -268,19 +436,21 @@ impl Owner {
                     };
                     self.connections.insert(endpoint, connection);
                 } else {
-                    self.server.disconnect(endpoint);
+                    self.seat.with(|server, _| server.disconnect(endpoint));
                 }
             }
             Event::Message { endpoint, text } => {
                 if self.connections.get(&endpoint).is_some_and(|c| c.attached) {
-                    self.server.receive(self.clock.now(), endpoint, &text);
+                    self.seat.count(true);
+                    self.seat
+                        .with(|server, now| server.receive(now, endpoint, &text));
                 }
             }
             Event::Detached { endpoint } => {
                 if let Some(connection) = self.connections.get_mut(&endpoint) {
                     if connection.attached {
                         connection.attached = false;
-                        self.server.disconnect(endpoint);
+                        self.seat.with(|server, _| server.disconnect(endpoint));
                     }
                 }
             }
@@ -296,7 +466,7 @@ impl Owner {
             return;
         };
         if connection.attached {
-            self.server.disconnect(endpoint);
+            self.seat.with(|server, _| server.disconnect(endpoint));
         }
         if let Some(code) = close {
             // A full queue means the writer is stuck anyway; its stall timeout ends it.
@@ -306,7 +476,7 @@ impl Owner {
 
     /// Hands the server's outputs to the writers.
     fn route(&mut self) {
-        while let Some(output) = self.server.poll_output() {
+        while let Some(output) = self.seat.with(|server, _| server.poll_output()) {
             let output = match output {
                 // Only a server set to carry frames hands them out; encode them for the wire.
                 ServerOutput::Frame { endpoint, frame } => ServerOutput::Send {
@@ -321,6 +491,7 @@ impl Owner {
                     let Some(connection) = self.connections.get(&endpoint) else {
                         continue;
                     };
+                    self.seat.count(false);
                     if connection.outgoing.try_send(Outgoing::Text(text)).is_err() {
                         // The peer stopped reading (or the writer is gone).
                         self.drop_connection(endpoint, Some(CloseCode::Policy));
@@ -336,6 +507,7 @@ impl Owner {
                 }
             }
         }
+        self.seat.routed();
     }
 }
 

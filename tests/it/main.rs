@@ -8,4 +8,5 @@ mod sims;
 mod store;
 mod support;
 mod tidy;
+mod turmoil;
 mod wire;

@@ -641,9 +641,20 @@ fn malformed_messages_from_attackers_never_disturb_a_well_formed_client() {
 fn every_select_in_the_network_driver_is_biased() {
     // An unbiased `select!` picks its branch with tokio's RNG: one more source of schedule
     // differences between runs.
-    let dir = crate::support::root().join("src/net");
-    for entry in std::fs::read_dir(&dir).expect("src/net exists") {
-        let path = entry.expect("entry").path();
+    let mut dirs = vec![crate::support::root().join("src/net")];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("src/net exists") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 3, "src/net and its folders are read");
+    for path in files {
         let text = std::fs::read_to_string(&path).expect("readable");
         for (idx, _) in text.match_indices("select! {") {
             let next = text[idx + "select! {".len()..].trim_start();

@@ -1,0 +1,546 @@
+//! The harness of a turmoil run: registration, each step through the agent's client (or the hub
+//! directly where the reference runner calls it), settling, step records, background opens. It
+//! follows the event driver's harness (`sim::net`) step for step; its waits poll once per tick.
+
+use super::{apply_fault, sim_now, Shared};
+use crate::client::host::{Command, CommandId, OpenRequest};
+use crate::hub::rule::{parse_duration, DurationSpec};
+use crate::hub::wire;
+use crate::ids::{AgentId, ChannelId, UNKNOWN_CHANNEL};
+use crate::proto::envelope::map_of;
+use crate::proto::{Envelope, HubError};
+use crate::sim::runner::steps::{
+    advanced, error_record, matches_expectation, mismatch, step_timeout,
+};
+use crate::sim::scenario::{Action, AdvanceBy, Fault, Scenario, Step};
+use crate::time::{Instant, MICROS_PER_SECOND};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What the harness leaves for the trace.
+#[derive(Debug)]
+pub(super) struct Output {
+    pub(super) labels: BTreeMap<ChannelId, String>,
+    pub(super) steps: Vec<Map<String, Value>>,
+    pub(super) mismatches: Vec<String>,
+    pub(super) notes: Vec<String>,
+}
+
+/// A background (`wait: false`) open.
+#[derive(Clone, Debug)]
+struct Background {
+    step: usize,
+    host: usize,
+    command: CommandId,
+    outcome: Option<Result<(), HubError>>,
+}
+
+/// The turmoil client that runs the steps.
+pub(super) struct Harness {
+    shared: Rc<Shared>,
+    step_timeout: u64,
+    labels: BTreeMap<ChannelId, String>,
+    steps: Vec<Map<String, Value>>,
+    mismatches: Vec<String>,
+    background: Vec<Background>,
+    notes: Vec<String>,
+}
+
+impl Harness {
+    pub(super) fn new(shared: Rc<Shared>, scenario: &Scenario) -> Harness {
+        Harness {
+            shared,
+            step_timeout: (scenario.hub.step_timeout_seconds * MICROS_PER_SECOND as f64) as u64,
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            mismatches: Vec::new(),
+            background: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Registers the agents, runs every step, heals the network and lets the run quiesce.
+    pub(super) async fn run(mut self, scenario: &Scenario) {
+        self.register_agents(scenario).await;
+        for (idx, step) in scenario.steps.iter().enumerate() {
+            self.run_step(idx, step).await;
+        }
+        for agent in scenario.agents.iter() {
+            apply_fault(&self.shared, &Fault::Repair(agent.name.clone()), None);
+            apply_fault(&self.shared, &Fault::Release(agent.name.clone()), None);
+        }
+        let quiesce = self.shared.options.quiesce;
+        self.settle_for(quiesce).await;
+        self.finish_background(scenario);
+        *self.shared.output.borrow_mut() = Some(Output {
+            labels: self.labels,
+            steps: self.steps,
+            mismatches: self.mismatches,
+            notes: self.notes,
+        });
+    }
+
+    /// Sleeps one tick, or less to stop at `deadline`.
+    async fn tick(&self, deadline: u64) {
+        let left = Duration::from_micros(deadline.saturating_sub(sim_now()));
+        tokio::time::sleep(left.min(self.shared.tick)).await;
+    }
+
+    /// Waits until `done` holds or simulated time reaches `deadline`; returns whether it held.
+    async fn wait_until(
+        &mut self,
+        deadline: u64,
+        mut done: impl FnMut(&mut Harness) -> bool,
+    ) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if sim_now() >= deadline {
+                return false;
+            }
+            self.tick(deadline).await;
+        }
+    }
+
+    /// Runs until no message is in flight and every host is idle, for at most `budget` µs. A
+    /// message lost with a dropped connection never arrives: then the network counts as quiet
+    /// once nothing moved for longer than the slowest link takes.
+    async fn settle_for(&mut self, budget: u64) {
+        let deadline = sim_now().saturating_add(budget);
+        let tick = u64::try_from(self.shared.tick.as_micros()).unwrap_or(u64::MAX);
+        let latency = self.shared.options.latency.max.div_ceil(1000) * 1000;
+        let window = latency.saturating_add(tick.saturating_mul(3));
+        let mut last = (self.shared.activity(), sim_now());
+        self.wait_until(deadline, |harness| {
+            let shared = &harness.shared;
+            let activity = shared.activity();
+            if activity != last.0 {
+                last = (activity, sim_now());
+            }
+            let quiet = shared.balanced() || sim_now().saturating_sub(last.1) >= window;
+            shared.hosts_idle() && quiet
+        })
+        .await;
+    }
+
+    async fn settle(&mut self) {
+        self.settle_for(self.step_timeout).await;
+    }
+
+    /// Registers every agent over its own connection, one after the other (as the reference
+    /// runner does).
+    async fn register_agents(&mut self, scenario: &Scenario) {
+        for (host, spec) in scenario.agents.iter().enumerate() {
+            let agent = &self.shared.agents[host];
+            agent.state.borrow_mut().want_connect = true;
+            agent.wake.notify_one();
+            let deadline = sim_now().saturating_add(self.step_timeout);
+            let connected = self
+                .wait_until(deadline, |harness| {
+                    harness.shared.agents[host].state.borrow().connected
+                })
+                .await;
+            if !connected {
+                self.notes
+                    .push(format!("{}: no connection to the hub", spec.name));
+                continue;
+            }
+            let rule = wire::rule_json(&spec.rule.clone().unwrap_or_default());
+            if let Err(error) = self.command(host, Command::Register { rule }).await {
+                self.notes.push(format!(
+                    "registering {}: {}: {}",
+                    spec.name, error.type_name, error.message
+                ));
+            }
+        }
+        self.settle().await;
+    }
+
+    /// Gives `host` a command; its result comes later.
+    fn start(&self, host: usize, command: Command) -> CommandId {
+        let agent = &self.shared.agents[host];
+        let mut state = agent.state.borrow_mut();
+        let state = &mut *state;
+        let id = state
+            .host
+            .command(Instant(sim_now()), command, &mut state.think);
+        state.unsent = true;
+        state.drain_results();
+        agent.wake.notify_one();
+        id
+    }
+
+    fn take_result(&self, host: usize, id: CommandId) -> Option<Result<Value, HubError>> {
+        let mut state = self.shared.agents[host].state.borrow_mut();
+        state.drain_results();
+        state.results.remove(&id)
+    }
+
+    /// Gives `host` a command and waits for its result (at most the step timeout).
+    async fn command(&mut self, host: usize, command: Command) -> Result<Value, HubError> {
+        let id = self.start(host, command);
+        let deadline = sim_now().saturating_add(self.step_timeout);
+        let mut result = None;
+        self.wait_until(deadline, |harness| {
+            result = harness.take_result(host, id);
+            result.is_some()
+        })
+        .await;
+        result.unwrap_or_else(|| Err(step_timeout(self.step_timeout as f64 / 1e6)))
+    }
+
+    fn host_named(&self, name: &str) -> Option<usize> {
+        self.shared.agent_named(name)
+    }
+
+    fn agent_id_of(&self, host: usize) -> Option<AgentId> {
+        self.shared.agents[host].state.borrow().host.id
+    }
+
+    fn agent_id(&self, name: &str) -> AgentId {
+        self.host_named(name)
+            .and_then(|h| self.agent_id_of(h))
+            .unwrap_or(AgentId(0))
+    }
+
+    async fn run_step(&mut self, idx: usize, step: &Step) {
+        let mut record = Map::new();
+        record.insert("i".into(), Value::from(idx));
+        record.insert("op".into(), Value::from(step.op.as_str()));
+        for (key, value) in &step.echo {
+            record.insert(key.clone(), value.clone());
+        }
+        let result = self.perform(idx, step, &mut record).await;
+        self.settle().await;
+        let error = result.err();
+        record.insert(
+            "error".into(),
+            error.as_ref().map_or(Value::Null, error_record),
+        );
+        let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
+        if !background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+            self.mismatches.push(mismatch(idx, step, error.as_ref()));
+        }
+        self.steps.push(record);
+        self.collect_background(idx);
+    }
+
+    fn collect_background(&mut self, after: usize) {
+        for idx in 0..self.background.len() {
+            let open = &self.background[idx];
+            if open.outcome.is_none() {
+                let outcome = self
+                    .take_result(open.host, open.command)
+                    .map(|result| result.map(|_| ()));
+                self.background[idx].outcome = outcome;
+            }
+            let open = &self.background[idx];
+            let Some(outcome) = &open.outcome else {
+                continue;
+            };
+            let record = &mut self.steps[open.step];
+            if !record.contains_key("completed_after_step") {
+                record.insert("completed_after_step".into(), Value::from(after));
+                record.insert(
+                    "error".into(),
+                    outcome.as_ref().err().map_or(Value::Null, error_record),
+                );
+            }
+        }
+    }
+
+    /// The reference's end of run for background opens: one still pending is cancelled.
+    fn finish_background(&mut self, scenario: &Scenario) {
+        for idx in 0..self.background.len() {
+            let open = self.background[idx].clone();
+            let finished = open.outcome.is_some()
+                || self.shared.agents[open.host]
+                    .state
+                    .borrow()
+                    .results
+                    .contains_key(&open.command);
+            if !finished {
+                let record = &mut self.steps[open.step];
+                if !record.contains_key("completed_after_step") {
+                    record.insert("still_pending_at_end".into(), Value::Bool(true));
+                    record.insert("error".into(), Value::Null);
+                }
+            }
+            let record = &self.steps[open.step];
+            let error = record
+                .get("error")
+                .filter(|e| !e.is_null())
+                .map(|e| HubError {
+                    kind: crate::proto::ErrorKind::Other,
+                    type_name: e["type"].as_str().unwrap_or_default().to_string(),
+                    message: e["message"].as_str().unwrap_or_default().to_string(),
+                });
+            let step = &scenario.steps[open.step];
+            if !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+                let message = mismatch(open.step, step, error.as_ref()).replacen(
+                    &format!("step {} ({})", open.step, step.op),
+                    &format!("step {} (background open)", open.step),
+                    1,
+                );
+                self.mismatches.push(message);
+            }
+        }
+    }
+
+    async fn perform(
+        &mut self,
+        idx: usize,
+        step: &Step,
+        record: &mut Map<String, Value>,
+    ) -> Result<(), HubError> {
+        match &step.action {
+            Action::Open { .. } => self.open(idx, step, record).await,
+            Action::Send {
+                channel,
+                unknown_channel,
+                by,
+                text,
+                audience,
+                event_type,
+                event_data,
+                depth,
+                via_hub,
+            } => {
+                let host = self.host_named(by).unwrap_or(0);
+                let channel = self.channel_of(idx, channel, *unknown_channel)?;
+                let audience = audience
+                    .as_ref()
+                    .map(|names| names.iter().map(|n| self.agent_id(n)).collect());
+                let data = match event_data.as_ref().map(|d| self.resolve_refs(d)) {
+                    Some(Value::Object(map)) => map,
+                    _ => map_of([("text", Value::from(text.as_str()))]),
+                };
+                let sender = self.agent_id(by);
+                let mut envelope = Envelope::new(channel, sender, audience, event_type, data);
+                envelope.depth = depth.unwrap_or(0);
+                let id = if *via_hub {
+                    let posted = self.shared.hub.with(|server, now| {
+                        let posted = server.hub_mut().post_envelope(now, envelope);
+                        server.flush(now);
+                        posted
+                    });
+                    Value::String(posted?.to_string())
+                } else {
+                    self.lookup(channel)?;
+                    self.command(host, Command::Post(Box::new(envelope)))
+                        .await?
+                };
+                record.insert("result".into(), id);
+                Ok(())
+            }
+            Action::Close {
+                channel,
+                unknown_channel,
+                by,
+                reason,
+                via_hub,
+            } => {
+                let host = self.host_named(by).unwrap_or(0);
+                let channel = self.channel_of(idx, channel, *unknown_channel)?;
+                if *via_hub {
+                    self.shared.hub.with(|server, now| {
+                        let closed = server.hub_mut().close_channel(now, channel, reason);
+                        server.flush(now);
+                        closed
+                    })
+                } else {
+                    self.lookup(channel)?;
+                    let command = Command::Close {
+                        channel,
+                        reason: reason.clone(),
+                    };
+                    self.command(host, command).await.map(|_| ())
+                }
+            }
+            Action::Advance(by) => {
+                let seconds = match by {
+                    AdvanceBy::Seconds(seconds) => *seconds as f64,
+                    AdvanceBy::Float(seconds) => *seconds,
+                    AdvanceBy::Text(text) => {
+                        parse_duration(&DurationSpec::Text(text.clone()))? as f64
+                    }
+                };
+                self.shared
+                    .mock
+                    .set(advanced(self.shared.mock.get(), seconds)?);
+                let wall = self.shared.hub.now().wall;
+                record.insert("now".into(), Value::String(wall.to_string()));
+                Ok(())
+            }
+            Action::TtlTick | Action::ExpectationTick => {
+                let ttl = matches!(step.action, Action::TtlTick);
+                self.shared.hub.with(|server, now| {
+                    if ttl {
+                        server.hub_mut().expire_due(now);
+                    } else {
+                        server.hub_mut().expectation_tick(now);
+                    }
+                    server.flush(now);
+                });
+                Ok(())
+            }
+            Action::SetRule { agent, rule } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                let rule = wire::rule_json(rule);
+                self.command(host, Command::SetRule { rule })
+                    .await
+                    .map(|_| ())
+            }
+            Action::Unregister { agent } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                self.command(host, Command::Unregister).await.map(|_| ())
+            }
+            Action::Settle => Ok(()),
+            Action::Wait(micros) => {
+                let until = sim_now().saturating_add(*micros);
+                self.wait_until(until, |_| false).await;
+                Ok(())
+            }
+            Action::Fault(fault) => {
+                apply_fault(&self.shared, fault, None);
+                Ok(())
+            }
+        }
+    }
+
+    /// The reference runner's own `hub.get_channel` before a client send or close.
+    fn lookup(&self, channel: ChannelId) -> Result<(), HubError> {
+        self.shared
+            .hub
+            .read(|server| server.hub().get_channel(channel).map(|_| ()))
+    }
+
+    fn last_channel(&self) -> Option<ChannelId> {
+        self.shared
+            .hub
+            .read(|server| server.hub().channel_ids().last())
+    }
+
+    async fn open(
+        &mut self,
+        idx: usize,
+        step: &Step,
+        record: &mut Map<String, Value>,
+    ) -> Result<(), HubError> {
+        let Action::Open {
+            label,
+            by,
+            manifest_type,
+            targets,
+            ttl,
+            knobs,
+            intent,
+            labels,
+            wait,
+        } = &step.action
+        else {
+            return Ok(());
+        };
+        let label = label
+            .clone()
+            .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
+        let host = self.host_named(by).unwrap_or(0);
+        let ttl = match ttl {
+            None => Value::Null,
+            Some(DurationSpec::Seconds(seconds)) => Value::from(*seconds),
+            Some(DurationSpec::Float(seconds)) => Value::from(*seconds),
+            Some(DurationSpec::Text(text)) => Value::from(text.as_str()),
+        };
+        let request = OpenRequest {
+            targets: targets.clone(),
+            manifest_type: manifest_type.clone(),
+            ttl,
+            knobs: knobs
+                .as_ref()
+                .map_or(Value::Null, |data| self.resolve_refs(data)),
+            intent: intent.clone().map_or(Value::Null, Value::String),
+            labels: labels
+                .as_ref()
+                .map_or(Value::Null, |data| self.resolve_refs(data)),
+        };
+        let before = self.last_channel();
+        let command = Command::Open(Box::new(request));
+        if !wait {
+            let id = self.start(host, command);
+            self.settle().await;
+            self.label_new(before, &label);
+            record.insert("result".into(), Value::from(label));
+            record.insert("background".into(), Value::Bool(true));
+            self.background.push(Background {
+                step: idx,
+                host,
+                command: id,
+                outcome: None,
+            });
+            return Ok(());
+        }
+        let result = self.command(host, command).await;
+        self.label_new(before, &label);
+        result?;
+        record.insert("result".into(), Value::from(label));
+        Ok(())
+    }
+
+    fn label_new(&mut self, before: Option<ChannelId>, label: &str) {
+        let created: Vec<ChannelId> = self.shared.hub.read(|server| {
+            server
+                .hub()
+                .channel_ids()
+                .filter(|c| Some(*c) > before)
+                .collect()
+        });
+        for channel in created {
+            self.labels
+                .entry(channel)
+                .or_insert_with(|| label.to_string());
+        }
+    }
+
+    fn channel_of(
+        &self,
+        idx: usize,
+        label: &str,
+        unknown_channel: bool,
+    ) -> Result<ChannelId, HubError> {
+        if let Some((channel, _)) = self.labels.iter().find(|(_, l)| l.as_str() == label) {
+            return Ok(*channel);
+        }
+        if unknown_channel {
+            return Ok(UNKNOWN_CHANNEL);
+        }
+        Err(HubError::key(&format!(
+            "step {idx}: unknown channel label {}",
+            crate::json::py_str_repr(label)
+        )))
+    }
+
+    /// `{$id: name}` becomes that agent's id, anywhere in `data`.
+    fn resolve_refs(&self, data: &Value) -> Value {
+        match data {
+            Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
+                let name = map["$id"].as_str().unwrap_or_default();
+                match self.host_named(name).and_then(|h| self.agent_id_of(h)) {
+                    Some(id) => Value::String(id.to_string()),
+                    None => Value::Null,
+                }
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.resolve_refs(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.resolve_refs(v)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+}

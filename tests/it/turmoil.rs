@@ -1,0 +1,157 @@
+//! Scenarios on turmoil with WebSocket framing (`hubsim run --net turmoil`) against the
+//! event-driven network driver: with zero latency and the reference's frozen clock, the traces
+//! are byte-identical, except where timers that tie in the event driver fall a few ticks apart
+//! on turmoil (pinned below); and one seed replays byte for byte.
+
+use crate::support::sim_path;
+use hubsim::net::scenario::{run, run_outcome, TurmoilOptions};
+use hubsim::sim::run_on_network;
+use hubsim::sim::scenario::{Range, Scenario};
+use std::time::Duration;
+
+/// Scenarios whose turmoil trace equals the event driver's: every adapter, rules, TTLs,
+/// expectations, inbox caps, access checks, remote-mode error mapping, background opens.
+const EQUAL: &[&str] = &[
+    "consulting_happy",
+    "conversation_multi_turn",
+    "discussion_round_robin",
+    "workflow_graph",
+    "ttl_expiry",
+    "inbox_overflow",
+    "access_denied",
+    "consulting_edges",
+    "discussion_ack_timeout_partial",
+    "expectation_reply_within_multi",
+    "invite_ack_timeout",
+    "workflow_handoff_name_stall",
+    "unknown_channel_errors",
+];
+
+fn frozen(name: &str) -> Scenario {
+    let mut scenario = Scenario::load(&sim_path(name)).expect("loads");
+    scenario.network.frozen_clock = true;
+    scenario
+}
+
+fn options(tick_ms: u64) -> TurmoilOptions {
+    TurmoilOptions {
+        tick: Duration::from_millis(tick_ms),
+    }
+}
+
+#[test]
+fn representative_scenarios_on_turmoil_trace_like_the_event_driver() {
+    for name in EQUAL {
+        let scenario = frozen(name);
+        let events = run_on_network(&scenario, 0);
+        let turmoil = run_outcome(&scenario, 0, &options(1)).expect("runs on turmoil");
+        assert!(
+            events.trace == turmoil.trace,
+            "{name}: turmoil trace differs\nrepro: diff <(hubsim run sims/{name}.yaml --frozen-clock) <(hubsim run sims/{name}.yaml --frozen-clock --net turmoil)"
+        );
+        assert_eq!(events.mismatches, turmoil.mismatches, "{name}");
+    }
+}
+
+#[test]
+fn a_ten_millisecond_tick_gives_the_same_trace() {
+    for name in ["consulting_happy", "workflow_graph", "ttl_expiry"] {
+        let scenario = frozen(name);
+        let events = run_on_network(&scenario, 0);
+        let turmoil = run_outcome(&scenario, 0, &options(10)).expect("runs on turmoil");
+        assert!(events.trace == turmoil.trace, "{name}: differs at 10 ms");
+    }
+}
+
+#[test]
+fn a_step_timeout_that_ties_with_an_invite_timer_falls_apart_on_turmoil() {
+    // step_timeout_pending_open: alice's first open to a silent bob times out (0.3 s), and her
+    // second open waits behind it on her connection until bob's 0.6 s invite-ack timer frees
+    // it. In the event driver messages take no time, so that timer and the second step's
+    // deadline tie at exactly 0.6 s and the timer wins: c1 closes by `invite_timeout` and c2
+    // opens. On turmoil the first open's `get_agent` round trip takes ticks before its
+    // `create_channel`, so the timer falls a few milliseconds after the deadline: the second open
+    // times out too, and c1 stays pending until the `expectation_tick` after `advance: 30`
+    // closes it by `acks_within`.
+    let scenario = frozen("step_timeout_pending_open");
+    let events = run_on_network(&scenario, 0);
+    let turmoil = run_outcome(&scenario, 0, &options(1)).expect("runs on turmoil");
+    assert!(events.trace.contains("\"reason\": \"invite_timeout\""));
+    assert!(events.mismatches.is_empty(), "{:#?}", events.mismatches);
+    assert!(turmoil
+        .trace
+        .contains("\"reason\": \"expectation_violated:acks_within\""));
+    assert_eq!(
+        turmoil.mismatches,
+        ["step 1 (open): expected success, got StepTimeout: step did not finish in 0.3s"]
+    );
+}
+
+#[test]
+fn one_seed_replays_byte_for_byte_on_turmoil() {
+    // Random latencies (turmoil's per-message draw) and model turns (the `agent/NAME` streams).
+    let mut scenario = frozen("discussion_round_robin");
+    scenario.network.latency = Range {
+        min: 1_000,
+        max: 20_000,
+    };
+    scenario.network.model_time = Range {
+        min: 50_000,
+        max: 900_000,
+    };
+    for tick_ms in [1, 10] {
+        let first = run(&scenario, 7, &options(tick_ms)).expect("runs");
+        let second = run(&scenario, 7, &options(tick_ms)).expect("runs");
+        let render =
+            |net: &hubsim::sim::net::NetRun| hubsim::sim::trace::render(&scenario.name, &net.run);
+        assert_eq!(render(&first), render(&second), "tick {tick_ms} ms");
+        assert_eq!(first.stats, second.stats, "tick {tick_ms} ms");
+        assert!(
+            first.run.mismatches.is_empty(),
+            "{:#?}",
+            first.run.mismatches
+        );
+    }
+}
+
+#[test]
+fn a_disconnected_agent_reattaches_on_a_new_websocket() {
+    let text = r#"
+name: reattach
+agents:
+  - name: alice
+    replies: ["unused"]
+  - name: bob
+    replies: ["42", "43"]
+steps:
+  - {op: open, as: c1, by: alice, type: conversation, target: bob}
+  - {op: send, channel: c1, by: alice, text: "first", audience: [bob]}
+  - {op: disconnect, agent: bob}
+  - {op: send, channel: c1, by: alice, text: "second", audience: [bob]}
+"#;
+    let scenario = Scenario::parse(text, "reattach").expect("parses");
+    let net = run(&scenario, 0, &options(1)).expect("runs");
+    assert_eq!(net.stats.reconnects, 1, "{:?}", net.stats);
+    let trace = hubsim::sim::trace::render(&scenario.name, &net.run);
+    assert!(
+        trace.contains("\"43\""),
+        "bob answered after re-attaching\n{trace}"
+    );
+    assert!(net.run.mismatches.is_empty(), "{:#?}", net.run.mismatches);
+}
+
+#[test]
+fn a_hub_crash_is_refused_on_turmoil() {
+    let text = r#"
+name: crashing
+agents:
+  - name: alice
+    replies: []
+steps:
+  - {op: crash}
+  - {op: restart}
+"#;
+    let scenario = Scenario::parse(text, "crashing").expect("parses");
+    let error = run(&scenario, 0, &options(1)).expect_err("refused");
+    assert!(error.0.contains("--net events"), "{error}");
+}
