@@ -179,7 +179,7 @@ impl HubServer {
             match self.hub.handle_request(now, endpoint, &request) {
                 RpcOutcome::Response(response) => {
                     self.pump(now);
-                    self.send(endpoint, &response);
+                    self.send(endpoint, response);
                 }
                 RpcOutcome::Pending { channel, .. } => {
                     self.pump(now);
@@ -204,7 +204,7 @@ impl HubServer {
                 let response = self.hub.resolve_pending(channel, &result);
                 let Some(endpoint) = waiting else { continue };
                 if let Some(response) = response {
-                    self.send(endpoint, &response);
+                    self.send(endpoint, response);
                 }
                 if let Some(connection) = self.connections.get_mut(&endpoint) {
                     connection.waiting = None;
@@ -230,24 +230,21 @@ impl HubServer {
                             ("recipient_id", Value::String(recipient.to_string())),
                         ],
                     );
-                    self.send(endpoint, &frame);
+                    self.send(endpoint, frame);
                 }
-                Output::Frame { endpoint, frame } => self.send(endpoint, &frame),
+                Output::Frame { endpoint, frame } => self.send(endpoint, frame),
                 Output::OpenResolved { channel, result } => self.resolved.push((channel, result)),
                 Output::InboxPressure { .. } => {}
             }
         }
     }
 
-    fn send(&mut self, endpoint: EndpointId, frame: &Frame) {
+    fn send(&mut self, endpoint: EndpointId, frame: Frame) {
         if !self.connections.contains_key(&endpoint) {
             return;
         }
         self.outputs.push_back(if self.frames {
-            ServerOutput::Frame {
-                endpoint,
-                frame: frame.clone(),
-            }
+            ServerOutput::Frame { endpoint, frame }
         } else {
             ServerOutput::Send {
                 endpoint,

@@ -367,7 +367,7 @@ impl AgentHost {
     }
 
     /// One frame from the hub (drivers that carry frames without encoding them).
-    pub fn receive_frame(&mut self, now: Instant, frame: &Frame, think: &mut dyn ThinkTime) {
+    pub fn receive_frame(&mut self, now: Instant, frame: Frame, think: &mut dyn ThinkTime) {
         if let Some(link) = self.links.get_mut(&self.current) {
             link.receive_frame(frame);
         }

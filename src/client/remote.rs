@@ -168,14 +168,14 @@ impl RemoteLink {
     /// One text message from the hub. Undecodable messages are dropped, as in ag2.
     pub fn receive(&mut self, text: &str) {
         if let Ok(frame) = Frame::decode(text) {
-            self.receive_frame(&frame);
+            self.receive_frame(frame);
         }
     }
 
     /// One frame from the hub, for drivers that carry frames without encoding them.
-    pub fn receive_frame(&mut self, frame: &Frame) {
+    pub fn receive_frame(&mut self, mut frame: Frame) {
         match frame.kind {
-            FrameKind::Response => self.on_response(frame),
+            FrameKind::Response => self.on_response(&mut frame),
             FrameKind::Welcome => {
                 let endpoint = frame
                     .get("endpoint_id")
@@ -189,21 +189,21 @@ impl RemoteLink {
                 let message = frame.get("message").as_str().unwrap_or_default();
                 self.resolve_handshake(Err(error_from_code(code, message)));
             }
-            FrameKind::Notify => self.on_notify(frame),
+            FrameKind::Notify => self.on_notify(&mut frame),
             _ => {}
         }
     }
 
-    fn on_response(&mut self, frame: &Frame) {
-        let Some(request_id) = frame.get("request_id").as_str() else {
+    fn on_response(&mut self, frame: &mut Frame) {
+        let Some(request_id) = frame.get("request_id").as_str().map(str::to_string) else {
             return;
         };
         // A late answer (the call already timed out) finds no waiter and is dropped.
-        let Some(call) = self.calls.remove(request_id) else {
+        let Some(call) = self.calls.remove(&request_id) else {
             return;
         };
         let result = if frame.get("ok") == &Value::Bool(true) {
-            Ok(frame.get("result").clone())
+            Ok(frame.take("result"))
         } else {
             let code = frame.get("error_code").as_str().unwrap_or_default();
             Err(error_from_code(
@@ -212,7 +212,7 @@ impl RemoteLink {
             ))
         };
         self.events.push_back(ClientEvent::Response {
-            request_id: request_id.to_string(),
+            request_id,
             op: call.op,
             result,
         });
@@ -225,8 +225,8 @@ impl RemoteLink {
         }
     }
 
-    fn on_notify(&mut self, frame: &Frame) {
-        let envelope = frame.get("envelope").clone();
+    fn on_notify(&mut self, frame: &mut Frame) {
+        let envelope = frame.take("envelope");
         let recipient = frame.get("recipient_id").as_str().unwrap_or_default();
         let recipients: Vec<AgentId> = if !recipient.is_empty() {
             AgentId::parse(recipient).into_iter().collect()

@@ -229,6 +229,18 @@ impl Frame {
         Ok(Frame { kind, fields })
     }
 
+    /// Moves a field's value out, leaving `null`.
+    ///
+    /// # Panics
+    /// When `kind` has no such field: a bug in the caller.
+    pub fn take(&mut self, field: &str) -> Value {
+        self.fields
+            .iter_mut()
+            .find(|(name, _)| *name == field)
+            .map(|(_, value)| std::mem::take(value))
+            .unwrap_or_else(|| panic!("{:?} frames have no field {field}", self.kind))
+    }
+
     /// A field's value (defaults included).
     ///
     /// # Panics

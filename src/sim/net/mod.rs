@@ -409,7 +409,7 @@ impl World {
                 let (now, think) = (Instant(self.now), &mut self.thinks[host]);
                 match msg {
                     Msg::Text(text) => self.hosts[host].receive(now, &text, think),
-                    Msg::Frame(frame) => self.hosts[host].receive_frame(now, &frame, think),
+                    Msg::Frame(frame) => self.hosts[host].receive_frame(now, frame, think),
                 }
                 self.drain_host(host);
             }
