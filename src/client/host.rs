@@ -600,12 +600,26 @@ impl AgentHost {
         &mut self,
         now: Instant,
         task: u64,
-        result: Result<Value, HubError>,
+        shared: Result<Arc<Value>, HubError>,
         think: &mut dyn ThinkTime,
     ) {
         let Some(stage) = self.tasks.get(&task).map(|t| t.stage) else {
             return;
         };
+        match stage {
+            Stage::PendingTurns | Stage::ResumeWal | Stage::ResumeWaits => {
+                return self.on_resume(now, task, stage, shared)
+            }
+            Stage::Register
+            | Stage::GetAgent
+            | Stage::CreateChannel
+            | Stage::OpenNames
+            | Stage::Single
+            | Stage::Unregister => {}
+            _ => return self.on_handler_response(now, task, stage, shared, think),
+        }
+        // Commands keep their results: take them out of the share (they are small).
+        let result = shared.map(Arc::unwrap_or_clone);
         match stage {
             Stage::Register => {
                 if let Ok(passport) = &result {
@@ -675,10 +689,7 @@ impl AgentHost {
                 }
                 self.finish_command(task, result.map(|_| Value::Null));
             }
-            Stage::PendingTurns | Stage::ResumeWal | Stage::ResumeWaits => {
-                self.on_resume(now, task, stage, result)
-            }
-            _ => self.on_handler_response(now, task, stage, result, think),
+            _ => {}
         }
     }
 
@@ -758,7 +769,7 @@ impl AgentHost {
         now: Instant,
         task: u64,
         stage: Stage,
-        result: Result<Value, HubError>,
+        result: Result<Arc<Value>, HubError>,
         think: &mut dyn ThinkTime,
     ) {
         let Some(envelope) = self.handler_envelope(task) else {
@@ -959,7 +970,7 @@ impl AgentHost {
         now: Instant,
         task: u64,
         stage: Stage,
-        result: Result<Value, HubError>,
+        result: Result<Arc<Value>, HubError>,
     ) {
         let Ok(value) = result else {
             // ag2's resume raises; nothing more is re-run.

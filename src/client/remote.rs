@@ -13,6 +13,7 @@ use crate::proto::{ErrorKind, HubError};
 use crate::time::Instant;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// ag2's default `rpc_timeout` (30 s), in microseconds.
 pub const RPC_TIMEOUT_MICROS: u64 = 30_000_000;
@@ -26,8 +27,9 @@ pub enum ClientEvent {
         request_id: String,
         /// The op that was called.
         op: String,
-        /// `result`, or the mapped error (`TimeoutError`, `RuntimeError("connection closed")`).
-        result: Result<Value, HubError>,
+        /// `result` (shared: a WAL read may be handed to many readers), or the mapped error
+        /// (`TimeoutError`, `RuntimeError("connection closed")`).
+        result: Result<Arc<Value>, HubError>,
     },
     /// A hello finished.
     Handshake {
@@ -203,7 +205,7 @@ impl RemoteLink {
             return;
         };
         let result = if frame.get("ok") == &Value::Bool(true) {
-            Ok(frame.take("result"))
+            Ok(frame.take_result())
         } else {
             let code = frame.get("error_code").as_str().unwrap_or_default();
             Err(error_from_code(

@@ -130,9 +130,27 @@ pub(crate) struct ChannelEntry {
     pub(crate) fired: BTreeSet<(usize, String)>,
     /// `(sender, causation_id)` to the most recent envelope posted under that key.
     pub(crate) causation: BTreeMap<(AgentId, String), EnvelopeId>,
-    /// The `read_wal` record of each WAL entry so far, filled on first read (a WAL only
-    /// grows, and a stored envelope never changes).
-    pub(crate) wire: std::cell::RefCell<Vec<serde_json::Value>>,
+    /// `read_wal` records, filled on first read (a WAL only grows, and a stored envelope never
+    /// changes).
+    pub(crate) wire: std::cell::RefCell<WireCache>,
+}
+
+/// The `read_wal` records of a channel's WAL entries so far, and the whole WAL as one shared
+/// record for the length it was built at.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WireCache {
+    pub(crate) records: Vec<serde_json::Value>,
+    pub(crate) whole: Option<(usize, Arc<serde_json::Value>)>,
+}
+
+impl WireCache {
+    /// Adds the records of the entries not yet cached.
+    pub(crate) fn fill(&mut self, wal: &[Arc<Envelope>]) {
+        while self.records.len() < wal.len() {
+            let record = wire::stored_envelope_json(&wal[self.records.len()]);
+            self.records.push(record);
+        }
+    }
 }
 
 /// A pending open's invite-ack deadline.

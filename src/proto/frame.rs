@@ -9,6 +9,7 @@
 
 use crate::json::{py_str_repr, write_compact_python_unsorted, write_json_string};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The largest message either side accepts (the `websockets` default `max_size`); a larger one
 /// makes the receiver close the connection.
@@ -163,6 +164,9 @@ pub struct Frame {
     /// The kind.
     pub kind: FrameKind,
     fields: Vec<(&'static str, Value)>,
+    /// A response's `result` when it is shared rather than owned: a read-only record the hub
+    /// hands to many readers (a WAL read), which a frame carried without encoding need not copy.
+    shared_result: Option<Arc<Value>>,
 }
 
 /// Why a message is not a frame. ag2 logs it and drops the message; the connection stays open.
@@ -226,7 +230,27 @@ impl Frame {
                 (*name, value)
             })
             .collect();
-        Ok(Frame { kind, fields })
+        Ok(Frame {
+            kind,
+            fields,
+            shared_result: None,
+        })
+    }
+
+    /// A `response` whose `result` is shared (see [`Frame::take_result`]).
+    pub fn with_shared_result(mut self, result: Arc<Value>) -> Frame {
+        if self.kind == FrameKind::Response {
+            self.shared_result = Some(result);
+        }
+        self
+    }
+
+    /// Moves a response's `result` out, shared or not.
+    pub fn take_result(&mut self) -> Arc<Value> {
+        match self.shared_result.take() {
+            Some(shared) => shared,
+            None => Arc::new(self.take("result")),
+        }
     }
 
     /// Moves a field's value out, leaving `null`.
@@ -246,6 +270,9 @@ impl Frame {
     /// # Panics
     /// When `kind` has no such field: a bug in the caller.
     pub fn get(&self, field: &str) -> &Value {
+        if let (Some(shared), "result") = (&self.shared_result, field) {
+            return shared;
+        }
         self.fields
             .iter()
             .find(|(name, _)| *name == field)
@@ -260,6 +287,10 @@ impl Frame {
         for (name, value) in &self.fields {
             write_json_string(&mut out, name);
             out.push_str(": ");
+            let value = match (&self.shared_result, *name) {
+                (Some(shared), "result") => &**shared,
+                _ => value,
+            };
             write_compact_python_unsorted(&mut out, value);
             out.push_str(", ");
         }

@@ -103,7 +103,7 @@ impl Net {
             .position(|event| matches!(event, ClientEvent::Response { request_id, .. } if *request_id == id))
             .expect("answered");
         match inbox.remove(position) {
-            ClientEvent::Response { result, .. } => result,
+            ClientEvent::Response { result, .. } => result.map(Arc::unwrap_or_clone),
             _ => unreachable!("matched a response"),
         }
     }

@@ -223,12 +223,23 @@ impl Hub {
             return done(Value::Array(Vec::new()));
         };
         let mut cache = entry.wire.borrow_mut();
-        while cache.len() < entry.wal.len() {
-            let record = wire::stored_envelope_json(&entry.wal[cache.len()]);
-            cache.push(record);
-        }
         let range = crate::hub::python_slice(entry.wal.len(), since, until);
-        done(Value::Array(cache[range].to_vec()))
+        if range == (0..entry.wal.len()) {
+            // The whole WAL, as the default handler reads it: one shared record per length.
+            if cache
+                .whole
+                .as_ref()
+                .is_none_or(|(len, _)| *len != entry.wal.len())
+            {
+                cache.fill(&entry.wal);
+                let records = Value::Array(cache.records.clone());
+                cache.whole = Some((entry.wal.len(), std::sync::Arc::new(records)));
+            }
+            let whole = cache.whole.as_ref().map(|(_, records)| records.clone());
+            return Ok(super::Reply::Shared(whole.unwrap_or_default()));
+        }
+        cache.fill(&entry.wal);
+        done(Value::Array(cache.records[range].to_vec()))
     }
 
     pub(super) fn op_find_envelope_by_causation(

@@ -54,6 +54,8 @@ pub enum RpcOutcome {
 #[derive(Clone, Debug, PartialEq)]
 enum Reply {
     Done(Value),
+    /// A result shared with other readers (see [`Frame::with_shared_result`]).
+    Shared(std::sync::Arc<Value>),
     Pending(ChannelId),
 }
 
@@ -101,6 +103,9 @@ impl Hub {
             Ok(Reply::Done(result)) => {
                 RpcOutcome::Response(response(request_id.clone(), Ok(result)))
             }
+            Ok(Reply::Shared(result)) => RpcOutcome::Response(
+                response(request_id.clone(), Ok(Value::Null)).with_shared_result(result),
+            ),
             Ok(Reply::Pending(channel)) => {
                 self.rpc_waiters.insert(channel, id.to_string());
                 RpcOutcome::Pending {
