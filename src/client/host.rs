@@ -74,6 +74,14 @@ pub enum Command {
     },
     /// `AgentClient.unregister`.
     Unregister,
+    /// Any other RPC as the client sends it (`checkpoint_task` and `read_task_checkpoint` for
+    /// `HubBackedCheckpointStore`); the result is the op's.
+    Call {
+        /// The op.
+        op: String,
+        /// Its params.
+        params: Map<String, Value>,
+    },
 }
 
 /// What `AgentClient.open` is called with.
@@ -339,6 +347,9 @@ impl AgentHost {
             Command::SetRule { rule } => {
                 let params = map_of([("agent_id", agent.unwrap_or(Value::Null)), ("rule", rule)]);
                 self.call(now, task, Stage::Single, "set_rule", params);
+            }
+            Command::Call { op, params } => {
+                self.call(now, task, Stage::Single, &op, params);
             }
             Command::Unregister => {
                 if self.disconnected {

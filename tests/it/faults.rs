@@ -13,6 +13,7 @@ const SEEDS: u64 = 200;
 
 /// Every network-only scenario (the tidy test compares it with `sims/net_*.yaml`).
 pub(crate) const NET_LISTED: &[&str] = &[
+    "net_checkpoint_crash",
     "net_crash_workflow",
     "net_disconnect_replay",
     "net_inbox_overflow",
@@ -195,6 +196,29 @@ fn net_lost_invite_ack() {
             "seed {seed}: the late ack is refused"
         );
         assert_eq!(trace["channels"]["c1"]["close_reason"], "invite_timeout");
+    }
+}
+
+#[test]
+fn net_checkpoint_crash() {
+    for Seeded { seed, run, trace } in sweep("net_checkpoint_crash") {
+        assert_eq!(run.stats.crashes, 1, "seed {seed}");
+        let reads: Vec<&Value> = trace["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|step| step["op"] == "read_checkpoint" && step["error"].is_null())
+            .map(|step| &step["result"])
+            .collect();
+        assert_eq!(reads.len(), 2, "seed {seed}");
+        assert_eq!(
+            reads[0]["step"], 2,
+            "seed {seed}: read back before the crash"
+        );
+        assert_eq!(
+            reads[1]["step"], 1,
+            "seed {seed}: the unsynced write is lost"
+        );
     }
 }
 

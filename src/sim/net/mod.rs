@@ -277,13 +277,17 @@ impl World {
         self.queue.insert((at, self.seq), event);
     }
 
-    /// Work is under way: messages in flight, a handler running, a re-attach pending. A
-    /// command still waiting for its answer (a background open) is not work, as for the
-    /// reference runner's drain.
+    /// Work is under way: messages in flight, a handler running, a re-attach that can succeed
+    /// (the hub is up and the link not cut). A command still waiting for its answer (a
+    /// background open) is not work, as for the reference runner's drain.
     fn busy(&self) -> bool {
         self.in_flight > 0
             || self.hosts.iter().any(|host| !host.handlers_idle())
-            || self.links.iter().any(|link| link.reconnecting)
+            || (self.server.is_some()
+                && self
+                    .links
+                    .iter()
+                    .any(|link| link.reconnecting && !link.partitioned))
     }
 
     fn next_sync(&self) -> Option<u64> {

@@ -245,6 +245,23 @@ impl World {
                 let host = self.host_named(agent).unwrap_or(0);
                 self.command(host, Command::Unregister).map(|_| ())
             }
+            Action::Checkpoint { agent, task, state } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                let params = map_of([
+                    ("task_id", Value::from(task.as_str())),
+                    ("state", state.clone()),
+                ]);
+                let op = "checkpoint_task".to_string();
+                self.command(host, Command::Call { op, params }).map(|_| ())
+            }
+            Action::ReadCheckpoint { agent, task } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                let params = map_of([("task_id", Value::from(task.as_str()))]);
+                let op = "read_task_checkpoint".to_string();
+                let state = self.command(host, Command::Call { op, params })?;
+                record.insert("result".into(), state);
+                Ok(())
+            }
             Action::Settle => Ok(()),
             Action::Wait(micros) => {
                 let until = self.now.saturating_add(*micros);

@@ -134,6 +134,15 @@ impl Driver {
                 }
                 Ok(())
             }
+            Action::Checkpoint { task, state, .. } => {
+                self.hub.checkpoint_task(task, state.clone());
+                Ok(())
+            }
+            Action::ReadCheckpoint { task, .. } => {
+                let state = self.hub.read_task_checkpoint(task).cloned();
+                record.insert("result".into(), state.unwrap_or(Value::Null));
+                Ok(())
+            }
             Action::Settle | Action::Wait(_) => Ok(()),
             Action::Fault(_) => Err(HubError::new(
                 crate::proto::ErrorKind::Other,

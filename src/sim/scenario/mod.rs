@@ -236,6 +236,23 @@ pub enum Action {
     },
     /// `settle`: nothing (the runner drains after every step anyway).
     Settle,
+    /// `checkpoint`: ag2's `HubBackedCheckpointStore.write(task, state)` through the agent's
+    /// client.
+    Checkpoint {
+        /// The writer.
+        agent: String,
+        /// The task id.
+        task: String,
+        /// The state (any JSON).
+        state: Value,
+    },
+    /// `read_checkpoint`: `HubBackedCheckpointStore.read(task)`; the step records the state.
+    ReadCheckpoint {
+        /// The reader.
+        agent: String,
+        /// The task id.
+        task: String,
+    },
     /// `wait`: simulated time passes (network driver only), in microseconds.
     Wait(u64),
     /// A fault op (`partition`, `repair`, `hold`, `release`, `disconnect`, `crash`, `restart`).

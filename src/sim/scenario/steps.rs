@@ -29,6 +29,8 @@ struct StepFields {
     via: Option<String>,
     reason: Option<String>,
     rule: Option<RuleFields>,
+    task: Option<String>,
+    state: Option<serde_yaml::Value>,
     unknown_channel: Option<bool>,
     expect_error: Option<serde_yaml::Value>,
 }
@@ -55,6 +57,8 @@ fn op_fields(op: &str) -> Option<&'static [&'static str]> {
         "ttl_tick" | "expire_due" | "expectation_tick" | "settle" => &[],
         "set_rule" => &["agent", "rule"],
         "unregister" => &["agent"],
+        "checkpoint" => &["agent", "task", "state"],
+        "read_checkpoint" => &["agent", "task"],
         "wait" => &["seconds"],
         "partition" | "repair" | "hold" | "release" | "disconnect" => &["agent"],
         "crash" | "restart" => &[],
@@ -62,7 +66,7 @@ fn op_fields(op: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle, wait, partition, repair, hold, release, disconnect, crash, restart";
+const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle, checkpoint, read_checkpoint, wait, partition, repair, hold, release, disconnect, crash, restart";
 
 pub(super) struct StepsSeed<'a> {
     pub(super) agents: Option<&'a BTreeSet<String>>,
@@ -168,6 +172,8 @@ fn bare_step(op: &str) -> StepFields {
         via: None,
         reason: None,
         rule: None,
+        task: None,
+        state: None,
         unknown_channel: None,
         expect_error: None,
     }
@@ -198,6 +204,8 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
         ("via", f.via.is_some()),
         ("reason", f.reason.is_some()),
         ("rule", f.rule.is_some()),
+        ("task", f.task.is_some()),
+        ("state", f.state.is_some()),
         ("unknown_channel", f.unknown_channel.is_some()),
     ]
     .into_iter()
@@ -301,6 +309,25 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
         },
         "unregister" => Action::Unregister {
             agent: need(&f.agent, "agent")?,
+        },
+        "checkpoint" => Action::Checkpoint {
+            agent: need(&f.agent, "agent")?,
+            task: f
+                .task
+                .clone()
+                .ok_or_else(|| format!("op `{op}` needs `task`"))?,
+            state: f
+                .state
+                .as_ref()
+                .map(yaml_to_json)
+                .ok_or_else(|| format!("op `{op}` needs `state`"))?,
+        },
+        "read_checkpoint" => Action::ReadCheckpoint {
+            agent: need(&f.agent, "agent")?,
+            task: f
+                .task
+                .clone()
+                .ok_or_else(|| format!("op `{op}` needs `task`"))?,
         },
         "wait" => Action::Wait(
             f.seconds
@@ -441,7 +468,10 @@ pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Resul
             check_refs(event_data)
         }
         Action::Close { by, .. } => check(by),
-        Action::SetRule { agent, .. } | Action::Unregister { agent } => check(agent),
+        Action::SetRule { agent, .. }
+        | Action::Unregister { agent }
+        | Action::Checkpoint { agent, .. }
+        | Action::ReadCheckpoint { agent, .. } => check(agent),
         Action::Fault(fault) => fault.agent().map_or(Ok(()), check),
         _ => Ok(()),
     }
