@@ -113,6 +113,8 @@ enum Stage {
     Unregister,
     // Handlers.
     AckInvite,
+    HumanAck,
+    HumanPost,
     GetChannel,
     Names,
     Causation,
@@ -190,6 +192,8 @@ pub struct AgentHost {
     results: VecDeque<(CommandId, Result<Value, HubError>)>,
     /// Handler tasks that finished, for `Resume` tasks awaiting them.
     finished: Vec<u64>,
+    /// A human's pull queue (`HumanClient.next_envelope`), in arrival order.
+    pulled: VecDeque<Value>,
 }
 
 fn disconnected_error() -> HubError {
@@ -214,6 +218,7 @@ impl AgentHost {
             calls: BTreeMap::new(),
             results: VecDeque::new(),
             finished: Vec::new(),
+            pulled: VecDeque::new(),
         }
     }
 
@@ -351,6 +356,13 @@ impl AgentHost {
             Command::Call { op, params } => {
                 self.call(now, task, Stage::Single, &op, params);
             }
+            Command::Unregister if matches!(self.model.handler, HandlerMode::Human { .. }) => {
+                let error = HubError::named(
+                    "AttributeError",
+                    "'HumanClient' object has no attribute 'unregister'",
+                );
+                self.finish_command(task, Err(error));
+            }
             Command::Unregister => {
                 if self.disconnected {
                     self.finish_command(task, Ok(Value::Null));
@@ -388,6 +400,16 @@ impl AgentHost {
     /// The next frame to send on the current connection.
     pub fn poll_send_frame(&mut self) -> Option<Frame> {
         self.links.get_mut(&self.current)?.poll_send_frame()
+    }
+
+    /// Envelopes waiting in a human's pull queue.
+    pub fn pulled_len(&self) -> usize {
+        self.pulled.len()
+    }
+
+    /// The next envelope of a human's pull queue (`HumanClient.next_envelope`), as received.
+    pub fn pop_pulled(&mut self) -> Option<Value> {
+        self.pulled.pop_front()
     }
 
     /// A finished command.
@@ -743,19 +765,24 @@ impl AgentHost {
             self.end_handler(task);
             return;
         }
+        if let HandlerMode::Human { auto_ack } = mode {
+            // HumanClient.receive: the ack is awaited before the envelope is queued.
+            let invite = envelope.event_type == EventType::CHANNEL_INVITE;
+            if auto_ack && invite && envelope.sender_id != me {
+                let ack = invite_ack(&envelope, me);
+                let params = map_of([("envelope", ack.to_json())]);
+                self.call(now, task, Stage::HumanAck, "post_envelope", params);
+            } else {
+                self.human_deliver(now, task, me);
+            }
+            return;
+        }
         if envelope.event_type == EventType::CHANNEL_INVITE {
             if self.disconnected {
                 self.end_handler(task);
                 return;
             }
-            let mut ack = Envelope::new(
-                envelope.channel_id,
-                me,
-                None,
-                EventType::CHANNEL_INVITE_ACK,
-                map_of([("channel_id", Value::String(envelope.channel_id.to_string()))]),
-            );
-            ack.causation_id = Some(envelope.id_text());
+            let ack = invite_ack(&envelope, me);
             let params = map_of([("envelope", ack.to_json())]);
             self.call(now, task, Stage::AckInvite, "post_envelope", params);
             return;
@@ -791,6 +818,13 @@ impl AgentHost {
             return;
         };
         let channel = Value::String(envelope.channel_id.to_string());
+        match stage {
+            // A failed auto-ack is suppressed; the envelope is queued either way.
+            Stage::HumanAck => return self.human_deliver(now, task, me),
+            // A push callback's refused post is logged and skipped.
+            Stage::HumanPost => return self.end_handler(task),
+            _ => {}
+        }
         if stage == Stage::AckInvite || stage == Stage::Report {
             // Invite-ack failures are suppressed; so are failures to report a failure.
             self.end_handler(task);
@@ -864,6 +898,43 @@ impl AgentHost {
             Stage::Post => self.end_handler(task),
             _ => self.end_handler(task),
         }
+    }
+
+    /// The rest of `HumanClient.receive`: queue the envelope, then run the push callback (the
+    /// next scripted reply to a substantive envelope from someone else).
+    fn human_deliver(&mut self, now: Instant, task: u64, me: AgentId) {
+        let Some(Task {
+            work: Work::Handler { envelope, raw, .. },
+            ..
+        }) = self.tasks.get(&task)
+        else {
+            return;
+        };
+        let (envelope, raw) = (envelope.clone(), raw.clone());
+        self.pulled.push_back(raw);
+        let answers = !EventType::is_protocol(&envelope.event_type) && envelope.sender_id != me;
+        let reply = match self.model.turns.get(self.model.used) {
+            Some(items) if answers => items.iter().find_map(|item| match item {
+                super::TurnItem::Text(text) => Some(text.clone()),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if answers && self.model.used < self.model.turns.len() {
+            self.model.used += 1;
+        }
+        let Some(text) = reply.filter(|text| !text.is_empty()) else {
+            return self.end_handler(task);
+        };
+        let post = Envelope::new(
+            envelope.channel_id,
+            me,
+            None,
+            EventType::TEXT,
+            map_of([("text", Value::String(text))]),
+        );
+        let params = map_of([("envelope", post.to_json())]);
+        self.call(now, task, Stage::HumanPost, "post_envelope", params);
     }
 
     fn after_metadata(&mut self, now: Instant, task: u64, envelope: &Envelope, me: AgentId) {
@@ -1102,6 +1173,19 @@ impl AgentHost {
             self.next_resume(now, task);
         }
     }
+}
+
+/// The default handler's (and `HumanClient`'s) ack of an invite.
+fn invite_ack(invite: &Envelope, me: AgentId) -> Envelope {
+    let mut ack = Envelope::new(
+        invite.channel_id,
+        me,
+        None,
+        EventType::CHANNEL_INVITE_ACK,
+        map_of([("channel_id", Value::String(invite.channel_id.to_string()))]),
+    );
+    ack.causation_id = Some(invite.id_text());
+    ack
 }
 
 fn read_wal(channel: Value) -> Map<String, Value> {

@@ -19,6 +19,13 @@ pub enum HandlerMode {
     AckOnly,
     /// Ignore everything, invites included.
     Silent,
+    /// ag2's `HumanClient` (remote mode only): optionally ack invites before queueing them,
+    /// queue every delivery for `next_envelope`, and answer each substantive envelope from
+    /// someone else with the next scripted reply (a push callback; a refused post is skipped).
+    Human {
+        /// `auto_ack_invites`.
+        auto_ack: bool,
+    },
 }
 
 /// What a scripted tool does when called.

@@ -137,6 +137,59 @@ fn wrong_types_say_what_was_expected() {
     );
 }
 
+#[test]
+fn network_settings_faults_and_humans_are_checked_where_written() {
+    check_error(
+        "network: {latency: 20ms..1ms}\nagents: []\n",
+        "line 1",
+        &["network.latency", "wrong way round"],
+    );
+    check_error(
+        "network: {latency: soon}\nagents: []\n",
+        "line 1",
+        &["network.latency", "expected a duration"],
+    );
+    check_error(
+        "network: {clock: wall}\nagents: []\n",
+        "line 1",
+        &["network.clock", "`sim` or `frozen`"],
+    );
+    check_error(
+        "network: {faults: [{at: 1s, crash: bob}]}\nagents: []\n",
+        "line 1",
+        &["network.faults[0]", "only `hub` can crash"],
+    );
+    check_error(
+        "network: {faults: [{at: 1s, partition: zoe}]}\nagents:\n  - name: alice\n",
+        "line",
+        &["network.faults[0]: unknown agent `zoe`", "alice"],
+    );
+    check_error(
+        "network: {faults: [{at: 1s, partition: a, hold: a}]}\nagents:\n  - name: a\n",
+        "line 1",
+        &["one fault per entry"],
+    );
+    let text = format!("{AGENTS}steps:\n  - {{op: partition, agent: zoe}}\n");
+    check_error(&text, "line 5 column 5", &["unknown agent `zoe`"]);
+    let text = format!("{AGENTS}steps:\n  - {{op: wait}}\n");
+    check_error(&text, "line 5 column 5", &["op `wait` needs `seconds`"]);
+    check_error(
+        "agents:\n  - {name: a, kind: robot}\n",
+        "line 2",
+        &["unknown kind `robot`"],
+    );
+    check_error(
+        "agents:\n  - {name: a, kind: human, handler: silent}\n",
+        "line 2",
+        &["takes no `handler`"],
+    );
+    check_error(
+        "agents:\n  - {name: a, auto_ack_invites: false}\n",
+        "line 2",
+        &["goes with `kind: human`"],
+    );
+}
+
 /// A small seeded generator (xorshift64*): tests stay deterministic without a dependency.
 struct Rng(u64);
 

@@ -16,6 +16,7 @@ pub(crate) const NET_LISTED: &[&str] = &[
     "net_checkpoint_crash",
     "net_crash_workflow",
     "net_disconnect_replay",
+    "net_human_participant",
     "net_inbox_overflow",
     "net_lost_invite_ack",
     "net_partition_discussion",
@@ -219,6 +220,40 @@ fn net_checkpoint_crash() {
             reads[1]["step"], 1,
             "seed {seed}: the unsynced write is lost"
         );
+    }
+}
+
+#[test]
+fn net_human_participant() {
+    for Seeded { seed, trace, .. } in sweep("net_human_participant") {
+        let pulled: Vec<(&str, &str)> = trace["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|step| step["op"] == "next_envelope")
+            .map(|step| {
+                (
+                    step["agent"].as_str().unwrap_or("?"),
+                    step["event_type"].as_str().unwrap_or("?"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pulled,
+            [
+                ("dana", "ag2.channel.opened"),
+                ("dana", "ag2.channel.invite"),
+                ("dana", "ag2.msg.text"),
+                ("dana", "ag2.channel.closed"),
+                ("erin", "ag2.channel.invite"),
+            ],
+            "seed {seed}"
+        );
+        assert_eq!(
+            trace["channels"]["c1"]["close_reason"],
+            "consulting_complete"
+        );
+        assert_eq!(trace["channels"]["c2"]["close_reason"], "invite_timeout");
     }
 }
 

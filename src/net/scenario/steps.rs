@@ -418,6 +418,23 @@ impl Harness {
                 Ok(())
             }
             Action::Settle => Ok(()),
+            Action::NextEnvelope { agent } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                let deadline = sim_now().saturating_add(self.step_timeout);
+                let mut raw = None;
+                self.wait_until(deadline, |harness| {
+                    raw = harness.shared.agents[host]
+                        .state
+                        .borrow_mut()
+                        .host
+                        .pop_pulled();
+                    raw.is_some()
+                })
+                .await;
+                let raw = raw.ok_or_else(|| step_timeout(self.step_timeout as f64 / 1e6))?;
+                crate::sim::net::record_pulled(record, &raw);
+                Ok(())
+            }
             Action::Wait(micros) => {
                 let until = sim_now().saturating_add(*micros);
                 self.wait_until(until, |_| false).await;

@@ -18,6 +18,8 @@
 
 mod steps;
 
+pub(crate) use steps::record_pulled;
+
 use super::runner::{Run, RunAgent};
 use super::scenario::{Fault, NetworkOptions, Range, Scenario};
 use crate::client::host::{AgentHost, CommandId, ThinkTime};

@@ -22,6 +22,13 @@ pub(super) struct Background {
     outcome: Option<Result<(), HubError>>,
 }
 
+/// A `next_envelope` step's record: the envelope's id (normalised in the trace) and type.
+pub(crate) fn record_pulled(record: &mut Map<String, Value>, raw: &Value) {
+    let field = |key: &str| raw.get(key).cloned().unwrap_or(Value::Null);
+    record.insert("result".into(), field("envelope_id"));
+    record.insert("event_type".into(), field("event_type"));
+}
+
 fn hub_down() -> HubError {
     HubError::runtime("hubsim: the hub is down")
 }
@@ -260,6 +267,16 @@ impl World {
                 let op = "read_task_checkpoint".to_string();
                 let state = self.command(host, Command::Call { op, params })?;
                 record.insert("result".into(), state);
+                Ok(())
+            }
+            Action::NextEnvelope { agent } => {
+                let host = self.host_named(agent).unwrap_or(0);
+                let deadline = self.now.saturating_add(self.step_timeout);
+                if !self.run_until(deadline, &|world| world.hosts[host].pulled_len() > 0) {
+                    return Err(step_timeout(self.step_timeout as f64 / 1e6));
+                }
+                let raw = self.hosts[host].pop_pulled().unwrap_or_default();
+                record_pulled(record, &raw);
                 Ok(())
             }
             Action::Settle => Ok(()),

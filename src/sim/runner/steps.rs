@@ -144,7 +144,7 @@ impl Driver {
                 Ok(())
             }
             Action::Settle | Action::Wait(_) => Ok(()),
-            Action::Fault(_) => Err(HubError::new(
+            Action::Fault(_) | Action::NextEnvelope { .. } => Err(HubError::new(
                 crate::proto::ErrorKind::Other,
                 format!(
                     "hubsim: `{}` needs the network driver (hubsim run)",

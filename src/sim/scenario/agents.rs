@@ -53,6 +53,8 @@ struct AgentFields {
     #[allow(dead_code)]
     prompt: Option<String>,
     handler: Option<String>,
+    kind: Option<String>,
+    auto_ack_invites: Option<bool>,
     rule: Option<RuleFields>,
     tools: Option<Vec<serde_yaml::Value>>,
     replies: Option<Vec<serde_yaml::Value>>,
@@ -95,8 +97,39 @@ impl<'de> Visitor<'de> for AgentSeed {
     }
 }
 
+/// A human: the agent fields with the human handler.
+fn agent_from_fields_with(auto_ack: bool, fields: AgentFields) -> Result<AgentSpec, String> {
+    let mut spec = agent_from_fields(fields)?;
+    spec.handler = HandlerMode::Human { auto_ack };
+    Ok(spec)
+}
+
 fn agent_from_fields(fields: AgentFields) -> Result<AgentSpec, String> {
-    let handler = match fields.handler.as_deref() {
+    let handler = match (fields.kind.as_deref(), fields.handler.as_deref()) {
+        (None | Some("agent"), _) if fields.auto_ack_invites.is_some() => {
+            return Err("`auto_ack_invites` goes with `kind: human`".to_string())
+        }
+        (None | Some("agent"), handler) => handler,
+        (Some("human"), None) => {
+            return agent_from_fields_with(
+                fields.auto_ack_invites.unwrap_or(true),
+                AgentFields {
+                    kind: None,
+                    auto_ack_invites: None,
+                    ..fields
+                },
+            )
+        }
+        (Some("human"), Some(_)) => {
+            return Err("a `kind: human` participant takes no `handler`".to_string())
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "unknown kind `{other}`, expected `agent` or `human`"
+            ))
+        }
+    };
+    let handler = match handler {
         None | Some("default") => HandlerMode::Default,
         Some("ack_only") => HandlerMode::AckOnly,
         Some("silent") => HandlerMode::Silent,

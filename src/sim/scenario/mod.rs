@@ -76,10 +76,14 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// True when the scenario injects faults or waits on simulated time, which only the network
-    /// driver can run (the reference runner has no network).
+    /// True when the scenario injects faults, waits on simulated time or has a human
+    /// participant, which only the network driver can run (the reference runner has none).
     pub fn network_only(&self) -> bool {
         !self.network.faults.is_empty()
+            || self
+                .agents
+                .iter()
+                .any(|agent| matches!(agent.handler, HandlerMode::Human { .. }))
             || self
                 .steps
                 .iter()
@@ -252,6 +256,12 @@ pub enum Action {
         agent: String,
         /// The task id.
         task: String,
+    },
+    /// `next_envelope`: the next envelope from a human's pull queue (network driver only); the
+    /// step records its id and event type.
+    NextEnvelope {
+        /// The human.
+        agent: String,
     },
     /// `wait`: simulated time passes (network driver only), in microseconds.
     Wait(u64),

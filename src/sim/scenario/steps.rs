@@ -59,6 +59,7 @@ fn op_fields(op: &str) -> Option<&'static [&'static str]> {
         "unregister" => &["agent"],
         "checkpoint" => &["agent", "task", "state"],
         "read_checkpoint" => &["agent", "task"],
+        "next_envelope" => &["agent"],
         "wait" => &["seconds"],
         "partition" | "repair" | "hold" | "release" | "disconnect" => &["agent"],
         "crash" | "restart" => &[],
@@ -66,7 +67,7 @@ fn op_fields(op: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle, checkpoint, read_checkpoint, wait, partition, repair, hold, release, disconnect, crash, restart";
+const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation_tick, set_rule, unregister, settle, checkpoint, read_checkpoint, next_envelope, wait, partition, repair, hold, release, disconnect, crash, restart";
 
 pub(super) struct StepsSeed<'a> {
     pub(super) agents: Option<&'a BTreeSet<String>>,
@@ -329,6 +330,9 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
                 .clone()
                 .ok_or_else(|| format!("op `{op}` needs `task`"))?,
         },
+        "next_envelope" => Action::NextEnvelope {
+            agent: need(&f.agent, "agent")?,
+        },
         "wait" => Action::Wait(
             f.seconds
                 .as_ref()
@@ -471,7 +475,8 @@ pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Resul
         Action::SetRule { agent, .. }
         | Action::Unregister { agent }
         | Action::Checkpoint { agent, .. }
-        | Action::ReadCheckpoint { agent, .. } => check(agent),
+        | Action::ReadCheckpoint { agent, .. }
+        | Action::NextEnvelope { agent } => check(agent),
         Action::Fault(fault) => fault.agent().map_or(Ok(()), check),
         _ => Ok(()),
     }
