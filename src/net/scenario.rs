@@ -25,19 +25,17 @@
 
 mod steps;
 
-use crate::client::host::{AgentHost, CommandId, ThinkTime};
-use crate::client::{ScriptedAgent, TurnOutcome};
+use crate::client::host::{AgentHost, CommandId};
+use crate::client::ScriptedAgent;
 use crate::hub::{Hub, HubConfig};
 use crate::net::{serve_shared, Received, SharedHub, WsClient};
 use crate::proto::HubError;
 use crate::server::HubServer;
-use crate::sim::net::{stream, NetRun, NetStats};
+use crate::sim::net::{NetRun, NetStats, Think};
 use crate::sim::runner::Run;
 use crate::sim::scenario::{Action, Fault, NetworkOptions, Range, Scenario};
 use crate::sim::{trace, Outcome};
 use crate::time::{Instant, Now, Timestamp, MICROS_PER_SECOND};
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -214,27 +212,6 @@ fn sim_now() -> u64 {
     turmoil::sim_elapsed().map_or(0, micros)
 }
 
-fn draw(rng: &mut ChaCha8Rng, range: Range) -> u64 {
-    if range.min == range.max {
-        range.min
-    } else {
-        rng.random_range(range.min..=range.max)
-    }
-}
-
-/// Model-turn durations for one agent.
-#[derive(Clone, Debug)]
-struct Think {
-    rng: ChaCha8Rng,
-    range: Range,
-}
-
-impl ThinkTime for Think {
-    fn turn_micros(&mut self, _outcome: &TurnOutcome) -> u64 {
-        draw(&mut self.rng, self.range)
-    }
-}
-
 /// One agent's state, shared by its task and the harness.
 #[derive(Debug)]
 struct AgentState {
@@ -330,10 +307,7 @@ impl Shared {
                     },
                     network.rpc_timeout,
                 );
-                let think = Think {
-                    rng: stream(seed, &format!("agent/{}", spec.name)),
-                    range: network.model_time,
-                };
+                let think = Think::new(seed, &spec.name, network.model_time);
                 Agent {
                     state: RefCell::new(AgentState {
                         host,

@@ -1,20 +1,26 @@
 //! Bad scenario input gets a clear error (file, line, column, what was expected) and never a
 //! panic: specific broken files, then thousands of seeded random mutations of the real ones.
 
-use crate::support::root;
+use crate::support::{root, Rng};
 use hubsim::sim::run_in_process;
 use hubsim::sim::scenario::Scenario;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Writes `text` to a temporary scenario file and loads it; returns the error text.
+/// Writes `text` to a temporary scenario file of its own (tests run in parallel) and loads it;
+/// returns the error text.
 #[track_caller]
 fn load_error(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("hubsim-bad-input-{}", std::process::id()));
+    static FILES: AtomicUsize = AtomicUsize::new(0);
+    let serial = FILES.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("hubsim-bad-input-{}-{serial}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).expect("write");
     let error = Scenario::load(&path)
         .expect_err("the scenario must be refused")
         .to_string();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         error.starts_with(&path.display().to_string()),
         "error does not name the file: {error}"
@@ -188,22 +194,6 @@ fn network_settings_faults_and_humans_are_checked_where_written() {
         "line 2",
         &["goes with `kind: human`"],
     );
-}
-
-/// A small seeded generator (xorshift64*): tests stay deterministic without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 fn mutate(text: &str, rng: &mut Rng) -> String {

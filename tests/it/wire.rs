@@ -2,6 +2,7 @@
 //! remote agents, thousands of malformed messages from attackers while a well-behaved client
 //! keeps working, and byte-identical transcripts across runs with the same seed.
 
+use crate::support::Rng;
 use hubsim::hub::{Hub, HubConfig};
 use hubsim::net::{Received, WsClient};
 use hubsim::proto::frame::FRAME_BYTES_MAX;
@@ -264,26 +265,6 @@ fn the_same_seed_gives_byte_identical_transcripts() {
     assert!(!first.0.is_empty() && !first.1.is_empty());
     assert_eq!(first.0, second.0, "alice's transcripts differ");
     assert_eq!(first.1, second.1, "bob's transcripts differ");
-}
-
-/// A small seeded generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
 }
 
 /// What the hub must answer to one malformed message.

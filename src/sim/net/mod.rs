@@ -51,7 +51,8 @@ pub fn stream(seed: u64, name: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-fn draw(rng: &mut ChaCha8Rng, range: Range) -> u64 {
+/// A uniform draw from `range` (no draw for a fixed value).
+pub(crate) fn draw(rng: &mut ChaCha8Rng, range: Range) -> u64 {
     if range.min == range.max {
         range.min
     } else {
@@ -59,11 +60,21 @@ fn draw(rng: &mut ChaCha8Rng, range: Range) -> u64 {
     }
 }
 
-/// Model-turn durations for one agent.
+/// Model-turn durations for one agent, from its `agent/NAME` stream.
 #[derive(Clone, Debug)]
-struct Think {
+pub(crate) struct Think {
     rng: ChaCha8Rng,
     range: Range,
+}
+
+impl Think {
+    /// The durations of `agent`'s turns for `seed`, drawn from `range`.
+    pub(crate) fn new(seed: u64, agent: &str, range: Range) -> Think {
+        Think {
+            rng: stream(seed, &format!("agent/{agent}")),
+            range,
+        }
+    }
 }
 
 impl ThinkTime for Think {
@@ -210,10 +221,7 @@ impl World {
         let thinks = scenario
             .agents
             .iter()
-            .map(|spec| Think {
-                rng: stream(seed, &format!("agent/{}", spec.name)),
-                range: options.model_time,
-            })
+            .map(|spec| Think::new(seed, &spec.name, options.model_time))
             .collect();
         let links = vec![
             Link {

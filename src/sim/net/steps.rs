@@ -5,11 +5,12 @@ use super::*;
 use crate::client::host::{Command, OpenRequest};
 use crate::hub::rule::{parse_duration, DurationSpec};
 use crate::hub::wire;
-use crate::ids::{AgentId, UNKNOWN_CHANNEL};
+use crate::ids::AgentId;
 use crate::proto::envelope::map_of;
 use crate::proto::Envelope;
 use crate::sim::runner::steps::{
-    advanced, error_record, matches_expectation, mismatch, step_timeout,
+    advanced, background_mismatch, channel_of, complete_background, error_record,
+    matches_expectation, mismatch, pending_at_end, resolve_refs, step_timeout,
 };
 use crate::sim::scenario::{Action, AdvanceBy, Step};
 
@@ -104,14 +105,7 @@ impl World {
             let Some(outcome) = &open.outcome else {
                 continue;
             };
-            let record = &mut self.steps[open.step];
-            if !record.contains_key("completed_after_step") {
-                record.insert("completed_after_step".into(), Value::from(after));
-                record.insert(
-                    "error".into(),
-                    outcome.as_ref().err().map_or(Value::Null, error_record),
-                );
-            }
+            complete_background(&mut self.steps[open.step], after, outcome);
         }
     }
 
@@ -119,28 +113,10 @@ impl World {
     pub(super) fn finish_background(&mut self, scenario: &Scenario) {
         for open in &self.background {
             if open.outcome.is_none() && !self.results.contains_key(&(open.host, open.command)) {
-                let record = &mut self.steps[open.step];
-                if !record.contains_key("completed_after_step") {
-                    record.insert("still_pending_at_end".into(), Value::Bool(true));
-                    record.insert("error".into(), Value::Null);
-                }
+                pending_at_end(&mut self.steps[open.step]);
             }
-            let record = &self.steps[open.step];
-            let error = record
-                .get("error")
-                .filter(|e| !e.is_null())
-                .map(|e| HubError {
-                    kind: crate::proto::ErrorKind::Other,
-                    type_name: e["type"].as_str().unwrap_or_default().to_string(),
-                    message: e["message"].as_str().unwrap_or_default().to_string(),
-                });
             let step = &scenario.steps[open.step];
-            if !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
-                let message = mismatch(open.step, step, error.as_ref()).replacen(
-                    &format!("step {} ({})", open.step, step.op),
-                    &format!("step {} (background open)", open.step),
-                    1,
-                );
+            if let Some(message) = background_mismatch(open.step, step, &self.steps[open.step]) {
                 self.mismatches.push(message);
             }
         }
@@ -384,37 +360,13 @@ impl World {
         label: &str,
         unknown_channel: bool,
     ) -> Result<ChannelId, HubError> {
-        if let Some((channel, _)) = self.labels.iter().find(|(_, l)| l.as_str() == label) {
-            return Ok(*channel);
-        }
-        if unknown_channel {
-            return Ok(UNKNOWN_CHANNEL);
-        }
-        Err(HubError::key(&format!(
-            "step {idx}: unknown channel label {}",
-            crate::json::py_str_repr(label)
-        )))
+        channel_of(&self.labels, idx, label, unknown_channel)
     }
 
     /// `{$id: name}` becomes that agent's id, anywhere in `data`.
     fn resolve_refs(&self, data: &Value) -> Value {
-        match data {
-            Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
-                let name = map["$id"].as_str().unwrap_or_default();
-                match self.host_named(name).and_then(|h| self.hosts[h].id) {
-                    Some(id) => Value::String(id.to_string()),
-                    None => Value::Null,
-                }
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), self.resolve_refs(v)))
-                    .collect(),
-            ),
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.resolve_refs(v)).collect())
-            }
-            other => other.clone(),
-        }
+        resolve_refs(data, &|name| {
+            self.host_named(name).and_then(|h| self.hosts[h].id)
+        })
     }
 }

@@ -24,8 +24,6 @@ use std::sync::Arc;
 
 pub(crate) mod steps;
 
-use steps::{matches_expectation, mismatch};
-
 /// Hard cap on scheduler events in one run, so a runaway script cannot wedge the driver.
 pub const EVENTS_MAX: u64 = 10_000_000;
 
@@ -312,27 +310,13 @@ impl Driver {
             if let Some(channel) = open.channel {
                 if open.outcome.is_none() && !self.opens.contains_key(&channel) {
                     self.hub.cancel_open(channel);
-                    let record = &mut self.steps[open.step];
-                    record.insert("still_pending_at_end".into(), Value::Bool(true));
-                    record.insert("error".into(), Value::Null);
+                    steps::pending_at_end(&mut self.steps[open.step]);
                 }
             }
-            let record = &self.steps[open.step];
-            let error = record
-                .get("error")
-                .filter(|e| !e.is_null())
-                .map(|e| HubError {
-                    kind: crate::proto::ErrorKind::Other,
-                    type_name: e["type"].as_str().unwrap_or_default().to_string(),
-                    message: e["message"].as_str().unwrap_or_default().to_string(),
-                });
             let step = &scenario.steps[open.step];
-            if !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
-                let message = mismatch(open.step, step, error.as_ref()).replacen(
-                    &format!("step {} ({})", open.step, step.op),
-                    &format!("step {} (background open)", open.step),
-                    1,
-                );
+            if let Some(message) =
+                steps::background_mismatch(open.step, step, &self.steps[open.step])
+            {
                 self.mismatches.push(message);
             }
         }

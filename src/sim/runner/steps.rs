@@ -31,14 +31,7 @@ impl Driver {
             let Some(outcome) = &open.outcome else {
                 continue;
             };
-            let record = &mut self.steps[open.step];
-            if !record.contains_key("completed_after_step") {
-                record.insert("completed_after_step".into(), Value::from(idx));
-                record.insert(
-                    "error".into(),
-                    outcome.as_ref().err().map_or(Value::Null, error_record),
-                );
-            }
+            complete_background(&mut self.steps[open.step], idx, outcome);
         }
     }
 
@@ -270,38 +263,98 @@ impl Driver {
         label: &str,
         unknown_channel: bool,
     ) -> Result<ChannelId, HubError> {
-        if let Some((channel, _)) = self.labels.iter().find(|(_, l)| l.as_str() == label) {
-            return Ok(*channel);
-        }
-        if unknown_channel {
-            return Ok(UNKNOWN_CHANNEL);
-        }
-        Err(HubError::key(&format!(
-            "step {idx}: unknown channel label {}",
-            crate::json::py_str_repr(label)
-        )))
+        channel_of(&self.labels, idx, label, unknown_channel)
     }
 
-    /// `{$id: name}` becomes that agent's id, anywhere in `data`.
     fn resolve_refs(&self, data: &Value) -> Value {
-        match data {
-            Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
-                let name = map["$id"].as_str().unwrap_or_default();
-                self.by_name.get(name).map_or(Value::Null, |idx| {
-                    Value::String(self.agents[*idx].id.to_string())
-                })
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), self.resolve_refs(v)))
-                    .collect(),
-            ),
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|v| self.resolve_refs(v)).collect())
-            }
-            other => other.clone(),
-        }
+        resolve_refs(data, &|name| {
+            self.by_name.get(name).map(|idx| self.agents[*idx].id)
+        })
     }
+}
+
+/// A step's channel label to its channel: the first channel opened under it, or, with
+/// `unknown_channel`, an id the hub never minted; otherwise the reference runner's `KeyError`.
+pub(crate) fn channel_of(
+    labels: &BTreeMap<ChannelId, String>,
+    idx: usize,
+    label: &str,
+    unknown_channel: bool,
+) -> Result<ChannelId, HubError> {
+    if let Some((channel, _)) = labels.iter().find(|(_, l)| l.as_str() == label) {
+        return Ok(*channel);
+    }
+    if unknown_channel {
+        return Ok(UNKNOWN_CHANNEL);
+    }
+    Err(HubError::key(&format!(
+        "step {idx}: unknown channel label {}",
+        crate::json::py_str_repr(label)
+    )))
+}
+
+/// `{$id: name}` becomes that agent's id (or `null` for an unknown name), anywhere in `data`.
+pub(crate) fn resolve_refs(data: &Value, id_of: &dyn Fn(&str) -> Option<AgentId>) -> Value {
+    match data {
+        Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
+            let name = map["$id"].as_str().unwrap_or_default();
+            id_of(name).map_or(Value::Null, |id| Value::String(id.to_string()))
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), resolve_refs(v, id_of)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolve_refs(v, id_of)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Records a background open that finished after step `after` (once).
+pub(crate) fn complete_background(
+    record: &mut Map<String, Value>,
+    after: usize,
+    outcome: &Result<(), HubError>,
+) {
+    if !record.contains_key("completed_after_step") {
+        record.insert("completed_after_step".into(), Value::from(after));
+        record.insert(
+            "error".into(),
+            outcome.as_ref().err().map_or(Value::Null, error_record),
+        );
+    }
+}
+
+/// Records a background open still pending when the run ends (the reference cancels it).
+pub(crate) fn pending_at_end(record: &mut Map<String, Value>) {
+    if !record.contains_key("completed_after_step") {
+        record.insert("still_pending_at_end".into(), Value::Bool(true));
+        record.insert("error".into(), Value::Null);
+    }
+}
+
+/// A background open's outcome, as recorded, against its step's `expect_error`.
+pub(crate) fn background_mismatch(
+    idx: usize,
+    step: &Step,
+    record: &Map<String, Value>,
+) -> Option<String> {
+    let error = record
+        .get("error")
+        .filter(|e| !e.is_null())
+        .map(|e| HubError {
+            kind: crate::proto::ErrorKind::Other,
+            type_name: e["type"].as_str().unwrap_or_default().to_string(),
+            message: e["message"].as_str().unwrap_or_default().to_string(),
+        });
+    if matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
+        return None;
+    }
+    Some(mismatch(idx, step, error.as_ref()).replacen(
+        &format!("step {idx} ({})", step.op),
+        &format!("step {idx} (background open)"),
+        1,
+    ))
 }
 
 /// `clock + timedelta(seconds=...)` with CPython's three overflow errors.
