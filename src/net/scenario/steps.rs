@@ -3,17 +3,16 @@
 //! follows the event driver's harness (`sim::net`) step for step; its waits poll once per tick.
 
 use super::{apply_fault, sim_now, Shared};
-use crate::client::host::{Command, CommandId, OpenRequest};
-use crate::hub::rule::{parse_duration, DurationSpec};
+use crate::client::host::{Command, CommandId};
 use crate::hub::wire;
 use crate::ids::{AgentId, ChannelId};
 use crate::proto::envelope::map_of;
-use crate::proto::{Envelope, HubError};
+use crate::proto::HubError;
 use crate::sim::runner::steps::{
-    advanced, background_mismatch, channel_of, complete_background, error_record,
-    matches_expectation, mismatch, pending_at_end, resolve_refs, step_timeout,
+    advance_seconds, advanced, background_mismatch, channel_of, complete_background, error_record,
+    matches_expectation, mismatch, open_request, pending_at_end, send_envelope, step_timeout,
 };
-use crate::sim::scenario::{Action, AdvanceBy, Fault, Scenario, Step};
+use crate::sim::scenario::{Action, Fault, Scenario, Step};
 use crate::time::{Instant, MICROS_PER_SECOND};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -201,6 +200,11 @@ impl Harness {
         self.shared.agents[host].state.borrow().host.id
     }
 
+    /// A registered agent's id by name.
+    fn id_of(&self, name: &str) -> Option<AgentId> {
+        self.host_named(name).and_then(|h| self.agent_id_of(h))
+    }
+
     fn agent_id(&self, name: &str) -> AgentId {
         self.host_named(name)
             .and_then(|h| self.agent_id_of(h))
@@ -278,25 +282,14 @@ impl Harness {
                 channel,
                 unknown_channel,
                 by,
-                text,
-                audience,
-                event_type,
-                event_data,
-                depth,
                 via_hub,
+                ..
             } => {
                 let host = self.host_named(by).unwrap_or(0);
                 let channel = self.channel_of(idx, channel, *unknown_channel)?;
-                let audience = audience
-                    .as_ref()
-                    .map(|names| names.iter().map(|n| self.agent_id(n)).collect());
-                let data = match event_data.as_ref().map(|d| self.resolve_refs(d)) {
-                    Some(Value::Object(map)) => map,
-                    _ => map_of([("text", Value::from(text.as_str()))]),
-                };
-                let sender = self.agent_id(by);
-                let mut envelope = Envelope::new(channel, sender, audience, event_type, data);
-                envelope.depth = depth.unwrap_or(0);
+                let envelope =
+                    send_envelope(&step.action, channel, &|name| Some(self.agent_id(name)))
+                        .expect("a send step");
                 let id = if *via_hub {
                     let posted = self.shared.hub.with(|server, now| {
                         let posted = server.hub_mut().post_envelope(now, envelope);
@@ -337,13 +330,7 @@ impl Harness {
                 }
             }
             Action::Advance(by) => {
-                let seconds = match by {
-                    AdvanceBy::Seconds(seconds) => *seconds as f64,
-                    AdvanceBy::Float(seconds) => *seconds,
-                    AdvanceBy::Text(text) => {
-                        parse_duration(&DurationSpec::Text(text.clone()))? as f64
-                    }
-                };
+                let seconds = advance_seconds(by)?;
                 self.shared
                     .mock
                     .set(advanced(self.shared.mock.get(), seconds)?);
@@ -443,15 +430,7 @@ impl Harness {
         record: &mut Map<String, Value>,
     ) -> Result<(), HubError> {
         let Action::Open {
-            label,
-            by,
-            manifest_type,
-            targets,
-            ttl,
-            knobs,
-            intent,
-            labels,
-            wait,
+            label, by, wait, ..
         } = &step.action
         else {
             return Ok(());
@@ -460,24 +439,7 @@ impl Harness {
             .clone()
             .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
         let host = self.host_named(by).unwrap_or(0);
-        let ttl = match ttl {
-            None => Value::Null,
-            Some(DurationSpec::Seconds(seconds)) => Value::from(*seconds),
-            Some(DurationSpec::Float(seconds)) => Value::from(*seconds),
-            Some(DurationSpec::Text(text)) => Value::from(text.as_str()),
-        };
-        let request = OpenRequest {
-            targets: targets.clone(),
-            manifest_type: manifest_type.clone(),
-            ttl,
-            knobs: knobs
-                .as_ref()
-                .map_or(Value::Null, |data| self.resolve_refs(data)),
-            intent: intent.clone().map_or(Value::Null, Value::String),
-            labels: labels
-                .as_ref()
-                .map_or(Value::Null, |data| self.resolve_refs(data)),
-        };
+        let request = open_request(&step.action, &|name| self.id_of(name)).expect("an open step");
         let before = self.last_channel();
         let command = Command::Open(Box::new(request));
         if !wait {
@@ -523,12 +485,5 @@ impl Harness {
         unknown_channel: bool,
     ) -> Result<ChannelId, HubError> {
         channel_of(&self.labels, idx, label, unknown_channel)
-    }
-
-    /// `{$id: name}` becomes that agent's id, anywhere in `data`.
-    fn resolve_refs(&self, data: &Value) -> Value {
-        resolve_refs(data, &|name| {
-            self.host_named(name).and_then(|h| self.agent_id_of(h))
-        })
     }
 }

@@ -2,17 +2,15 @@
 //! directly where the reference runner calls it), step records, background opens.
 
 use super::*;
-use crate::client::host::{Command, OpenRequest};
-use crate::hub::rule::{parse_duration, DurationSpec};
+use crate::client::host::Command;
 use crate::hub::wire;
 use crate::ids::AgentId;
 use crate::proto::envelope::map_of;
-use crate::proto::Envelope;
 use crate::sim::runner::steps::{
-    advanced, background_mismatch, channel_of, complete_background, error_record,
-    matches_expectation, mismatch, pending_at_end, resolve_refs, step_timeout,
+    advance_seconds, advanced, background_mismatch, channel_of, complete_background, error_record,
+    matches_expectation, mismatch, open_request, pending_at_end, send_envelope, step_timeout,
 };
-use crate::sim::scenario::{Action, AdvanceBy, Step};
+use crate::sim::scenario::{Action, Step};
 
 /// A background (`wait: false`) open.
 #[derive(Clone, Debug)]
@@ -64,6 +62,11 @@ impl World {
         } else {
             Err(step_timeout(self.step_timeout as f64 / 1e6))
         }
+    }
+
+    /// A registered agent's id by name.
+    fn id_of(&self, name: &str) -> Option<AgentId> {
+        self.host_named(name).and_then(|h| self.hosts[h].id)
     }
 
     fn agent_id(&self, name: &str) -> AgentId {
@@ -134,25 +137,14 @@ impl World {
                 channel,
                 unknown_channel,
                 by,
-                text,
-                audience,
-                event_type,
-                event_data,
-                depth,
                 via_hub,
+                ..
             } => {
                 let host = self.host_named(by).unwrap_or(0);
                 let channel = self.channel_of(idx, channel, *unknown_channel)?;
-                let audience = audience
-                    .as_ref()
-                    .map(|names| names.iter().map(|n| self.agent_id(n)).collect());
-                let data = match event_data.as_ref().map(|d| self.resolve_refs(d)) {
-                    Some(Value::Object(map)) => map,
-                    _ => map_of([("text", Value::from(text.as_str()))]),
-                };
-                let sender = self.agent_id(by);
-                let mut envelope = Envelope::new(channel, sender, audience, event_type, data);
-                envelope.depth = depth.unwrap_or(0);
+                let envelope =
+                    send_envelope(&step.action, channel, &|name| Some(self.agent_id(name)))
+                        .expect("a send step");
                 let id = if *via_hub {
                     let now = self.hub_now();
                     let server = self.server.as_mut().ok_or_else(hub_down)?;
@@ -195,13 +187,7 @@ impl World {
                 }
             }
             Action::Advance(by) => {
-                let seconds = match by {
-                    AdvanceBy::Seconds(seconds) => *seconds as f64,
-                    AdvanceBy::Float(seconds) => *seconds,
-                    AdvanceBy::Text(text) => {
-                        parse_duration(&DurationSpec::Text(text.clone()))? as f64
-                    }
-                };
+                let seconds = advance_seconds(by)?;
                 self.mock = advanced(self.mock, seconds)?;
                 record.insert("now".into(), Value::String(self.hub_now().wall.to_string()));
                 Ok(())
@@ -281,15 +267,7 @@ impl World {
         record: &mut Map<String, Value>,
     ) -> Result<(), HubError> {
         let Action::Open {
-            label,
-            by,
-            manifest_type,
-            targets,
-            ttl,
-            knobs,
-            intent,
-            labels,
-            wait,
+            label, by, wait, ..
         } = &step.action
         else {
             unreachable!("open() runs open steps")
@@ -298,24 +276,7 @@ impl World {
             .clone()
             .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
         let host = self.host_named(by).unwrap_or(0);
-        let ttl = match ttl {
-            None => Value::Null,
-            Some(DurationSpec::Seconds(seconds)) => Value::from(*seconds),
-            Some(DurationSpec::Float(seconds)) => Value::from(*seconds),
-            Some(DurationSpec::Text(text)) => Value::from(text.as_str()),
-        };
-        let request = OpenRequest {
-            targets: targets.clone(),
-            manifest_type: manifest_type.clone(),
-            ttl,
-            knobs: knobs
-                .as_ref()
-                .map_or(Value::Null, |data| self.resolve_refs(data)),
-            intent: intent.clone().map_or(Value::Null, Value::String),
-            labels: labels
-                .as_ref()
-                .map_or(Value::Null, |data| self.resolve_refs(data)),
-        };
+        let request = open_request(&step.action, &|name| self.id_of(name)).expect("an open step");
         let before = self
             .server
             .as_ref()
@@ -361,12 +322,5 @@ impl World {
         unknown_channel: bool,
     ) -> Result<ChannelId, HubError> {
         channel_of(&self.labels, idx, label, unknown_channel)
-    }
-
-    /// `{$id: name}` becomes that agent's id, anywhere in `data`.
-    fn resolve_refs(&self, data: &Value) -> Value {
-        resolve_refs(data, &|name| {
-            self.host_named(name).and_then(|h| self.hosts[h].id)
-        })
     }
 }

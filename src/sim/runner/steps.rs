@@ -96,13 +96,7 @@ impl Driver {
                 self.hub.close_channel(now, channel, reason)
             }
             Action::Advance(by) => {
-                let seconds = match by {
-                    AdvanceBy::Seconds(seconds) => *seconds as f64,
-                    AdvanceBy::Float(seconds) => *seconds,
-                    AdvanceBy::Text(text) => {
-                        parse_duration(&DurationSpec::Text(text.clone()))? as f64
-                    }
-                };
+                let seconds = advance_seconds(by)?;
                 self.wall = advanced(self.wall, seconds)?;
                 record.insert("now".into(), Value::String(self.wall.to_string()));
                 Ok(())
@@ -355,6 +349,85 @@ pub(crate) fn background_mismatch(
         &format!("step {idx} (background open)"),
         1,
     ))
+}
+
+/// The seconds an `advance` step moves the mock clock by.
+pub(crate) fn advance_seconds(by: &AdvanceBy) -> Result<f64, HubError> {
+    Ok(match by {
+        AdvanceBy::Seconds(seconds) => *seconds as f64,
+        AdvanceBy::Float(seconds) => *seconds,
+        AdvanceBy::Text(text) => parse_duration(&DurationSpec::Text(text.clone()))? as f64,
+    })
+}
+
+/// The envelope a `send` step posts (the one `Channel.send` builds), for `channel`; agent
+/// names resolve through `id_of`.
+pub(crate) fn send_envelope(
+    action: &Action,
+    channel: ChannelId,
+    id_of: &dyn Fn(&str) -> Option<AgentId>,
+) -> Option<Envelope> {
+    let Action::Send {
+        by,
+        text,
+        audience,
+        event_type,
+        event_data,
+        depth,
+        ..
+    } = action
+    else {
+        return None;
+    };
+    let id = |name: &str| id_of(name).unwrap_or(AgentId(0));
+    let audience = audience
+        .as_ref()
+        .map(|names| names.iter().map(|n| id(n)).collect());
+    let data = match event_data.as_ref().map(|d| resolve_refs(d, id_of)) {
+        Some(Value::Object(map)) => map,
+        _ => crate::proto::envelope::map_of([("text", Value::from(text.as_str()))]),
+    };
+    let mut envelope = Envelope::new(channel, id(by), audience, event_type, data);
+    envelope.depth = depth.unwrap_or(0);
+    Some(envelope)
+}
+
+/// What a remote client's `open` is called with for an `open` step.
+pub(crate) fn open_request(
+    action: &Action,
+    id_of: &dyn Fn(&str) -> Option<AgentId>,
+) -> Option<crate::client::host::OpenRequest> {
+    let Action::Open {
+        manifest_type,
+        targets,
+        ttl,
+        knobs,
+        intent,
+        labels,
+        ..
+    } = action
+    else {
+        return None;
+    };
+    let ttl = match ttl {
+        None => Value::Null,
+        Some(DurationSpec::Seconds(seconds)) => Value::from(*seconds),
+        Some(DurationSpec::Float(seconds)) => Value::from(*seconds),
+        Some(DurationSpec::Text(text)) => Value::from(text.as_str()),
+    };
+    let data = |value: &Option<Value>| {
+        value
+            .as_ref()
+            .map_or(Value::Null, |data| resolve_refs(data, id_of))
+    };
+    Some(crate::client::host::OpenRequest {
+        targets: targets.clone(),
+        manifest_type: manifest_type.clone(),
+        ttl,
+        knobs: data(knobs),
+        intent: intent.clone().map_or(Value::Null, Value::String),
+        labels: data(labels),
+    })
 }
 
 /// `clock + timedelta(seconds=...)` with CPython's three overflow errors.
