@@ -7,8 +7,8 @@ use crate::hub::wire;
 use crate::ids::AgentId;
 use crate::proto::envelope::map_of;
 use crate::sim::runner::steps::{
-    advance_seconds, advanced, background_mismatch, channel_of, complete_background, error_record,
-    matches_expectation, mismatch, open_request, pending_at_end, send_envelope, step_timeout,
+    advance_seconds, advanced, background_mismatch, channel_of, close_record, complete_background,
+    new_record, open_request, pending_at_end, send_envelope, step_timeout,
 };
 use crate::sim::scenario::{Action, Step};
 
@@ -76,22 +76,11 @@ impl World {
     }
 
     pub(super) fn run_step(&mut self, idx: usize, step: &Step) {
-        let mut record = Map::new();
-        record.insert("i".into(), Value::from(idx));
-        record.insert("op".into(), Value::from(step.op.as_str()));
-        for (key, value) in &step.echo {
-            record.insert(key.clone(), value.clone());
-        }
+        let mut record = new_record(idx, step);
         let result = self.perform(idx, step, &mut record);
         self.settle();
-        let error = result.err();
-        record.insert(
-            "error".into(),
-            error.as_ref().map_or(Value::Null, error_record),
-        );
-        let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
-        if !background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
-            self.mismatches.push(mismatch(idx, step, error.as_ref()));
+        if let Some(message) = close_record(idx, step, &mut record, result) {
+            self.mismatches.push(message);
         }
         self.steps.push(record);
         self.collect_background(idx);

@@ -5,23 +5,12 @@ use super::*;
 
 impl Driver {
     pub(super) fn run_step(&mut self, idx: usize, step: &Step) {
-        let mut record = Map::new();
-        record.insert("i".into(), Value::from(idx));
-        record.insert("op".into(), Value::from(step.op.as_str()));
-        for (key, value) in &step.echo {
-            record.insert(key.clone(), value.clone());
-        }
+        let mut record = new_record(idx, step);
         let result = self.perform(idx, step, &mut record);
         self.pump();
         self.settle();
-        let error = result.err();
-        record.insert(
-            "error".into(),
-            error.as_ref().map_or(Value::Null, error_record),
-        );
-        let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
-        if !background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
-            self.mismatches.push(mismatch(idx, step, error.as_ref()));
+        if let Some(message) = close_record(idx, step, &mut record, result) {
+            self.mismatches.push(message);
         }
         self.steps.push(record);
         for open in &mut self.background {
@@ -349,6 +338,35 @@ pub(crate) fn background_mismatch(
         &format!("step {idx} (background open)"),
         1,
     ))
+}
+
+/// A step's record before it runs: its index, op and the keys the trace echoes.
+pub(crate) fn new_record(idx: usize, step: &Step) -> Map<String, Value> {
+    let mut record = Map::new();
+    record.insert("i".into(), Value::from(idx));
+    record.insert("op".into(), Value::from(step.op.as_str()));
+    for (key, value) in &step.echo {
+        record.insert(key.clone(), value.clone());
+    }
+    record
+}
+
+/// Completes a step's record with its error; returns the expectation mismatch, if any (a
+/// background open is checked when it finishes).
+pub(crate) fn close_record(
+    idx: usize,
+    step: &Step,
+    record: &mut Map<String, Value>,
+    result: Result<(), HubError>,
+) -> Option<String> {
+    let error = result.err();
+    record.insert(
+        "error".into(),
+        error.as_ref().map_or(Value::Null, error_record),
+    );
+    let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
+    (!background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()))
+        .then(|| mismatch(idx, step, error.as_ref()))
 }
 
 /// The seconds an `advance` step moves the mock clock by.
