@@ -210,6 +210,19 @@ fn print_outcome(scenario: &Scenario, outcome: &Outcome) -> Result<ExitCode, Box
     })
 }
 
+/// What is wrong with a run, given a second run of the same scenario (and seed).
+fn problems(first: &Outcome, second: &Outcome) -> Vec<String> {
+    let mut problems: Vec<String> = first
+        .mismatches
+        .iter()
+        .map(|m| format!("expectation mismatch: {m}"))
+        .collect();
+    if first.trace != second.trace {
+        problems.push("two runs gave different traces".to_string());
+    }
+    problems
+}
+
 /// A network-only scenario over seeds `0..seeds`: every `expect_error` holds and each seed run
 /// twice gives the same bytes. Each failure names the seed that reproduces it.
 fn check_seeds(file: &Path, scenario: &Scenario, seeds: u64, failures: &mut Vec<String>) {
@@ -219,16 +232,10 @@ fn check_seeds(file: &Path, scenario: &Scenario, seeds: u64, failures: &mut Vec<
             file.display(),
             env!("CARGO_PKG_VERSION")
         );
-        let first = run_on_network(scenario, seed);
-        let second = run_on_network(scenario, seed);
-        let mut problems: Vec<String> = first
-            .mismatches
-            .iter()
-            .map(|m| format!("expectation mismatch: {m}"))
-            .collect();
-        if first.trace != second.trace {
-            problems.push("two runs of the seed gave different traces".to_string());
-        }
+        let problems = problems(
+            &run_on_network(scenario, seed),
+            &run_on_network(scenario, seed),
+        );
         for problem in problems {
             failures.push(format!(
                 "{} (seed {seed}): {problem}\n    repro: {repro}",
@@ -294,15 +301,7 @@ fn check(paths: &[PathBuf], reference: &Path, seeds: u64) -> Result<ExitCode, Bo
             continue;
         }
         let first = run_in_process(&scenario);
-        let second = run_in_process(&scenario);
-        let mut problems: Vec<String> = first
-            .mismatches
-            .iter()
-            .map(|m| format!("expectation mismatch: {m}"))
-            .collect();
-        if first.trace != second.trace {
-            problems.push("two runs gave different traces".to_string());
-        }
+        let mut problems = problems(&first, &run_in_process(&scenario));
         let expected_path = reference.join(format!("{}.json", scenario.name));
         if let Ok(expected) = std::fs::read_to_string(&expected_path) {
             compared += 1;
