@@ -7,7 +7,11 @@
 //! simulated network of the tests): everything is generic over `AsyncRead + AsyncWrite`
 //! streams, and [`Listener`] is the one seam between the two.
 
+pub mod client;
 pub mod scenario;
+pub mod shared;
 pub mod ws;
 
-pub use ws::{check_exposure, serve, serve_shared, Listener, Received, SharedHub, WsClient};
+pub use client::{Received, WsClient};
+pub use shared::SharedHub;
+pub use ws::{check_exposure, serve, serve_shared, Listener};

@@ -8,7 +8,7 @@
 //! the server's next deadline. Nothing here reads the wall clock: time is tokio's, which turmoil
 //! simulates.
 //!
-//! Client side ([`WsClient`]): a WebSocket over a given stream, exchanging text messages.
+//! Client side: [`WsClient`](super::client::WsClient), in `client.rs`.
 //!
 //! Behaviour on bad input, following ag2 1.2.1 over `websockets`:
 //! - a message over 1 MiB makes tungstenite fail the read; the connection is closed with code
@@ -19,20 +19,19 @@
 //!   guard), so the connection is detached from the hub and everything it sends later is
 //!   ignored, while the socket stays open until the peer closes it.
 
+use super::shared::SharedHub;
 use crate::ids::EndpointId;
 use crate::proto::frame::FRAME_BYTES_MAX;
 use crate::server::{HubServer, ServerOutput};
 use crate::time::{Instant, Now, Timestamp};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
-use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -235,7 +234,7 @@ where
 }
 
 /// Where the owner loop keeps the server and reads the hub clock.
-trait Seat {
+pub(super) trait Seat {
     /// Runs `f` on the server with the hub clock's current reading.
     fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R;
 
@@ -271,112 +270,6 @@ impl Seat for Owned {
 
     fn changed(&self) -> impl Future<Output = ()> {
         std::future::pending()
-    }
-}
-
-/// A [`HubServer`] shared between the owner loop of [`serve_shared`] and code on the same
-/// thread, with the hub clock they both read. Cloning gives another handle to the same hub.
-#[derive(Clone)]
-pub struct SharedHub {
-    inner: Rc<SharedInner>,
-}
-
-struct SharedInner {
-    server: RefCell<HubServer>,
-    clock: Box<dyn Fn() -> Now>,
-    /// Set by [`SharedHub::with`], cleared once the owner sent what the call produced.
-    unrouted: Cell<bool>,
-    changed: Notify,
-    inbound: Cell<u64>,
-    outbound: Cell<u64>,
-}
-
-impl std::fmt::Debug for SharedHub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedHub")
-            .field("inbound", &self.inner.inbound.get())
-            .field("outbound", &self.inner.outbound.get())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SharedHub {
-    /// Shares `server`; `clock` gives the hub clock (its `mono` must move with tokio's time).
-    pub fn new(server: HubServer, clock: impl Fn() -> Now + 'static) -> SharedHub {
-        SharedHub {
-            inner: Rc::new(SharedInner {
-                server: RefCell::new(server),
-                clock: Box::new(clock),
-                unrouted: Cell::new(false),
-                changed: Notify::new(),
-                inbound: Cell::new(0),
-                outbound: Cell::new(0),
-            }),
-        }
-    }
-
-    /// The hub clock now.
-    pub fn now(&self) -> Now {
-        (self.inner.clock)()
-    }
-
-    /// Runs `f` on the server and has the owner loop send what it produced.
-    pub fn with<R>(&self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R {
-        let now = self.now();
-        let result = f(&mut self.inner.server.borrow_mut(), now);
-        self.inner.unrouted.set(true);
-        self.inner.changed.notify_one();
-        result
-    }
-
-    /// Reads the server.
-    pub fn read<R>(&self, f: impl FnOnce(&HubServer) -> R) -> R {
-        f(&self.inner.server.borrow())
-    }
-
-    /// Whether something [`SharedHub::with`] produced still waits for the owner loop.
-    pub fn unrouted(&self) -> bool {
-        self.inner.unrouted.get()
-    }
-
-    /// Messages the owner received from connections and handed to the server.
-    pub fn inbound(&self) -> u64 {
-        self.inner.inbound.get()
-    }
-
-    /// Messages the owner handed to connection writers.
-    pub fn outbound(&self) -> u64 {
-        self.inner.outbound.get()
-    }
-}
-
-impl Seat for SharedHub {
-    fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R {
-        let now = self.now();
-        f(&mut self.inner.server.borrow_mut(), now)
-    }
-
-    fn deadline(&mut self) -> Option<tokio::time::Instant> {
-        let at = self.inner.server.borrow().poll_timeout()?;
-        let now = self.now().mono;
-        tokio::time::Instant::now().checked_add(Duration::from_micros(at.0.saturating_sub(now.0)))
-    }
-
-    fn changed(&self) -> impl Future<Output = ()> {
-        self.inner.changed.notified()
-    }
-
-    fn routed(&self) {
-        self.inner.unrouted.set(false);
-    }
-
-    fn count(&self, inbound: bool) {
-        let counter = if inbound {
-            &self.inner.inbound
-        } else {
-            &self.inner.outbound
-        };
-        counter.set(counter.get() + 1);
     }
 }
 
@@ -632,94 +525,4 @@ where
     // The owner forgot the connection without a code: a normal close.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
     true
-}
-
-/// What [`WsClient::recv`] got.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Received {
-    /// A text message.
-    Text(String),
-    /// A binary message.
-    Binary(Vec<u8>),
-    /// The connection ended: the peer's close code if it sent one.
-    Closed(Option<u16>),
-}
-
-/// A WebSocket client over a given stream, exchanging whole messages.
-#[derive(Debug)]
-pub struct WsClient<S> {
-    socket: WebSocketStream<S>,
-}
-
-impl<S> WsClient<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Opens a WebSocket to `url` (its host and path go in the request) over `stream`, with the
-    /// same 1 MiB read limits as the hub.
-    ///
-    /// # Errors
-    /// A malformed URL, a failed handshake or an IO error.
-    pub async fn connect(stream: S, url: &str) -> Result<WsClient<S>, WsError> {
-        let (socket, _response) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(config())).await?;
-        Ok(WsClient { socket })
-    }
-
-    /// Sends one text message.
-    ///
-    /// # Errors
-    /// A closed connection or an IO error.
-    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<(), WsError> {
-        self.socket.send(Message::text(text.into())).await
-    }
-
-    /// Sends one binary message.
-    ///
-    /// # Errors
-    /// A closed connection or an IO error.
-    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), WsError> {
-        self.socket.send(Message::binary(bytes)).await
-    }
-
-    /// The next data message, or the end of the connection. Control frames are skipped
-    /// (tungstenite answers pings itself).
-    ///
-    /// # Errors
-    /// A protocol violation, a message over 1 MiB, or an IO error other than the peer going away.
-    pub async fn recv(&mut self) -> Result<Received, WsError> {
-        loop {
-            let message = match self.socket.next().await {
-                None | Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
-                    return Ok(Received::Closed(None))
-                }
-                Some(Err(error)) => return Err(error),
-                Some(Ok(message)) => message,
-            };
-            match message {
-                Message::Text(text) => return Ok(Received::Text(text.as_str().to_owned())),
-                Message::Binary(bytes) => return Ok(Received::Binary(bytes.to_vec())),
-                Message::Close(frame) => {
-                    return Ok(Received::Closed(frame.map(|f| u16::from(f.code))))
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            }
-        }
-    }
-
-    /// Closes the connection (closing handshake, bounded by [`CLOSE_TIMEOUT`]).
-    ///
-    /// # Errors
-    /// An IO error while closing.
-    pub async fn close(mut self) -> Result<(), WsError> {
-        match tokio::time::timeout(CLOSE_TIMEOUT, self.socket.close(None)).await {
-            Ok(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) | Err(_) => Ok(()),
-            Ok(result) => result,
-        }
-    }
-
-    /// The underlying WebSocket, for drivers that split it into a reader and a writer.
-    pub fn into_inner(self) -> WebSocketStream<S> {
-        self.socket
-    }
 }
