@@ -22,7 +22,7 @@ use crate::hub::adapter::graph::Graph;
 use crate::hub::adapter::AdapterKind;
 use crate::hub::wire;
 use crate::hub::{Passport, Resume};
-use crate::ids::{AgentId, ChannelId, IdGen};
+use crate::ids::{AgentId, ChannelId, EnvelopeId, IdGen};
 use crate::json::py_truthy;
 use crate::proto::envelope::map_of;
 use crate::proto::frame::Frame;
@@ -194,6 +194,42 @@ pub struct AgentHost {
     finished: Vec<u64>,
     /// A human's pull queue (`HumanClient.next_envelope`), in arrival order.
     pulled: VecDeque<Value>,
+    /// What the invariant checkers read: deliveries, receipts, model turns.
+    pub log: HostLog,
+}
+
+/// One notify as the client received it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The connection it came on (1 for the first, counting re-attaches).
+    pub connection: u32,
+    /// The envelope as received.
+    pub envelope: Arc<Envelope>,
+}
+
+/// What an agent's client saw and did, for the invariant checkers.
+#[derive(Clone, Debug, Default)]
+pub struct HostLog {
+    /// Every notify, in arrival order (replays included).
+    pub received: Vec<Delivery>,
+    /// Envelopes whose handler finished on a live connection (and acked them, or re-ran them
+    /// for `resume_pending_turns`).
+    pub handled: std::collections::BTreeSet<EnvelopeId>,
+    /// Model turns, by triggering envelope.
+    pub turns: BTreeMap<EnvelopeId, TurnLog>,
+}
+
+/// The model turns one trigger caused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TurnLog {
+    /// Turns started.
+    pub started: u32,
+    /// Turns running now.
+    pub running: u32,
+    /// Turns started while another for the same trigger was running.
+    pub concurrent: u32,
+    /// Turns whose round envelope the hub accepted.
+    pub posted: u32,
 }
 
 fn disconnected_error() -> HubError {
@@ -219,6 +255,7 @@ impl AgentHost {
             results: VecDeque::new(),
             finished: Vec::new(),
             pulled: VecDeque::new(),
+            log: HostLog::default(),
         }
     }
 
@@ -250,6 +287,11 @@ impl AgentHost {
             link.closed();
         }
         self.pump(now, think);
+    }
+
+    /// Connections made so far (re-attaches included).
+    pub fn connections(&self) -> u32 {
+        self.current
     }
 
     /// Whether the current connection is up.

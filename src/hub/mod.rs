@@ -59,6 +59,46 @@ pub struct HubConfig {
     pub expectation_sweep_interval_micros: u64,
     /// Registered auth adapters.
     pub auth: link::AuthConfig,
+    /// Deliberate defects, all off by default; only tests set them.
+    pub bugs: Bugs,
+}
+
+/// Deliberate defects that tests switch on to show the invariant checkers catch them. A
+/// scenario file cannot set them; `hubsim run --inject-bug NAME` can, so a failure's repro line
+/// reproduces it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// The TTL sweep expires a channel one sweep interval after it should.
+    pub late_expiry: bool,
+    /// The first substantive notify to a bound recipient is never sent.
+    pub drop_dispatch: bool,
+    /// A closed consulting channel accepts posts (no terminal check, no `validate_send`).
+    pub closed_consulting_accepts: bool,
+}
+
+impl Bugs {
+    /// The switch names `--inject-bug` takes.
+    pub const NAMES: [&'static str; 3] =
+        ["late_expiry", "drop_dispatch", "closed_consulting_accepts"];
+
+    /// Turns on the switch named `name`.
+    ///
+    /// # Errors
+    /// The names there are, for an unknown one.
+    pub fn enable(&mut self, name: &str) -> Result<(), String> {
+        match name {
+            "late_expiry" => self.late_expiry = true,
+            "drop_dispatch" => self.drop_dispatch = true,
+            "closed_consulting_accepts" => self.closed_consulting_accepts = true,
+            _ => {
+                return Err(format!(
+                    "unknown bug `{name}`; expected one of: {}",
+                    Bugs::NAMES.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for HubConfig {
@@ -68,6 +108,7 @@ impl Default for HubConfig {
             ttl_sweep_interval_micros: 30_000_000,
             expectation_sweep_interval_micros: 10_000_000,
             auth: link::AuthConfig::default(),
+            bugs: Bugs::default(),
         }
     }
 }
@@ -159,6 +200,31 @@ pub(crate) struct OpenWaiter {
     pub(crate) deadline: Instant,
 }
 
+/// `post_envelope` requests the hub answered with an error, and those that changed its WAL or
+/// audit log anyway.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Refused requests.
+    pub count: u64,
+    /// Refused requests that left a trace.
+    pub with_trace: u64,
+    /// Refused for a full inbox.
+    pub inbox_full: u64,
+    /// The last of those: (WAL appends, audit records) before and after it.
+    pub last_trace: Option<((u64, usize), (u64, usize))>,
+}
+
+impl Refusals {
+    fn record(&mut self, before: (u64, usize), after: (u64, usize), inbox_full: bool) {
+        self.count += 1;
+        self.inbox_full += u64::from(inbox_full);
+        if before != after {
+            self.with_trace += 1;
+            self.last_trace = Some((before, after));
+        }
+    }
+}
+
 /// A turn the protocol expects from an agent (`pending_turns_for`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingTurn {
@@ -195,6 +261,12 @@ pub struct Hub {
     pub(crate) next_expectation_sweep: Option<Instant>,
     /// Wire `create_channel` requests waiting for their handshake: channel to request id.
     pub(crate) rpc_waiters: BTreeMap<ChannelId, String>,
+    /// Refused `post_envelope` requests (for the `inbox` invariant).
+    pub(crate) refusals: Refusals,
+    /// WAL appends since this hub started (for the `inbox` invariant).
+    pub(crate) wal_entries: u64,
+    /// The `drop_dispatch` bug switch has dropped its notify.
+    pub(crate) dropped_dispatch: bool,
 }
 
 impl Hub {
@@ -219,12 +291,25 @@ impl Hub {
             audit: AuditLog::default(),
             outputs: VecDeque::new(),
             rpc_waiters: BTreeMap::new(),
+            refusals: Refusals::default(),
+            wal_entries: 0,
+            dropped_dispatch: false,
         }
     }
 
     /// The next output, in the order the hub produced them.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// WAL appends and audit records so far (what a refused post must not change).
+    pub fn trace_counters(&self) -> (u64, usize) {
+        (self.wal_entries, self.audit.records().len())
+    }
+
+    /// Refused `post_envelope` requests.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// The audit log.

@@ -26,21 +26,8 @@ impl Hub {
         now: Now,
         mut envelope: Envelope,
     ) -> Result<EnvelopeId, HubError> {
-        self.check_post(&envelope)?;
+        self.admit(&envelope)?;
         let channel = envelope.channel_id;
-        let entry = self.channels.get(&channel).expect("checked by check_post");
-        let Some(state) = &entry.state else {
-            return Err(HubError::protocol(format!(
-                "channel '{channel}' has no adapter state (manifest '{}'@v{} may not be registered)",
-                entry.metadata.manifest.manifest_type, entry.metadata.manifest.version
-            )));
-        };
-        state.validate_send(&entry.metadata, &envelope)?;
-        if entry.wal.len() >= WAL_ENTRIES_MAX {
-            return Err(HubError::protocol(format!(
-                "hubsim: channel '{channel}' WAL is full ({WAL_ENTRIES_MAX})"
-            )));
-        }
         let id = EnvelopeId(self.ids.next_raw());
         envelope.envelope_id = Some(id);
         envelope.created_at = Some(now.wall);
@@ -75,6 +62,45 @@ impl Hub {
             self.transition(now, channel, super::channel::ChannelState::Closed, &reason);
         }
         Ok(id)
+    }
+
+    /// Every check before the append: [`Hub::check_post`], the adapter state, `validate_send`,
+    /// the WAL limit.
+    fn admit(&self, envelope: &Envelope) -> Result<(), HubError> {
+        let bypass = self.config.bugs.closed_consulting_accepts && self.closed_consulting(envelope);
+        if !bypass {
+            self.check_post(envelope)?;
+        }
+        let channel = envelope.channel_id;
+        let entry = self.channels.get(&channel).expect("checked by check_post");
+        let Some(state) = &entry.state else {
+            return Err(HubError::protocol(format!(
+                "channel '{channel}' has no adapter state (manifest '{}'@v{} may not be registered)",
+                entry.metadata.manifest.manifest_type, entry.metadata.manifest.version
+            )));
+        };
+        if !bypass {
+            state.validate_send(&entry.metadata, envelope)?;
+        }
+        if entry.wal.len() >= WAL_ENTRIES_MAX {
+            return Err(HubError::protocol(format!(
+                "hubsim: channel '{channel}' WAL is full ({WAL_ENTRIES_MAX})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A closed consulting channel (for the `closed_consulting_accepts` bug switch).
+    fn closed_consulting(&self, envelope: &Envelope) -> bool {
+        self.channels
+            .get(&envelope.channel_id)
+            .is_some_and(|entry| {
+                entry.metadata.state == super::channel::ChannelState::Closed
+                    && matches!(
+                        entry.state,
+                        Some(super::adapter::AdapterState::Consulting(_))
+                    )
+            })
     }
 
     /// Every check before the WAL lock, in ag2's order.
@@ -210,6 +236,7 @@ impl Hub {
                 .insert((envelope.sender_id, causation.clone()), id);
         }
         entry.wal.push(envelope);
+        self.wal_entries += 1;
     }
 
     /// ag2's `_dispatch`: recipients are the explicit audience as given, or every participant but
@@ -243,6 +270,10 @@ impl Hub {
             let Some(endpoint) = self.bindings.get(&recipient).copied() else {
                 continue;
             };
+            if substantive && self.config.bugs.drop_dispatch && !self.dropped_dispatch {
+                self.dropped_dispatch = true;
+                continue;
+            }
             if substantive {
                 let count = self.inbox_pending.entry(recipient).or_insert(0);
                 let previous = *count;

@@ -52,6 +52,11 @@ impl Hub {
     /// ag2 compares the ISO strings; hubsim compares instants, which agrees whenever one clock
     /// format is used (the reference runner's case).
     pub fn expire_due(&mut self, now: Now) {
+        let late = if self.config.bugs.late_expiry {
+            self.config.ttl_sweep_interval_micros as i64
+        } else {
+            0
+        };
         let due: Vec<ChannelId> = self
             .active
             .iter()
@@ -60,7 +65,7 @@ impl Hub {
                 self.channels[channel]
                     .metadata
                     .expires_at
-                    .is_some_and(|at| at.micros <= now.wall.micros)
+                    .is_some_and(|at| at.micros.saturating_add(late) <= now.wall.micros)
             })
             .collect();
         for channel in due {

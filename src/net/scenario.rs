@@ -103,6 +103,7 @@ pub fn run_outcome(
         trace: trace::render(&scenario.name, &run.run),
         mismatches,
         stats: Some(run.stats),
+        violations: run.violations,
     })
 }
 
@@ -274,6 +275,7 @@ impl Shared {
             ttl_sweep_interval_micros: network.ttl_sweep,
             expectation_sweep_interval_micros: network.expectation_sweep,
             auth: Default::default(),
+            bugs: Default::default(),
         };
         let mock = Rc::new(Cell::new(scenario.hub.epoch));
         let clock_mock = mock.clone();
@@ -589,5 +591,8 @@ fn finish(shared: &Shared, scenario: &Scenario, elapsed: u64) -> Result<NetRun, 
         },
         stats,
         notes: output.notes,
+        // The invariant checkers run on the event-driven driver only.
+        violations: Vec::new(),
+        logs: Vec::new(),
     })
 }

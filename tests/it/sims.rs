@@ -1,14 +1,62 @@
-//! One test per scenario in `sims/`, so `cargo test NAME` runs one. Each checks byte-identical
-//! parity with the trace the real ag2 1.2.1 hub printed (`tests/reference/NAME.json`).
+//! One test per scenario in `sims/`, so `cargo test NAME` runs one. Each runs the scenario's
+//! sweep (its first [`TEST_SEEDS`] seeds, every invariant it selects, each seed twice) and
+//! compares its snapshot (`snapshots/NAME.snap`: the invariant summary and the normalised trace
+//! at its fixed seed). A reference-format scenario must also give, in process, byte for byte
+//! the trace the real ag2 1.2.1 hub printed (`tests/reference/NAME.json`).
 
-use crate::support::check_sim;
+use crate::support::{check_sim, root, sim_path};
+use hubsim::hub::Bugs;
+use hubsim::sim::scenario::{Scenario, SeedRange};
+use hubsim::sim::sweep::{self, Repro};
+
+/// Seeds each scenario's test sweeps (`hubsim check` runs them all).
+const TEST_SEEDS: u64 = 10;
+
+fn check_scenario(name: &str) {
+    let path = sim_path(name);
+    let scenario = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    if !scenario.network_only() {
+        check_sim(name);
+    }
+    let full = scenario.seed_range();
+    let seeds = SeedRange {
+        start: full.start,
+        end: full.end.min(full.start + TEST_SEEDS),
+    };
+    let repro = Repro {
+        file: std::path::PathBuf::from(format!("sims/{name}.yaml")),
+        bugs: Vec::new(),
+    };
+    let mut tally = sweep::sweep(&scenario, seeds, Bugs::default(), &repro);
+    tally.finish(&scenario, seeds, &repro);
+    let failures: Vec<String> = tally
+        .failures
+        .iter()
+        .map(|f| {
+            format!(
+                "{}
+    repro: {}",
+                f.what, f.repro
+            )
+        })
+        .collect();
+    assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
+    insta::with_settings!({
+        snapshot_path => root().join("snapshots"),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+        description => format!("hubsim run sims/{name}.yaml"),
+    }, {
+        insta::assert_snapshot!(name, sweep::snapshot(&scenario));
+    });
+}
 
 macro_rules! sims {
     ($($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                check_sim(stringify!($name));
+                check_scenario(stringify!($name));
             }
         )*
 
@@ -38,6 +86,18 @@ sims! {
     inbox_overflow,
     invite_ack_expectation,
     invite_ack_timeout,
+    net_checkpoint_crash,
+    net_crash_workflow,
+    net_disconnect_replay,
+    net_hole_closed_channel,
+    net_hole_cursor_skip,
+    net_hole_duplicate_turn,
+    net_human_participant,
+    net_inbox_overflow,
+    net_lost_invite_ack,
+    net_partition_discussion,
+    net_standard,
+    net_ttl_partition,
     open_validation_errors,
     protocol_events_in_process,
     rules_delegation_depth,

@@ -1,5 +1,5 @@
-//! Keeps the tree honest: every scenario has a test and a reference trace (no orphans either
-//! way), and the pure core never reaches for IO, clocks, randomness or unordered maps.
+//! Keeps the tree honest: every scenario has a test, a snapshot and (reference-format ones) a
+//! reference trace, with no orphans either way, and the pure core never reaches for IO, clocks, randomness or unordered maps.
 
 use crate::support::root;
 use std::collections::BTreeSet;
@@ -21,27 +21,40 @@ fn stems(dir: &Path, extension: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn every_scenario_has_a_test_and_a_reference_trace() {
+fn every_scenario_has_a_test_a_snapshot_and_a_reference_trace() {
     let sims = stems(&root().join("sims"), "yaml");
+    let snapshots = stems(&root().join("snapshots"), "snap");
     let references = stems(&root().join("tests/reference"), "json");
     let listed: BTreeSet<String> = crate::sims::LISTED.iter().map(|s| s.to_string()).collect();
-    let network: BTreeSet<String> = crate::faults::NET_LISTED
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     assert_eq!(
-        sims,
-        listed.union(&network).cloned().collect(),
-        "sims/*.yaml differ from the sims! list (tests/it/sims.rs) plus NET_LISTED (tests/it/faults.rs)"
+        sims, listed,
+        "sims/*.yaml differ from the sims! list (tests/it/sims.rs)"
     );
-    assert_eq!(
-        listed, references,
-        "reference scenarios and tests/reference/*.json differ (network-only scenarios have none)"
+    let missing: Vec<_> = sims.difference(&snapshots).collect();
+    let orphans: Vec<_> = snapshots.difference(&sims).collect();
+    assert!(
+        missing.is_empty() && orphans.is_empty(),
+        "scenarios without a snapshot: {missing:?}; snapshots without a scenario: {orphans:?} \
+         (README, \"Snapshots\")"
     );
-    for name in &network {
+    let mut reference_format = BTreeSet::new();
+    for name in &sims {
         let scenario =
             hubsim::sim::scenario::Scenario::load(&crate::support::sim_path(name)).expect("loads");
-        assert!(scenario.network_only(), "{name} is listed as network-only");
+        if !scenario.network_only() {
+            reference_format.insert(name.clone());
+        }
+    }
+    assert_eq!(
+        reference_format, references,
+        "reference-format scenarios and tests/reference/*.json differ (network-only scenarios \
+         have none)"
+    );
+    for name in crate::faults::NET_LISTED {
+        assert!(
+            sims.contains(*name),
+            "NET_LISTED names {name}, which is not in sims/"
+        );
     }
 }
 

@@ -12,6 +12,12 @@ impl AgentHost {
             return;
         };
         let envelope = Arc::new(envelope);
+        if receipt {
+            self.log.received.push(Delivery {
+                connection: self.current,
+                envelope: envelope.clone(),
+            });
+        }
         let task = self.start_task(
             Stage::GetChannel,
             Work::Handler {
@@ -145,6 +151,12 @@ impl AgentHost {
                 self.call(now, task, Stage::StateBefore, "read_wal", read_wal(channel));
             }
             Stage::StateBefore => {
+                if let Some(id) = envelope.envelope_id {
+                    let turns = self.log.turns.entry(id).or_default();
+                    turns.started += 1;
+                    turns.concurrent += u32::from(turns.running > 0);
+                    turns.running += 1;
+                }
                 let outcome = self.model.ask();
                 let until = now.plus_micros(think.turn_micros(&outcome));
                 if let Some(t) = self.tasks.get_mut(&task) {
@@ -161,7 +173,15 @@ impl AgentHost {
                 }
             }
             Stage::StateAfter => self.post_round(now, task, &envelope, me),
-            Stage::Post => self.end_handler(task),
+            Stage::Post => {
+                if let Some(turns) = envelope
+                    .envelope_id
+                    .and_then(|id| self.log.turns.get_mut(&id))
+                {
+                    turns.posted += 1;
+                }
+                self.end_handler(task)
+            }
             _ => self.end_handler(task),
         }
     }
@@ -304,10 +324,31 @@ impl AgentHost {
             return;
         };
         if let Work::Handler {
-            receipt: true, raw, ..
+            envelope,
+            outcome: Some(_),
+            ..
         } = &t.work
         {
-            self.receipt(t.link, raw);
+            let turns = envelope
+                .envelope_id
+                .and_then(|id| self.log.turns.get_mut(&id));
+            if let Some(turns) = turns {
+                turns.running = turns.running.saturating_sub(1);
+            }
+        }
+        if let Work::Handler {
+            receipt, envelope, ..
+        } = &t.work
+        {
+            let live = self.links.get(&t.link).is_some_and(|l| !l.is_closed());
+            if let (true, Some(id)) = (live && self.id.is_some(), envelope.envelope_id) {
+                self.log.handled.insert(id);
+            }
+            if *receipt {
+                if let Work::Handler { raw, .. } = &t.work {
+                    self.receipt(t.link, raw);
+                }
+            }
         }
         self.finished.push(task);
     }

@@ -99,6 +99,7 @@ impl Hub {
             let error = HubError::protocol(format!("malformed request frame: {field}"));
             return RpcOutcome::Response(response(request_id.clone(), Err(error)));
         };
+        let before = (op == "post_envelope").then(|| self.trace_counters());
         match self.run_op(now, endpoint, op, Params(params)) {
             Ok(Reply::Done(result)) => {
                 RpcOutcome::Response(response(request_id.clone(), Ok(result)))
@@ -113,7 +114,13 @@ impl Hub {
                     request_id: id.to_string(),
                 }
             }
-            Err(error) => RpcOutcome::Response(response(request_id.clone(), Err(error))),
+            Err(error) => {
+                if let Some(before) = before {
+                    let full = error.kind == crate::proto::ErrorKind::InboxFull;
+                    self.refusals.record(before, self.trace_counters(), full);
+                }
+                RpcOutcome::Response(response(request_id.clone(), Err(error)))
+            }
         }
     }
 

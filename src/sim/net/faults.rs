@@ -143,6 +143,7 @@ impl World {
         ) {
             Ok(hub) => {
                 self.server = Some(serve(hub, self.options.text_wire));
+                self.clock_floor = self.now;
                 self.synced_at = self.now;
                 self.dirty = false;
             }

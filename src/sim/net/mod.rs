@@ -16,6 +16,7 @@
 //! like the reference runner, reaches the hub directly for the admin ops (`advance`, ticks,
 //! `via: hub`) and its channel lookups, and the agents' clients for everything else.
 
+mod chaos;
 mod faults;
 mod steps;
 
@@ -23,14 +24,15 @@ pub(crate) use steps::record_pulled;
 
 use super::runner::{Run, RunAgent};
 use super::scenario::{Fault, NetworkOptions, Range, Scenario};
-use crate::client::host::{AgentHost, CommandId, ThinkTime};
+use crate::client::host::{AgentHost, CommandId, HostLog, ThinkTime};
 use crate::client::{ScriptedAgent, TurnOutcome};
 use crate::hub::store::Store;
-use crate::hub::{Hub, HubConfig};
+use crate::hub::{Bugs, Hub, HubConfig};
 use crate::ids::{ChannelId, EndpointId};
 use crate::proto::frame::Frame;
 use crate::proto::HubError;
 use crate::server::{HubServer, ServerOutput};
+use crate::sim::check::{self, Checker, View, Violation};
 use crate::time::{Instant, Now, Timestamp, MICROS_PER_SECOND};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -108,15 +110,28 @@ pub struct NetRun {
     pub stats: NetStats,
     /// Things the harness could not do (a restart whose store does not hydrate, ...).
     pub notes: Vec<String>,
+    /// Broken invariants (of those the scenario selects), in the order they were seen.
+    pub violations: Vec<Violation>,
+    /// What each agent's client saw, in scenario order.
+    pub logs: Vec<HostLog>,
 }
 
-/// Runs `scenario` on the simulated network with `seed`.
+/// Runs `scenario` on the simulated network with `seed`, checking the invariants it selects.
 pub fn run(scenario: &Scenario, seed: u64) -> NetRun {
-    let mut world = World::new(scenario, seed);
+    run_with(scenario, seed, Bugs::default())
+}
+
+/// [`run`] on a hub with deliberate defects switched on (tests of the checkers).
+pub fn run_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> NetRun {
+    let mut world = World::new(scenario, seed, bugs);
     world.register_agents(scenario);
+    if let Some(chaos) = &scenario.sweep.chaos {
+        world.schedule_chaos(chaos, seed);
+    }
     for (idx, step) in scenario.steps.iter().enumerate() {
         world.run_step(idx, step);
     }
+    world.end_chaos();
     world.finish(scenario)
 }
 
@@ -153,11 +168,22 @@ enum Msg {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    ToHub { conn: usize, msg: Msg },
-    ToHost { conn: usize, msg: Msg },
-    Keepalive { host: usize, epoch: u64 },
+    ToHub {
+        conn: usize,
+        msg: Msg,
+    },
+    ToHost {
+        conn: usize,
+        msg: Msg,
+    },
+    Keepalive {
+        host: usize,
+        epoch: u64,
+    },
     Reconnect(usize),
     Fault(Fault),
+    /// A fault of the chaos phase (dropped when it ends).
+    Chaos(Fault),
 }
 
 struct World {
@@ -191,10 +217,15 @@ struct World {
     background: Vec<steps::Background>,
     notes: Vec<String>,
     stats: NetStats,
+    checker: Checker,
+    /// Simulated time of the last wall-clock jump or hub (re)start (see [`View`]).
+    clock_floor: u64,
+    /// The end of the chaos phase (0: no chaos).
+    chaos_until: u64,
 }
 
 impl World {
-    fn new(scenario: &Scenario, seed: u64) -> World {
+    fn new(scenario: &Scenario, seed: u64, bugs: Bugs) -> World {
         let options = scenario.network.clone();
         let config = HubConfig {
             invite_ack_timeout_micros: (scenario.hub.invite_ack_timeout_seconds
@@ -202,6 +233,7 @@ impl World {
             ttl_sweep_interval_micros: options.ttl_sweep,
             expectation_sweep_interval_micros: options.expectation_sweep,
             auth: Default::default(),
+            bugs,
         };
         let hosts: Vec<AgentHost> = scenario
             .agents
@@ -262,6 +294,9 @@ impl World {
             background: Vec::new(),
             notes: Vec::new(),
             stats: NetStats::default(),
+            checker: Checker::new(scenario.sweep.invariants),
+            clock_floor: 0,
+            chaos_until: 0,
             options,
         };
         for timed in world.options.faults.clone() {
@@ -371,6 +406,7 @@ impl World {
             }
             self.dirty = true;
             self.drain_hub();
+            self.check(None);
         }
         for host in 0..self.hosts.len() {
             if self.hosts[host]
@@ -404,6 +440,7 @@ impl World {
                 }
                 self.stats.messages += 1;
                 let (now, endpoint) = (self.hub_now(), self.conns[conn].endpoint);
+                let mark = self.refusal_mark();
                 if let Some(server) = &mut self.server {
                     match msg {
                         Msg::Text(text) => server.receive(now, endpoint, &text),
@@ -411,6 +448,7 @@ impl World {
                     }
                     self.dirty = true;
                 }
+                self.check_refusals(mark);
                 self.drain_hub();
             }
             Ev::ToHost { conn, msg } => {
@@ -437,7 +475,7 @@ impl World {
                 }
             }
             Ev::Reconnect(host) => self.reconnect(host),
-            Ev::Fault(fault) => self.apply(&fault),
+            Ev::Fault(fault) | Ev::Chaos(fault) => self.apply(&fault),
         }
     }
 
@@ -537,10 +575,72 @@ impl World {
         self.hosts.iter().position(|host| host.name() == name)
     }
 
+    /// Runs the invariant checkers on the run as it is now.
+    fn check(&mut self, step: Option<usize>) {
+        if self.checker.selection() == check::Selection::NONE {
+            return;
+        }
+        let mut checker = std::mem::take(&mut self.checker);
+        checker.check(&self.view(step));
+        self.checker = checker;
+    }
+
+    fn view(&self, step: Option<usize>) -> View<'_> {
+        View {
+            hub: self.server.as_ref().map(HubServer::hub),
+            hosts: &self.hosts,
+            now: self.now,
+            step,
+            frozen_clock: self.options.frozen_clock,
+            mock: self.mock,
+            clock_floor: self.clock_floor,
+            ttl_sweep: self.options.ttl_sweep,
+        }
+    }
+
+    /// The hub's count of refused posts that left a trace, if the `inbox` invariant is checked.
+    fn refusal_mark(&self) -> Option<u64> {
+        if !self.checker.selection().has(check::Invariant::Inbox) {
+            return None;
+        }
+        Some(self.server.as_ref()?.hub().refusals().with_trace)
+    }
+
+    /// A refused post must leave the hub's WAL and audit log as they were.
+    fn check_refusals(&mut self, mark: Option<u64>) {
+        let Some(hub) = self.server.as_ref().map(HubServer::hub) else {
+            return;
+        };
+        let refusals = hub.refusals();
+        if let (Some(mark), Some((before, after))) = (mark, refusals.last_trace) {
+            if refusals.with_trace > mark {
+                let mut checker = std::mem::take(&mut self.checker);
+                checker.check_refusal(&self.view(None), true, before, after);
+                self.checker = checker;
+            }
+        }
+    }
+
     fn finish(mut self, scenario: &Scenario) -> NetRun {
         self.heal();
         let deadline = self.now.saturating_add(self.options.quiesce);
-        self.run_until(deadline, &|world| !world.busy());
+        let settled = self.run_until(deadline, &|world| !world.busy());
+        if self.checker.selection() != check::Selection::NONE {
+            let mut checker = std::mem::take(&mut self.checker);
+            let view = self.view(None);
+            if !settled {
+                checker.record(
+                    &view,
+                    "settle/not_settled",
+                    format!(
+                        "work was still under way {} after the last step with every fault healed",
+                        seconds(self.options.quiesce)
+                    ),
+                );
+            }
+            checker.finish(&view, settled && self.server.is_some());
+            self.checker = checker;
+        }
         self.finish_background(scenario);
         let hub = match (&self.server, self.last_hub.take()) {
             (Some(server), _) => server.hub().clone(),
@@ -555,6 +655,11 @@ impl World {
             }
         }
         self.stats.sim_micros = self.now;
+        let logs = self
+            .hosts
+            .iter_mut()
+            .map(|host| std::mem::take(&mut host.log))
+            .collect();
         let agents = self
             .hosts
             .into_iter()
@@ -574,6 +679,8 @@ impl World {
             },
             stats: self.stats,
             notes: self.notes,
+            violations: self.checker.into_violations(),
+            logs,
         }
     }
 }

@@ -79,6 +79,7 @@ impl World {
         let mut record = new_record(idx, step);
         let result = self.perform(idx, step, &mut record);
         self.settle();
+        self.check(Some(idx));
         if let Some(message) = close_record(idx, step, &mut record, result) {
             self.mismatches.push(message);
         }
@@ -137,9 +138,12 @@ impl World {
                 let id = if *via_hub {
                     let now = self.hub_now();
                     let server = self.server.as_mut().ok_or_else(hub_down)?;
+                    let before = server.hub().trace_counters();
                     let posted = server.hub_mut().post_envelope(now, envelope);
+                    let after = server.hub().trace_counters();
                     server.flush(now);
                     self.dirty = true;
+                    self.check_refusal(posted.is_err(), before, after);
                     self.drain_hub();
                     Value::String(posted?.to_string())
                 } else {
@@ -178,6 +182,7 @@ impl World {
             Action::Advance(by) => {
                 let seconds = advance_seconds(by)?;
                 self.mock = advanced(self.mock, seconds)?;
+                self.clock_floor = self.now;
                 record.insert("now".into(), Value::String(self.hub_now().wall.to_string()));
                 Ok(())
             }
@@ -240,6 +245,19 @@ impl World {
                 self.apply(fault);
                 Ok(())
             }
+        }
+    }
+
+    /// A refused direct post must leave the hub's WAL and audit log as they were.
+    fn check_refusal(&mut self, refused: bool, before: (u64, usize), after: (u64, usize)) {
+        if self
+            .checker
+            .selection()
+            .has(crate::sim::check::Invariant::Inbox)
+        {
+            let mut checker = std::mem::take(&mut self.checker);
+            checker.check_refusal(&self.view(None), refused, before, after);
+            self.checker = checker;
         }
     }
 

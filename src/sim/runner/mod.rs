@@ -137,6 +137,7 @@ impl Driver {
             ttl_sweep_interval_micros: 0,
             expectation_sweep_interval_micros: 0,
             auth: Default::default(),
+            bugs: Default::default(),
         };
         Driver {
             hub: Hub::new(config, Instant::default()),

@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 mod agents;
 mod network;
 mod steps;
+mod sweep;
 
 pub use network::{Fault, NetworkOptions, Range, TimedFault};
+pub use sweep::{Chaos, ChaosKind, KnownViolation, SeedRange, SweepOptions, DEFAULT_SEEDS, PROBES};
 
 use agents::{AgentsSeed, RuleFields};
 use steps::{check_step_agents, StepsSeed};
@@ -73,6 +75,8 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Network settings (`network:`), used by the network driver only.
     pub network: NetworkOptions,
+    /// How `hubsim check` sweeps it: seeds, invariants, known violations, probes, chaos.
+    pub sweep: SweepOptions,
 }
 
 impl Scenario {
@@ -88,6 +92,37 @@ impl Scenario {
                 .steps
                 .iter()
                 .any(|step| matches!(step.action, Action::Fault(_) | Action::Wait(_)))
+            || self.sweep.chaos.is_some()
+    }
+
+    /// True when a run draws anything at random (latencies, model time, chaos), so seeds
+    /// differ.
+    pub fn draws_randomly(&self) -> bool {
+        let varies = |r: Range| r.min != r.max;
+        varies(self.network.latency)
+            || varies(self.network.model_time)
+            || self.sweep.chaos.is_some()
+            || self
+                .network
+                .faults
+                .iter()
+                .any(|f| matches!(&f.fault, Fault::Latency { range, .. } if varies(*range)))
+    }
+
+    /// The seeds a sweep runs: the scenario's `seeds`, else one seed (its `seed`) when nothing
+    /// is drawn at random, else `0..DEFAULT_SEEDS`.
+    pub fn seed_range(&self) -> SeedRange {
+        self.sweep.seeds.unwrap_or(if self.draws_randomly() {
+            SeedRange {
+                start: 0,
+                end: sweep::DEFAULT_SEEDS,
+            }
+        } else {
+            SeedRange {
+                start: self.sweep.seed,
+                end: self.sweep.seed + 1,
+            }
+        })
     }
 }
 
@@ -351,7 +386,20 @@ fn locate(text: &str, error: &serde_yaml::Error) -> String {
     }
 }
 
-const SCENARIO_FIELDS: &[&str] = &["name", "description", "hub", "network", "agents", "steps"];
+const SCENARIO_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "hub",
+    "network",
+    "agents",
+    "steps",
+    "seed",
+    "seeds",
+    "invariants",
+    "known_violations",
+    "expect_reached",
+    "chaos",
+];
 
 struct RawScenario(Scenario);
 
@@ -378,6 +426,7 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
             agents: Vec::new(),
             steps: Vec::new(),
             network: NetworkOptions::default(),
+            sweep: SweepOptions::default(),
         };
         let mut known_agents: Option<BTreeSet<String>> = None;
         let mut seen = BTreeSet::new();
@@ -408,6 +457,30 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
                     scenario.steps = map.next_value_seed(StepsSeed {
                         agents: known_agents.as_ref(),
                     })?
+                }
+                "seed" => scenario.sweep.seed = map.next_value()?,
+                "seeds" => {
+                    let value: serde_yaml::Value = map.next_value()?;
+                    scenario.sweep.seeds = Some(sweep::seeds(&value).map_err(de::Error::custom)?);
+                }
+                "invariants" => {
+                    let names: Vec<String> = map.next_value()?;
+                    scenario.sweep.invariants =
+                        sweep::invariants(&names).map_err(de::Error::custom)?;
+                }
+                "known_violations" => {
+                    let entries: Vec<sweep::KnownFields> = map.next_value()?;
+                    scenario.sweep.known_violations =
+                        sweep::known(entries).map_err(de::Error::custom)?;
+                }
+                "expect_reached" => {
+                    let names: Vec<String> = map.next_value()?;
+                    sweep::probes(&names).map_err(de::Error::custom)?;
+                    scenario.sweep.expect_reached = names;
+                }
+                "chaos" => {
+                    let fields: sweep::ChaosFields = map.next_value()?;
+                    scenario.sweep.chaos = Some(sweep::chaos(fields).map_err(de::Error::custom)?);
                 }
                 other => return Err(de::Error::unknown_field(other, SCENARIO_FIELDS)),
             }

@@ -164,7 +164,7 @@ pub(super) fn duration_micros(value: &serde_yaml::Value) -> Result<u64, String> 
 }
 
 /// A range: `"1ms..20ms"`, `[min, max]`, or one duration.
-fn range(value: &serde_yaml::Value) -> Result<Range, String> {
+pub(super) fn range(value: &serde_yaml::Value) -> Result<Range, String> {
     use serde_yaml::Value as Y;
     let (min, max) = match value {
         Y::String(text) if text.contains("..") => {

@@ -1,11 +1,16 @@
-//! The `hubsim` command line: `trace`, `check` and `bench` over scenario files, and `serve`.
+//! The `hubsim` command line: `trace`, `run`, `check` and `bench` over scenario files, and
+//! `serve`.
 
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
+mod check;
+mod report;
+
 use clap::{Parser, Subcommand, ValueEnum};
+use hubsim::hub::Bugs;
 use hubsim::net::scenario::TurmoilOptions;
-use hubsim::sim::scenario::Scenario;
-use hubsim::sim::{run_in_process, run_on_network, Outcome};
+use hubsim::sim::scenario::{Scenario, SeedRange};
+use hubsim::sim::{run_in_process, Outcome};
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,9 +40,9 @@ enum Command {
     Run {
         /// The scenario file.
         file: PathBuf,
-        /// The seed every random draw of the run derives from.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// The seed every random draw of the run derives from (default: the scenario's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Keep the hub clock on the scenario's mock clock (`network.clock: frozen`), as the
         /// reference runner does.
         #[arg(long)]
@@ -51,18 +56,36 @@ enum Command {
         /// turmoil's tick in milliseconds (`--net turmoil`).
         #[arg(long, default_value_t = 1)]
         tick_ms: u64,
+        /// Switch on a deliberate hub defect (tests of the invariant checkers).
+        #[arg(long, hide = true)]
+        inject_bug: Vec<String>,
     },
-    /// Run scenarios (files or folders; default `sims/`), check their `expect_error`s, that two
-    /// runs give identical bytes, and that each trace equals its reference trace when one exists.
+    /// Check scenarios (files or folders; default `sims/`): each over its seeds on the network
+    /// driver with its invariants (each seed run twice for `determinism`), reference-format
+    /// scenarios also in process against their reference traces. Prints a summary table and
+    /// one repro line per failure; exits non-zero on any failure.
     Check {
         /// Scenario files or folders of them.
         paths: Vec<PathBuf>,
         /// Folder of reference traces (`NAME.json`).
         #[arg(long, default_value = "tests/reference")]
         reference: PathBuf,
-        /// Seeds each network-only scenario runs over (0..N).
-        #[arg(long, default_value_t = 200)]
-        seeds: u64,
+        /// Seeds for every scenario: a count `N` (0..N) or a range `A..B` (default: each
+        /// scenario's `seeds`).
+        #[arg(long, value_parser = SeedRange::parse)]
+        seeds: Option<SeedRange>,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run shard K of N (1-based): every Nth scenario of the sorted list.
+        #[arg(long, value_parser = check::parse_shard)]
+        shard: Option<(usize, usize)>,
+        /// Write a report: `--report junit FILE` or `--report json FILE`.
+        #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
+        report: Option<Vec<String>>,
+        /// Switch on a deliberate hub defect (tests of the invariant checkers).
+        #[arg(long, hide = true)]
+        inject_bug: Vec<String>,
     },
     /// Measure runs per second of each scenario (trace rendering included): in process, or for
     /// network-only scenarios on the network driver over successive seeds, with the simulated
@@ -111,12 +134,17 @@ fn main() -> ExitCode {
             stats,
             net,
             tick_ms,
-        } => run(&file, seed, frozen_clock, stats, net, tick_ms),
+            inject_bug,
+        } => run(&file, seed, frozen_clock, stats, net, tick_ms, &inject_bug),
         Command::Check {
             paths,
             reference,
             seeds,
-        } => check(&paths, &reference, seeds),
+            jobs,
+            shard,
+            report,
+            inject_bug,
+        } => check_command(paths, reference, seeds, jobs, shard, report, inject_bug),
         Command::Bench {
             paths,
             seconds,
@@ -150,21 +178,31 @@ fn trace(file: &Path) -> Result<ExitCode, Box<dyn Error>> {
     print_outcome(&scenario, &run_in_process(&scenario))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     file: &Path,
-    seed: u64,
+    seed: Option<u64>,
     frozen_clock: bool,
     stats: bool,
     net: Net,
     tick_ms: u64,
+    inject_bug: &[String],
 ) -> Result<ExitCode, Box<dyn Error>> {
     let mut scenario = Scenario::load(file)?;
     scenario.network.frozen_clock |= frozen_clock;
+    let seed = seed.unwrap_or(scenario.sweep.seed);
+    let mut bugs = Bugs::default();
+    for bug in inject_bug {
+        bugs.enable(bug)?;
+    }
     let outcome = match net {
-        Net::Events => run_on_network(&scenario, seed),
+        Net::Events => hubsim::sim::run_on_network_with(&scenario, seed, bugs),
         Net::Turmoil => {
             if tick_ms == 0 {
                 return Err("--tick-ms must be at least 1".into());
+            }
+            if bugs != Bugs::default() {
+                return Err("--inject-bug works with --net events only".into());
             }
             let options = TurmoilOptions {
                 tick: std::time::Duration::from_millis(tick_ms),
@@ -182,18 +220,27 @@ fn run(
             s.reconnects
         );
     }
-    let code = print_outcome(&scenario, &outcome)?;
+    let mut code = print_outcome(&scenario, &outcome)?;
+    for violation in &outcome.violations {
+        if hubsim::sim::sweep::is_known(&scenario, violation) {
+            eprintln!("{}: known violation {violation}", scenario.name);
+        } else {
+            eprintln!("{}: VIOLATION {violation}", scenario.name);
+            code = ExitCode::FAILURE;
+        }
+    }
     if code != ExitCode::SUCCESS {
-        let backend = match net {
-            Net::Events => String::new(),
-            Net::Turmoil => format!(" --net turmoil --tick-ms {tick_ms}"),
-        };
-        eprintln!(
-            "repro: hubsim run {} --seed {seed}{}{backend}   (hubsim {})",
-            file.display(),
-            if frozen_clock { " --frozen-clock" } else { "" },
-            env!("CARGO_PKG_VERSION")
-        );
+        let mut line = format!("hubsim run {} --seed {seed}", file.display());
+        if frozen_clock {
+            line.push_str(" --frozen-clock");
+        }
+        if net == Net::Turmoil {
+            line.push_str(&format!(" --net turmoil --tick-ms {tick_ms}"));
+        }
+        for bug in inject_bug {
+            line.push_str(&format!(" --inject-bug {bug}"));
+        }
+        eprintln!("repro: {line}   # hubsim {}", env!("CARGO_PKG_VERSION"));
     }
     Ok(code)
 }
@@ -210,43 +257,8 @@ fn print_outcome(scenario: &Scenario, outcome: &Outcome) -> Result<ExitCode, Box
     })
 }
 
-/// What is wrong with a run, given a second run of the same scenario (and seed).
-fn problems(first: &Outcome, second: &Outcome) -> Vec<String> {
-    let mut problems: Vec<String> = first
-        .mismatches
-        .iter()
-        .map(|m| format!("expectation mismatch: {m}"))
-        .collect();
-    if first.trace != second.trace {
-        problems.push("two runs gave different traces".to_string());
-    }
-    problems
-}
-
-/// A network-only scenario over seeds `0..seeds`: every `expect_error` holds and each seed run
-/// twice gives the same bytes. Each failure names the seed that reproduces it.
-fn check_seeds(file: &Path, scenario: &Scenario, seeds: u64, failures: &mut Vec<String>) {
-    for seed in 0..seeds {
-        let repro = format!(
-            "hubsim run {} --seed {seed}  # hubsim {}",
-            file.display(),
-            env!("CARGO_PKG_VERSION")
-        );
-        let problems = problems(
-            &run_on_network(scenario, seed),
-            &run_on_network(scenario, seed),
-        );
-        for problem in problems {
-            failures.push(format!(
-                "{} (seed {seed}): {problem}\n    repro: {repro}",
-                scenario.name
-            ));
-        }
-    }
-}
-
 /// Scenario files named by `paths` (folders are read for `*.yaml`, sorted); `sims/` by default.
-fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn Error>> {
+pub(crate) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn Error>> {
     let defaults = [PathBuf::from("sims")];
     let paths = if paths.is_empty() {
         &defaults[..]
@@ -273,79 +285,35 @@ fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn Error>> {
     Ok(files)
 }
 
-fn check(paths: &[PathBuf], reference: &Path, seeds: u64) -> Result<ExitCode, Box<dyn Error>> {
-    let started = Instant::now();
-    let mut failures = Vec::new();
-    let files = scenario_files(paths)?;
-    let (mut compared, mut passed, mut seeded) = (0, 0, 0);
-    for file in &files {
-        let repro = format!(
-            "hubsim trace {}  # hubsim {}",
-            file.display(),
-            env!("CARGO_PKG_VERSION")
-        );
-        let scenario = match Scenario::load(file) {
-            Ok(scenario) => scenario,
-            Err(error) => {
-                failures.push(format!("{error}\n    repro: {repro}"));
-                continue;
-            }
-        };
-        if scenario.network_only() {
-            seeded += seeds;
-            let before = failures.len();
-            check_seeds(file, &scenario, seeds, &mut failures);
-            if failures.len() == before {
-                passed += 1;
-            }
-            continue;
+#[allow(clippy::too_many_arguments)]
+fn check_command(
+    paths: Vec<PathBuf>,
+    reference: PathBuf,
+    seeds: Option<SeedRange>,
+    jobs: Option<usize>,
+    shard: Option<(usize, usize)>,
+    report: Option<Vec<String>>,
+    bugs: Vec<String>,
+) -> Result<ExitCode, Box<dyn Error>> {
+    let report = match report.as_deref() {
+        None => None,
+        Some([format, file]) => {
+            let format = <report::Format as ValueEnum>::from_str(format, true)
+                .map_err(|_| format!("--report: expected `junit` or `json`, got `{format}`"))?;
+            Some((format, PathBuf::from(file)))
         }
-        let first = run_in_process(&scenario);
-        let mut problems = problems(&first, &run_in_process(&scenario));
-        let expected_path = reference.join(format!("{}.json", scenario.name));
-        if let Ok(expected) = std::fs::read_to_string(&expected_path) {
-            compared += 1;
-            if let Some(line) = first_difference(&expected, &first) {
-                problems.push(format!(
-                    "differs from {} at line {line}",
-                    expected_path.display()
-                ));
-            }
-        }
-        if problems.is_empty() {
-            passed += 1;
-        }
-        for problem in problems {
-            failures.push(format!("{}: {problem}\n    repro: {repro}", scenario.name));
-        }
-    }
-    for failure in &failures {
-        eprintln!("FAIL {failure}");
-    }
-    println!(
-        "{} scenarios, {passed} passed, {} failed; {compared} compared with reference traces; {seeded} network runs; {:.2}s",
-        files.len(),
-        files.len() - passed,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        Some(_) => return Err("--report takes a format and a file".into()),
+    };
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    check::check(check::CheckArgs {
+        paths,
+        reference,
+        seeds,
+        jobs,
+        shard,
+        report,
+        bugs,
     })
-}
-
-/// The first line (1-based) where the trace differs from the expected text.
-fn first_difference(expected: &str, outcome: &Outcome) -> Option<usize> {
-    if expected == outcome.trace {
-        return None;
-    }
-    let mut lines = expected.lines().zip(outcome.trace.lines()).enumerate();
-    let differing = lines.find(|(_, (a, b))| a != b).map(|(idx, _)| idx + 1);
-    Some(
-        differing
-            .unwrap_or_else(|| expected.lines().count().min(outcome.trace.lines().count()) + 1),
-    )
 }
 
 fn bench(

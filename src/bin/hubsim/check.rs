@@ -1,0 +1,281 @@
+//! `hubsim check`: every scenario over its seeds on worker threads, a progress bar, a summary
+//! table, one repro line per failure, and an optional JUnit or JSON report.
+
+use crate::report::{self, ScenarioResult};
+use hubsim::hub::Bugs;
+use hubsim::sim::scenario::{Scenario, SeedRange};
+use hubsim::sim::sweep::{self, Failure, Repro, Tally};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Seeds per unit of work: small enough to balance threads, large enough to amortise.
+const CHUNK: u64 = 16;
+
+/// Failures printed per scenario (the report has them all).
+const PRINTED_PER_SCENARIO: usize = 5;
+
+/// What `check` was asked.
+pub(crate) struct CheckArgs {
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) reference: PathBuf,
+    pub(crate) seeds: Option<SeedRange>,
+    pub(crate) jobs: usize,
+    /// (K, N): this run takes scenarios K-1, K-1+N, ... of the sorted list.
+    pub(crate) shard: Option<(usize, usize)>,
+    pub(crate) report: Option<(report::Format, PathBuf)>,
+    pub(crate) bugs: Vec<String>,
+}
+
+/// Parses `K/N` (1 <= K <= N).
+pub(crate) fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected `K/N` with 1 <= K <= N, got `{text}`");
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if k == 0 || n == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+/// A scenario to check, or the error loading it.
+struct Entry {
+    file: PathBuf,
+    scenario: Result<Scenario, String>,
+    seeds: SeedRange,
+    repro: Repro,
+}
+
+/// A unit of work: a scenario's in-process checks, or a chunk of its seeds.
+#[derive(Clone, Copy)]
+enum Unit {
+    InProcess(usize),
+    Seeds(usize, SeedRange),
+}
+
+/// What a unit found.
+enum Found {
+    InProcess(Vec<Failure>, bool),
+    Seeds(Tally),
+}
+
+pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let started = Instant::now();
+    let mut bugs = Bugs::default();
+    for bug in &args.bugs {
+        bugs.enable(bug)?;
+    }
+    let mut files = crate::scenario_files(&args.paths)?;
+    if let Some((k, n)) = args.shard {
+        files = files
+            .into_iter()
+            .enumerate()
+            .filter(|(idx, _)| idx % n == k - 1)
+            .map(|(_, file)| file)
+            .collect();
+    }
+    let entries: Vec<Entry> = files
+        .into_iter()
+        .map(|file| {
+            let scenario = Scenario::load(&file).map_err(|e| e.to_string());
+            let seeds = match (&scenario, args.seeds) {
+                (_, Some(seeds)) => seeds,
+                (Ok(scenario), None) => scenario.seed_range(),
+                (Err(_), None) => SeedRange { start: 0, end: 1 },
+            };
+            let repro = Repro {
+                file: file.clone(),
+                bugs: args.bugs.clone(),
+            };
+            Entry {
+                file,
+                scenario,
+                seeds,
+                repro,
+            }
+        })
+        .collect();
+
+    let mut units = Vec::new();
+    for (idx, entry) in entries.iter().enumerate() {
+        let Ok(scenario) = &entry.scenario else {
+            continue;
+        };
+        if !scenario.network_only() {
+            units.push(Unit::InProcess(idx));
+        }
+        let mut start = entry.seeds.start;
+        while start < entry.seeds.end {
+            let end = entry.seeds.end.min(start.saturating_add(CHUNK));
+            units.push(Unit::Seeds(idx, SeedRange { start, end }));
+            start = end;
+        }
+    }
+    let total_seeds: u64 = units
+        .iter()
+        .map(|unit| match unit {
+            Unit::Seeds(_, seeds) => seeds.len(),
+            Unit::InProcess(_) => 0,
+        })
+        .sum();
+    let progress = ProgressBar::new(total_seeds);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} seeds ({per_sec}, {eta} left) {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+
+    let results: Vec<Mutex<Option<(Found, Duration)>>> =
+        units.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let jobs = args.jobs.max(1).min(units.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let idx = next.fetch_add(1, Ordering::Relaxed);
+                let Some(unit) = units.get(idx) else { break };
+                let began = Instant::now();
+                let found = run_unit(*unit, &entries, &args.reference, bugs, &progress);
+                let spent = began.elapsed();
+                if let Ok(mut slot) = results[idx].lock() {
+                    *slot = Some((found, spent));
+                }
+            });
+        }
+    });
+    progress.finish_and_clear();
+
+    // Merge in unit order: the same report whatever the thread count.
+    let mut merged: Vec<ScenarioResult> = entries
+        .iter()
+        .map(|entry| ScenarioResult {
+            name: entry
+                .scenario
+                .as_ref()
+                .map_or_else(|_| stem(&entry.file), |s| s.name.clone()),
+            file: entry.file.clone(),
+            seeds: entry.seeds,
+            invariants: entry
+                .scenario
+                .as_ref()
+                .map_or(0, |s| s.sweep.invariants.iter().count()),
+            tally: Tally::default(),
+            compared: false,
+            seconds: 0.0,
+        })
+        .collect();
+    for (idx, entry) in entries.iter().enumerate() {
+        if let Err(error) = &entry.scenario {
+            merged[idx].tally.failures.push(Failure {
+                seed: None,
+                what: error.clone(),
+                repro: format!("hubsim check {}", entry.file.display()),
+            });
+        }
+    }
+    for (unit, slot) in units.iter().zip(results) {
+        let Some((found, spent)) = slot.into_inner().ok().flatten() else {
+            continue;
+        };
+        let idx = match unit {
+            Unit::InProcess(idx) | Unit::Seeds(idx, _) => *idx,
+        };
+        let result = &mut merged[idx];
+        result.seconds += spent.as_secs_f64();
+        match found {
+            Found::InProcess(failures, compared) => {
+                result.tally.failures.extend(failures);
+                result.compared = compared;
+            }
+            Found::Seeds(tally) => result.tally.merge(tally),
+        }
+    }
+    for (entry, result) in entries.iter().zip(&mut merged) {
+        if let Ok(scenario) = &entry.scenario {
+            result.tally.finish(scenario, entry.seeds, &entry.repro);
+        }
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    print_failures(&merged);
+    report::print_summary(&merged, elapsed, jobs);
+    if let Some((format, path)) = &args.report {
+        report::write(*format, path, &merged, elapsed)?;
+        eprintln!("hubsim: wrote {}", path.display());
+    }
+    let failed = merged.iter().any(|r| !r.tally.failures.is_empty());
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_unit(
+    unit: Unit,
+    entries: &[Entry],
+    reference: &Path,
+    bugs: Bugs,
+    progress: &ProgressBar,
+) -> Found {
+    match unit {
+        Unit::InProcess(idx) => {
+            let entry = &entries[idx];
+            let Ok(scenario) = &entry.scenario else {
+                return Found::InProcess(Vec::new(), false);
+            };
+            let (failures, compared) = sweep::check_in_process(&entry.file, scenario, reference);
+            Found::InProcess(failures, compared)
+        }
+        Unit::Seeds(idx, seeds) => {
+            let entry = &entries[idx];
+            let Ok(scenario) = &entry.scenario else {
+                return Found::Seeds(Tally::default());
+            };
+            let mut tally = Tally::default();
+            for seed in seeds.start..seeds.end {
+                let one = SeedRange {
+                    start: seed,
+                    end: seed + 1,
+                };
+                tally.merge(sweep::sweep(scenario, one, bugs, &entry.repro));
+                progress.inc(1);
+            }
+            progress.set_message(scenario.name.clone());
+            Found::Seeds(tally)
+        }
+    }
+}
+
+fn print_failures(results: &[ScenarioResult]) {
+    for result in results {
+        let failures = &result.tally.failures;
+        for failure in failures.iter().take(PRINTED_PER_SCENARIO) {
+            let seed = failure
+                .seed
+                .map_or(String::new(), |seed| format!(" (seed {seed})"));
+            eprintln!("FAIL {}{seed}: {}", result.name, failure.what);
+            eprintln!("    repro: {}", failure.repro);
+        }
+        if failures.len() > PRINTED_PER_SCENARIO {
+            eprintln!(
+                "FAIL {}: ... and {} more failures (--report json FILE lists them all)",
+                result.name,
+                failures.len() - PRINTED_PER_SCENARIO
+            );
+        }
+    }
+}
+
+fn stem(file: &Path) -> String {
+    file.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+}

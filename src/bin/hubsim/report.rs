@@ -1,0 +1,183 @@
+//! `hubsim check`'s summary table and its JUnit and JSON reports.
+
+use clap::ValueEnum;
+use hubsim::sim::scenario::SeedRange;
+use hubsim::sim::sweep::Tally;
+use serde_json::{json, Value};
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+/// A report file's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// JUnit XML, one test case per scenario (CI dashboards read it).
+    Junit,
+    /// JSON with every failure and its repro line.
+    Json,
+}
+
+/// One scenario's merged result.
+pub(crate) struct ScenarioResult {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) seeds: SeedRange,
+    /// Invariants selected.
+    pub(crate) invariants: usize,
+    pub(crate) tally: Tally,
+    /// Its in-process trace was compared with a reference trace.
+    pub(crate) compared: bool,
+    /// Time spent on it, summed over threads.
+    pub(crate) seconds: f64,
+}
+
+impl ScenarioResult {
+    fn known(&self) -> u64 {
+        self.tally.known.values().sum()
+    }
+}
+
+/// The table `hubsim check` ends with.
+pub(crate) fn print_summary(results: &[ScenarioResult], elapsed: f64, jobs: usize) {
+    println!(
+        "{:<34} {:>11} {:>11} {:>10} {:>6} {:>8} {:>9}",
+        "scenario", "seeds", "invariants", "violations", "known", "failures", "time"
+    );
+    let (mut seeds, mut checks, mut violations, mut known, mut failures) = (0, 0, 0, 0, 0);
+    let mut compared = 0;
+    for result in results {
+        let tally = &result.tally;
+        println!(
+            "{:<34} {:>11} {:>11} {:>10} {:>6} {:>8} {:>8.2}s",
+            result.name,
+            result.seeds.to_string(),
+            tally.checks,
+            tally.violations,
+            result.known(),
+            tally.failures.len(),
+            result.seconds
+        );
+        seeds += tally.runs;
+        checks += tally.checks;
+        violations += tally.violations;
+        known += result.known();
+        failures += tally.failures.len();
+        compared += usize::from(result.compared);
+    }
+    println!(
+        "{} scenarios ({} failed; {compared} compared with reference traces), {seeds} seeds, \
+         {checks} invariant checks, {violations} violations, {known} known violations, \
+         {failures} failures; wall {elapsed:.2}s on {jobs} threads",
+        results.len(),
+        results
+            .iter()
+            .filter(|r| !r.tally.failures.is_empty())
+            .count(),
+    );
+}
+
+/// Writes the report.
+pub(crate) fn write(
+    format: Format,
+    path: &Path,
+    results: &[ScenarioResult],
+    elapsed: f64,
+) -> Result<(), Box<dyn Error>> {
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&json_report(results, elapsed))? + "\n",
+        Format::Junit => junit(results, elapsed),
+    };
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn json_report(results: &[ScenarioResult], elapsed: f64) -> Value {
+    let scenarios: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "file": r.file.display().to_string(),
+                "seeds": r.seeds.to_string(),
+                "runs": r.tally.runs,
+                "invariants": r.invariants,
+                "invariant_checks": r.tally.checks,
+                "violations": r.tally.violations,
+                "known_violations": r.tally.known,
+                "reached": r.tally.reached,
+                "compared_with_reference": r.compared,
+                "seconds": r.seconds,
+                "failures": r.tally.failures.iter().map(|f| json!({
+                    "seed": f.seed,
+                    "what": f.what,
+                    "repro": f.repro,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "hubsim": env!("CARGO_PKG_VERSION"),
+        "wall_seconds": elapsed,
+        "scenarios": scenarios,
+    })
+}
+
+fn junit(results: &[ScenarioResult], elapsed: f64) -> String {
+    let failed = results
+        .iter()
+        .filter(|r| !r.tally.failures.is_empty())
+        .count();
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    xml.push_str(&format!(
+        "<testsuites name=\"hubsim check\" tests=\"{}\" failures=\"{failed}\" time=\"{elapsed:.3}\">\n",
+        results.len()
+    ));
+    xml.push_str(&format!(
+        "  <testsuite name=\"hubsim\" tests=\"{}\" failures=\"{failed}\" time=\"{elapsed:.3}\">\n",
+        results.len()
+    ));
+    for r in results {
+        xml.push_str(&format!(
+            "    <testcase classname=\"sims\" name=\"{}\" time=\"{:.3}\"",
+            escape(&r.name),
+            r.seconds
+        ));
+        if r.tally.failures.is_empty() {
+            xml.push_str(" />\n");
+            continue;
+        }
+        xml.push_str(">\n");
+        let first = &r.tally.failures[0];
+        let body: Vec<String> = r
+            .tally
+            .failures
+            .iter()
+            .map(|f| format!("{}\n    repro: {}", f.what, f.repro))
+            .collect();
+        xml.push_str(&format!(
+            "      <failure message=\"{}\">{}</failure>\n",
+            escape(&first.what),
+            escape(&body.join("\n"))
+        ));
+        xml.push_str("    </testcase>\n");
+    }
+    xml.push_str("  </testsuite>\n</testsuites>\n");
+    xml
+}
+
+/// XML text and attribute escaping; characters XML 1.0 forbids become `?`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' | '\t' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}

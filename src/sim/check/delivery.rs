@@ -1,0 +1,176 @@
+//! `delivery`: at least once per visible envelope, only to its audience, in WAL order per
+//! connection, one model turn per trigger.
+
+use super::{Checker, View};
+use crate::client::host::AgentHost;
+use crate::hub::rule::matches_any;
+use crate::hub::Hub;
+use crate::ids::{AgentId, ChannelId};
+use crate::proto::{Envelope, EventType};
+use std::collections::BTreeMap;
+
+impl Checker {
+    pub(super) fn check_delivery(&mut self, view: &View<'_>, settled: bool) {
+        for host in view.hosts {
+            let Some(me) = host.id else { continue };
+            self.check_received(view, host, me);
+            // A turn whose reply never landed may be run again (a retry); two replies, or two
+            // turns at once, are duplicates.
+            for (trigger, turns) in &host.log.turns {
+                if turns.posted > 1 || turns.concurrent > 0 {
+                    self.report(
+                        view,
+                        "delivery/duplicate_turn",
+                        format!("{me}/{trigger}"),
+                        format!(
+                            "{} ran {} model turns for envelope {trigger} ({} at once with \
+                             another, {} replies accepted)",
+                            host.name(),
+                            turns.started,
+                            turns.concurrent,
+                            turns.posted
+                        ),
+                    );
+                }
+            }
+            let Some(hub) = view.hub else { continue };
+            let bound = hub.bindings.contains_key(&me) && !host.disconnected;
+            if settled && bound {
+                self.check_at_least_once(view, hub, host, me);
+            }
+        }
+    }
+
+    /// Audience and order of what `host` received.
+    fn check_received(&mut self, view: &View<'_>, host: &AgentHost, me: AgentId) {
+        let mut last: BTreeMap<(u32, ChannelId), &Envelope> = BTreeMap::new();
+        for delivery in &host.log.received {
+            let envelope = &delivery.envelope;
+            let allowed = match &envelope.audience {
+                Some(audience) => audience.contains(&me),
+                None => envelope.sender_id != me,
+            };
+            let participant = view.hub.is_none_or(|hub| {
+                hub.channels
+                    .get(&envelope.channel_id)
+                    .is_none_or(|entry| entry.metadata.has_participant(me))
+            });
+            if !allowed || !participant {
+                self.report(
+                    view,
+                    "delivery/outside_audience",
+                    format!("{me}/{}", envelope.id_text()),
+                    format!(
+                        "{} received {} {} from {} in channel {}, outside its audience ({})",
+                        host.name(),
+                        envelope.event_type,
+                        envelope.id_text(),
+                        envelope.sender_id,
+                        envelope.channel_id,
+                        if participant {
+                            "not addressed"
+                        } else {
+                            "not a participant"
+                        }
+                    ),
+                );
+            }
+            let key = (delivery.connection, envelope.channel_id);
+            if let Some(previous) = last.get(&key) {
+                if previous.envelope_id >= envelope.envelope_id {
+                    self.report(
+                        view,
+                        "delivery/out_of_order",
+                        format!("{me}/{}", envelope.id_text()),
+                        format!(
+                            "{} received {} after {} on connection {} of channel {}; the WAL \
+                             has them the other way round",
+                            host.name(),
+                            envelope.id_text(),
+                            previous.id_text(),
+                            delivery.connection,
+                            envelope.channel_id
+                        ),
+                    );
+                }
+            }
+            last.insert(key, envelope);
+        }
+    }
+
+    /// Every envelope `host` may see, in every channel it is in, was handled and acked.
+    fn check_at_least_once(&mut self, view: &View<'_>, hub: &Hub, host: &AgentHost, me: AgentId) {
+        let inbound = hub.agents.get(&me).map(|a| &a.rule.access.inbound_from);
+        for (channel, entry) in &hub.channels {
+            if !entry.metadata.has_participant(me) {
+                continue;
+            }
+            for envelope in &entry.wal {
+                let Some(id) = envelope.envelope_id else {
+                    continue;
+                };
+                if !visible(hub, envelope, me, inbound) || host.log.handled.contains(&id) {
+                    continue;
+                }
+                let received = host
+                    .log
+                    .received
+                    .iter()
+                    .any(|d| d.envelope.envelope_id == Some(id));
+                let cursor = hub.inbox_cursor(me, &channel.to_string());
+                let text = envelope.id_text();
+                let (kind, why) = if received && cursor > text.as_str() {
+                    (
+                        "delivery/cursor_skipped",
+                        format!("it was received, its handler died with its connection, and the cursor is past it ({cursor})"),
+                    )
+                } else if !received && entry.metadata.is_terminal() && host.connections() > 1 {
+                    (
+                        "delivery/closed_channel_not_replayed",
+                        format!(
+                            "it was never received; the agent re-attached and the channel is {}",
+                            entry.metadata.state.as_str()
+                        ),
+                    )
+                } else if received {
+                    (
+                        "delivery/missing",
+                        "it was received but its handler never finished".to_string(),
+                    )
+                } else {
+                    ("delivery/missing", "it was never received".to_string())
+                };
+                self.report(
+                    view,
+                    kind,
+                    format!("{me}/{text}"),
+                    format!(
+                        "{} is bound but never handled {} {text} from {} in channel {channel}: {why}",
+                        host.name(),
+                        envelope.event_type,
+                        envelope.sender_id
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Whether the hub owes `me` this envelope: not its own, addressed to it (or broadcast), a
+/// dispatched kind (invite acks and rejects are absorbed), and from a sender its
+/// `inbound_from` admits.
+fn visible(hub: &Hub, envelope: &Envelope, me: AgentId, inbound: Option<&Vec<String>>) -> bool {
+    if envelope.sender_id == me
+        || envelope.event_type == EventType::CHANNEL_INVITE_ACK
+        || envelope.event_type == EventType::CHANNEL_INVITE_REJECT
+    {
+        return false;
+    }
+    if envelope.audience.as_ref().is_some_and(|a| !a.contains(&me)) {
+        return false;
+    }
+    match (hub.agents.get(&envelope.sender_id), inbound) {
+        (Some(sender), Some(patterns)) => matches_any(&sender.passport.name, patterns),
+        _ => true,
+    }
+}

@@ -1,0 +1,360 @@
+//! Invariant checkers: properties every run must keep, checked after every step, after every
+//! hub timer and at the end of a network run.
+//!
+//! A checker reads a [`View`] of the run (the hub, every agent's client log, the clocks) and
+//! records [`Violation`]s, each reported once per subject. Where ag2 1.2.1 itself breaks an
+//! invariant (the delivery holes of the transport spec, §8.6), the violation's kind names the
+//! hole ([`Violation::hole`]); a scenario lists the holes it shows as `known_violations`.
+//!
+//! Submodules: `delivery` (at-least-once, audience, order, one turn per trigger), `channels`
+//! (TTL, auto-close, WAL fold), `inbox` (caps, refused sends). `determinism` is checked by
+//! running twice ([`first_divergence`]).
+
+mod channels;
+mod delivery;
+mod inbox;
+
+use crate::client::host::AgentHost;
+use crate::hub::Hub;
+use crate::ids::ChannelId;
+use crate::time::Timestamp;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An invariant, selectable by name in a scenario's `invariants:` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Invariant {
+    /// Every envelope visible to a bound agent is delivered (handled and acked) at least once;
+    /// nothing reaches an agent outside the envelope's audience; per recipient and connection,
+    /// order follows WAL order; one model turn per trigger.
+    Delivery,
+    /// No channel expires before its `expires_at`; one past it expires within one sweep
+    /// interval; nothing is accepted on an expired channel.
+    Ttl,
+    /// Consulting closes exactly on the respondent's reply; a workflow closes at `max_turns` or
+    /// on its finish or terminate decision; nothing is accepted after a close.
+    AutoClose,
+    /// Pending never exceeds `max_pending`; a refused send leaves no WAL or audit trace.
+    Inbox,
+    /// Folding a channel's WAL from scratch gives the live adapter state.
+    Wal,
+    /// The run repeated gives byte-identical traces.
+    Determinism,
+    /// After the last step, with every fault healed, the run settles within `network.quiesce`.
+    Settle,
+}
+
+impl Invariant {
+    /// Every invariant, in report order.
+    pub const ALL: [Invariant; 7] = [
+        Invariant::Delivery,
+        Invariant::Ttl,
+        Invariant::AutoClose,
+        Invariant::Inbox,
+        Invariant::Wal,
+        Invariant::Determinism,
+        Invariant::Settle,
+    ];
+
+    /// The name scenarios and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::Delivery => "delivery",
+            Invariant::Ttl => "ttl",
+            Invariant::AutoClose => "auto_close",
+            Invariant::Inbox => "inbox",
+            Invariant::Wal => "wal",
+            Invariant::Determinism => "determinism",
+            Invariant::Settle => "settle",
+        }
+    }
+
+    /// The invariant named `name`.
+    pub fn parse(name: &str) -> Option<Invariant> {
+        Invariant::ALL.into_iter().find(|inv| inv.name() == name)
+    }
+}
+
+/// A set of invariants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection(u8);
+
+impl Selection {
+    /// Every invariant.
+    pub const ALL: Selection = Selection(0x7f);
+    /// None.
+    pub const NONE: Selection = Selection(0);
+
+    /// Whether `invariant` is selected.
+    pub fn has(self, invariant: Invariant) -> bool {
+        self.0 & (1 << invariant as u8) != 0
+    }
+
+    /// This selection with `invariant` added.
+    pub fn with(self, invariant: Invariant) -> Selection {
+        Selection(self.0 | (1 << invariant as u8))
+    }
+
+    /// The selected invariants, in report order.
+    pub fn iter(self) -> impl Iterator<Item = Invariant> {
+        Invariant::ALL.into_iter().filter(move |inv| self.has(*inv))
+    }
+}
+
+impl Default for Selection {
+    fn default() -> Selection {
+        Selection::ALL
+    }
+}
+
+/// A delivery hole of ag2 1.2.1 (transport spec §8.6) that a checker can attribute a violation
+/// to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hole {
+    /// The violation kind it explains.
+    pub kind: &'static str,
+    /// The spec item.
+    pub section: &'static str,
+    /// What happens.
+    pub explanation: &'static str,
+}
+
+/// The holes hubsim reproduces and attributes.
+pub const HOLES: [Hole; 3] = [
+    Hole {
+        kind: "delivery/cursor_skipped",
+        section: "§8.6.1",
+        explanation: "remote-mode handlers run concurrently and ack in completion order; an ack \
+                      for a later envelope moves the cursor past one still being handled, whose \
+                      handler then dies with the connection, and the replay starts past it",
+    },
+    Hole {
+        kind: "delivery/closed_channel_not_replayed",
+        section: "§8.6.4",
+        explanation:
+            "replay after a hello covers PENDING and ACTIVE channels only: what a \
+                      disconnected agent missed in a channel that closed meanwhile never reaches it",
+    },
+    Hole {
+        kind: "delivery/duplicate_turn",
+        section: "§8.6.7",
+        explanation: "the default handler's idempotence guard is check-then-act: a replay and a \
+                      live delivery of one envelope both pass it and both run the model",
+    },
+];
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant.
+    pub invariant: Invariant,
+    /// What went wrong, stable across runs: `delivery/missing`, `ttl/late`, ...
+    pub kind: &'static str,
+    /// Simulated time it was seen (µs from the start of the run).
+    pub at: u64,
+    /// The step after which it was seen (`None`: during a step's events or at the end).
+    pub step: Option<usize>,
+    /// What, where, and the values involved.
+    pub message: String,
+}
+
+impl Violation {
+    /// The ag2 hole this violation shows, if it is one.
+    pub fn hole(&self) -> Option<&'static Hole> {
+        HOLES.iter().find(|hole| hole.kind == self.kind)
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}s", self.kind, self.at as f64 / 1e6)?;
+        if let Some(step) = self.step {
+            write!(f, " (after step {step})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// What the checkers read: the live hub (if up), every agent's client, the clocks.
+pub struct View<'a> {
+    /// The hub, if it is up.
+    pub hub: Option<&'a Hub>,
+    /// Every agent's client, in scenario order.
+    pub hosts: &'a [AgentHost],
+    /// Simulated time (µs from the start of the run).
+    pub now: u64,
+    /// The step just run, if this is an after-step check.
+    pub step: Option<usize>,
+    /// The hub's wall clock is the scenario's mock clock alone (`network.clock: frozen`).
+    pub frozen_clock: bool,
+    /// The mock clock (the wall clock at simulated time 0 when not frozen).
+    pub mock: Timestamp,
+    /// Simulated time of the last jump of the wall clock (`advance`) or hub (re)start: no
+    /// sweep can be expected to have seen a deadline before it.
+    pub clock_floor: u64,
+    /// The TTL sweep interval (µs, 0: off).
+    pub ttl_sweep: u64,
+}
+
+impl View<'_> {
+    /// The simulated time at which the hub's wall clock reached `at` (not before the clock
+    /// floor).
+    fn reached(&self, at: Timestamp) -> u64 {
+        if self.frozen_clock {
+            return self.clock_floor;
+        }
+        let since = at.micros.saturating_sub(self.mock.micros).max(0) as u64;
+        since.max(self.clock_floor)
+    }
+}
+
+/// The checkers of one run and what they found.
+#[derive(Clone, Debug, Default)]
+pub struct Checker {
+    selection: Selection,
+    violations: Vec<Violation>,
+    /// (kind, subject) pairs already reported.
+    reported: BTreeSet<(&'static str, String)>,
+    /// WAL length of each channel when last checked.
+    checked_len: BTreeMap<ChannelId, usize>,
+    /// WAL length of each channel when it was first seen terminal.
+    terminal_len: BTreeMap<ChannelId, usize>,
+    /// Each agent's pending count when last checked.
+    pending: BTreeMap<crate::ids::AgentId, u64>,
+}
+
+impl Checker {
+    /// Checkers for `selection`.
+    pub fn new(selection: Selection) -> Checker {
+        Checker {
+            selection,
+            ..Checker::default()
+        }
+    }
+
+    /// The selected invariants.
+    pub fn selection(&self) -> Selection {
+        self.selection
+    }
+
+    /// What was found, in the order it was found.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Takes what was found.
+    pub fn into_violations(self) -> Vec<Violation> {
+        self.violations
+    }
+
+    /// Records a violation of `kind` about `subject`, once.
+    fn report(&mut self, view: &View<'_>, kind: &'static str, subject: String, message: String) {
+        let invariant = match kind.split('/').next() {
+            Some("delivery") => Invariant::Delivery,
+            Some("ttl") => Invariant::Ttl,
+            Some("auto_close") => Invariant::AutoClose,
+            Some("inbox") => Invariant::Inbox,
+            Some("wal") => Invariant::Wal,
+            Some("settle") => Invariant::Settle,
+            _ => Invariant::Determinism,
+        };
+        if !self.selection.has(invariant) || !self.reported.insert((kind, subject)) {
+            return;
+        }
+        self.violations.push(Violation {
+            invariant,
+            kind,
+            at: view.now,
+            step: view.step,
+            message,
+        });
+    }
+
+    /// Records a violation found outside the checkers (a run that did not settle).
+    pub fn record(&mut self, view: &View<'_>, kind: &'static str, message: String) {
+        self.report(view, kind, String::new(), message);
+    }
+
+    /// The checks that hold at any moment: after a step, after a hub timer.
+    pub fn check(&mut self, view: &View<'_>) {
+        let Some(hub) = view.hub else { return };
+        if self.selection.has(Invariant::Ttl) {
+            self.check_ttl(view, hub);
+        }
+        if self.selection.has(Invariant::Inbox) {
+            self.check_pending(view, hub);
+        }
+        let grown: Vec<ChannelId> = hub
+            .channels
+            .iter()
+            .filter(|(id, entry)| self.checked_len.get(id) != Some(&entry.wal.len()))
+            .map(|(id, _)| *id)
+            .collect();
+        for channel in grown {
+            let entry = &hub.channels[&channel];
+            self.check_terminal(view, channel, entry);
+            if self.selection.has(Invariant::AutoClose) {
+                self.check_auto_close(view, channel, entry);
+            }
+            if self.selection.has(Invariant::Wal) {
+                self.check_fold(view, channel, entry);
+            }
+            self.checked_len.insert(channel, entry.wal.len());
+        }
+        // A channel that became terminal without its WAL growing (cannot happen in ag2: the
+        // transition appends) is still frozen from here on.
+        for (channel, entry) in &hub.channels {
+            if entry.metadata.is_terminal() {
+                self.terminal_len.entry(*channel).or_insert(entry.wal.len());
+            }
+        }
+    }
+
+    /// A hub input that posted (or tried to): `refused` tells whether the hub counted a refusal,
+    /// `before` and `after` are its (WAL appends, audit records) around the input.
+    pub fn check_refusal(
+        &mut self,
+        view: &View<'_>,
+        refused: bool,
+        before: (u64, usize),
+        after: (u64, usize),
+    ) {
+        if refused && before != after {
+            self.report(
+                view,
+                "inbox/refused_send_left_trace",
+                format!("{before:?}"),
+                format!(
+                    "a refused post changed the hub: WAL appends {} -> {}, audit records {} -> {}",
+                    before.0, after.0, before.1, after.1
+                ),
+            );
+        }
+    }
+
+    /// The end of the run, once it settled: everything above, then what must hold by now.
+    pub fn finish(&mut self, view: &View<'_>, settled: bool) {
+        self.check(view);
+        if self.selection.has(Invariant::Delivery) {
+            self.check_delivery(view, settled);
+        }
+    }
+}
+
+/// The first line where two traces differ (1-based) and both lines, or `None` if equal.
+pub fn first_divergence(a: &str, b: &str) -> Option<(usize, String, String)> {
+    if a == b {
+        return None;
+    }
+    let (mut left, mut right) = (a.lines(), b.lines());
+    let mut line = 0;
+    loop {
+        line += 1;
+        match (left.next(), right.next()) {
+            (Some(x), Some(y)) if x == y => continue,
+            (x, y) => {
+                let show = |s: Option<&str>| s.map_or("<end of trace>".to_string(), str::to_string);
+                return Some((line, show(x), show(y)));
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The random fault profile (`chaos:`): swarm testing. Per seed, each fault kind the scenario
+//! allows is switched on or off and, when on, given a rate; its faults then arrive at drawn
+//! times until `chaos.until`, each on a drawn agent and, for the kinds that heal, healed after
+//! a drawn duration. Each kind draws from its own `chaos/KIND` stream. Times count from the
+//! end of registration (the first step).
+
+use super::*;
+use crate::sim::scenario::{Chaos, ChaosKind};
+
+impl World {
+    /// Schedules the chaos phase's faults for `seed`.
+    pub(super) fn schedule_chaos(&mut self, chaos: &Chaos, seed: u64) {
+        let start = self.now;
+        self.chaos_until = start.saturating_add(chaos.until);
+        let names: Vec<String> = self.hosts.iter().map(|h| h.name().to_string()).collect();
+        if names.is_empty() {
+            return;
+        }
+        for kind in &chaos.kinds {
+            let mut rng = stream(seed, &format!("chaos/{}", kind.name()));
+            if !rng.random_bool(0.5) {
+                continue;
+            }
+            let rate = rng.random_range(chaos.rate.0..=chaos.rate.1);
+            // Gaps uniform on [0, 2/rate] seconds: mean 1/rate, integer draws only.
+            let mean = (MICROS_PER_SECOND as f64 / rate) as u64;
+            let mut at = 0u64;
+            loop {
+                at = at.saturating_add(rng.random_range(0..=mean.saturating_mul(2)));
+                if at >= chaos.until {
+                    break;
+                }
+                let agent = names[rng.random_range(0..names.len())].clone();
+                let lasts = draw(&mut rng, chaos.duration);
+                let heal = at.saturating_add(lasts);
+                let (fault, healing) = match kind {
+                    ChaosKind::Partition => {
+                        (Fault::Partition(agent.clone()), Some(Fault::Repair(agent)))
+                    }
+                    ChaosKind::Hold => (Fault::Hold(agent.clone()), Some(Fault::Release(agent))),
+                    ChaosKind::Disconnect => (Fault::Disconnect(agent), None),
+                    ChaosKind::Crash => (Fault::Crash, Some(Fault::Restart)),
+                    ChaosKind::Latency => {
+                        let base = self.options.latency;
+                        (
+                            Fault::Latency {
+                                agent: Some(agent.clone()),
+                                range: chaos.latency,
+                            },
+                            Some(Fault::Latency {
+                                agent: Some(agent),
+                                range: base,
+                            }),
+                        )
+                    }
+                };
+                self.schedule(start.saturating_add(at), Ev::Chaos(fault));
+                if let Some(healing) = healing {
+                    self.schedule(start.saturating_add(heal), Ev::Chaos(healing));
+                }
+            }
+        }
+    }
+
+    /// The end of the chaos phase: runs on until `chaos.until` if the steps ended sooner, then
+    /// drops the chaos faults not yet fired (the quiesce phase heals everything).
+    pub(super) fn end_chaos(&mut self) {
+        if self.now < self.chaos_until {
+            self.run_until(self.chaos_until, &|_| false);
+        }
+        self.queue.retain(|_, event| !matches!(event, Ev::Chaos(_)));
+    }
+}

@@ -1,0 +1,325 @@
+//! Sweeps: a scenario run on the network driver over a range of seeds, each run checked against
+//! the scenario's invariants (and run twice for `determinism`), every failure with the one
+//! command line that reproduces it. Seeds can be split into chunks run on any thread; merging
+//! the chunks in seed order gives the same report whatever the split.
+
+use super::check::{first_divergence, Invariant, Selection, Violation};
+use super::scenario::{Scenario, SeedRange};
+use super::{net, trace};
+use crate::hub::Bugs;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// What one seed gave.
+#[derive(Clone, Debug)]
+pub struct SeedOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// The normalised trace.
+    pub trace: String,
+    /// `expect_error` mismatches and harness notes.
+    pub mismatches: Vec<String>,
+    /// Every broken invariant, known or not.
+    pub violations: Vec<Violation>,
+    /// Where a second run of the seed diverged (line, first run's line, second run's line).
+    pub divergence: Option<(usize, String, String)>,
+    /// The probes and violation kinds this seed reached.
+    pub reached: BTreeSet<String>,
+}
+
+/// Runs `scenario` with `seed` on the network driver (twice if `determinism` is checked).
+pub fn run_seed(scenario: &Scenario, seed: u64, bugs: Bugs) -> SeedOutcome {
+    let run = net::run_with(scenario, seed, bugs);
+    let rendered = trace::render(&scenario.name, &run.run);
+    let divergence = if scenario.sweep.invariants.has(Invariant::Determinism) {
+        let again = net::run_with(scenario, seed, bugs);
+        first_divergence(&rendered, &trace::render(&scenario.name, &again.run))
+    } else {
+        None
+    };
+    let mut reached = BTreeSet::new();
+    let stats = &run.stats;
+    for (probe, hit) in [
+        ("hub_crash", stats.crashes > 0),
+        ("reconnect", stats.reconnects > 0),
+        ("message_lost", stats.lost > 0),
+        (
+            "inbox_full",
+            run.run.hub.refusals().inbox_full > 0 || rendered.contains("\"InboxFull\""),
+        ),
+        ("channel_expired", channel_expired(&run.run.hub)),
+        ("duplicate_delivery", duplicate_delivery(&run)),
+    ] {
+        if hit {
+            reached.insert(probe.to_string());
+        }
+    }
+    reached.extend(run.violations.iter().map(|v| v.kind.to_string()));
+    let mut mismatches = run.run.mismatches.clone();
+    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    SeedOutcome {
+        seed,
+        trace: rendered,
+        mismatches,
+        violations: run.violations,
+        divergence,
+        reached,
+    }
+}
+
+/// Some channel expired.
+fn channel_expired(hub: &crate::hub::Hub) -> bool {
+    hub.channel_ids().any(|channel| {
+        hub.get_channel(channel)
+            .is_ok_and(|m| m.state == crate::hub::channel::ChannelState::Expired)
+    })
+}
+
+/// Some agent received one envelope twice.
+fn duplicate_delivery(run: &net::NetRun) -> bool {
+    run.logs.iter().any(|log| {
+        let mut seen = BTreeSet::new();
+        log.received
+            .iter()
+            .any(|d| !seen.insert(d.envelope.envelope_id))
+    })
+}
+
+/// How a failure is reproduced: `hubsim run FILE --seed N` (with the bug switches of the run).
+#[derive(Clone, Debug)]
+pub struct Repro {
+    /// The scenario file as given.
+    pub file: PathBuf,
+    /// Bug switches on (`--inject-bug`).
+    pub bugs: Vec<String>,
+}
+
+impl Repro {
+    /// The command that reruns `seed`, with the hubsim version.
+    pub fn seed(&self, seed: u64) -> String {
+        let mut line = format!("hubsim run {} --seed {seed}", self.file.display());
+        for bug in &self.bugs {
+            line.push_str(&format!(" --inject-bug {bug}"));
+        }
+        line.push_str(&format!("   # hubsim {}", env!("CARGO_PKG_VERSION")));
+        line
+    }
+
+    /// The command that reruns a sweep over `seeds`.
+    pub fn sweep(&self, seeds: SeedRange) -> String {
+        format!(
+            "hubsim check {} --seeds {seeds}   # hubsim {}",
+            self.file.display(),
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+}
+
+/// One failure, with the line that reproduces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The seed, when one seed shows it.
+    pub seed: Option<u64>,
+    /// What went wrong.
+    pub what: String,
+    /// The command that reproduces it.
+    pub repro: String,
+}
+
+/// A sweep's findings over some seeds (a chunk, or the whole range once merged).
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Runs made (seeds).
+    pub runs: u64,
+    /// Invariant checks made (selected invariants times runs).
+    pub checks: u64,
+    /// Failures, in seed order.
+    pub failures: Vec<Failure>,
+    /// Violations not listed as known.
+    pub violations: u64,
+    /// Known violations seen, by kind: the seeds that showed each.
+    pub known: BTreeMap<String, u64>,
+    /// Probes and violation kinds reached by at least one seed.
+    pub reached: BTreeSet<String>,
+}
+
+impl Tally {
+    /// Adds a later chunk's findings.
+    pub fn merge(&mut self, later: Tally) {
+        self.runs += later.runs;
+        self.checks += later.checks;
+        self.failures.extend(later.failures);
+        self.violations += later.violations;
+        for (kind, seeds) in later.known {
+            *self.known.entry(kind).or_insert(0) += seeds;
+        }
+        self.reached.extend(later.reached);
+    }
+}
+
+/// Runs `seeds` of `scenario` and tallies what breaks.
+pub fn sweep(scenario: &Scenario, seeds: SeedRange, bugs: Bugs, repro: &Repro) -> Tally {
+    let mut tally = Tally::default();
+    let checks = scenario.sweep.invariants.iter().count() as u64;
+    for seed in seeds.start..seeds.end {
+        let outcome = run_seed(scenario, seed, bugs);
+        tally.runs += 1;
+        tally.checks += checks;
+        tally.add(scenario, &outcome, repro);
+    }
+    tally
+}
+
+impl Tally {
+    /// Tallies one seed's outcome.
+    pub fn add(&mut self, scenario: &Scenario, outcome: &SeedOutcome, repro: &Repro) {
+        let seed = outcome.seed;
+        let mut fail = |what: String| {
+            self.failures.push(Failure {
+                seed: Some(seed),
+                what,
+                repro: repro.seed(seed),
+            })
+        };
+        // A reference-format scenario's `expect_error`s describe ag2 in process (checked by
+        // [`check_in_process`]); over the wire some errors arrive untyped (README, "remote
+        // mode"), so on the network only its invariants count.
+        if scenario.network_only() {
+            for mismatch in &outcome.mismatches {
+                fail(format!("expectation mismatch: {mismatch}"));
+            }
+        }
+        if let Some((line, first, second)) = &outcome.divergence {
+            fail(format!(
+                "determinism: two runs diverge at trace line {line}: `{first}` vs `{second}`"
+            ));
+        }
+        let mut known_here = BTreeSet::new();
+        for violation in &outcome.violations {
+            if is_known(scenario, violation) {
+                known_here.insert(violation.kind.to_string());
+            } else {
+                self.violations += 1;
+                self.failures.push(Failure {
+                    seed: Some(seed),
+                    what: violation.to_string(),
+                    repro: repro.seed(seed),
+                });
+            }
+        }
+        for kind in known_here {
+            *self.known.entry(kind).or_insert(0) += 1;
+        }
+        self.reached.extend(outcome.reached.iter().cloned());
+    }
+
+    /// The sweep-wide checks, once every chunk is merged: each known violation and each
+    /// `expect_reached` probe was reached by some seed.
+    pub fn finish(&mut self, scenario: &Scenario, seeds: SeedRange, repro: &Repro) {
+        let known = scenario.sweep.known_violations.iter().map(|k| &k.kind);
+        let wanted: Vec<&String> = known.chain(&scenario.sweep.expect_reached).collect();
+        for name in wanted {
+            if !self.reached.contains(name) {
+                self.failures.push(Failure {
+                    seed: None,
+                    what: format!("no seed in {seeds} reached `{name}`"),
+                    repro: repro.sweep(seeds),
+                });
+            }
+        }
+    }
+}
+
+/// Whether the scenario lists `violation` as known.
+pub fn is_known(scenario: &Scenario, violation: &Violation) -> bool {
+    scenario
+        .sweep
+        .known_violations
+        .iter()
+        .any(|k| k.kind == violation.kind)
+}
+
+/// The in-process checks of a reference-format scenario: two runs give the same bytes, every
+/// `expect_error` holds, and the trace equals `reference/NAME.json` when there is one. Returns
+/// the failures and whether a reference trace was compared.
+pub fn check_in_process(
+    file: &Path,
+    scenario: &Scenario,
+    reference: &Path,
+) -> (Vec<Failure>, bool) {
+    let repro = format!(
+        "hubsim trace {}   # hubsim {}",
+        file.display(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let first = super::run_in_process(scenario);
+    let second = super::run_in_process(scenario);
+    let mut problems: Vec<String> = first
+        .mismatches
+        .iter()
+        .map(|m| format!("expectation mismatch (in process): {m}"))
+        .collect();
+    if let Some((line, a, b)) = first_divergence(&first.trace, &second.trace) {
+        problems.push(format!(
+            "determinism: two in-process runs diverge at trace line {line}: `{a}` vs `{b}`"
+        ));
+    }
+    let expected_path = reference.join(format!("{}.json", scenario.name));
+    let compared = match std::fs::read_to_string(&expected_path) {
+        Ok(expected) => {
+            if let Some((line, want, got)) = first_divergence(&expected, &first.trace) {
+                problems.push(format!(
+                    "differs from {} at line {line}: expected `{want}`, got `{got}`",
+                    expected_path.display()
+                ));
+            }
+            true
+        }
+        Err(_) => false,
+    };
+    let failures = problems
+        .into_iter()
+        .map(|what| Failure {
+            seed: None,
+            what,
+            repro: repro.clone(),
+        })
+        .collect();
+    (failures, compared)
+}
+
+/// The snapshot of a scenario: its invariant summary over the fixed seed, then the trace.
+pub fn snapshot(scenario: &Scenario) -> String {
+    let seed = scenario.sweep.seed;
+    let outcome = run_seed(scenario, seed, Bugs::default());
+    let mut text = format!("seed: {seed}\n");
+    let selection: Selection = scenario.sweep.invariants;
+    for invariant in selection.iter() {
+        let mut kinds: Vec<String> = outcome
+            .violations
+            .iter()
+            .filter(|v| v.invariant == invariant)
+            .map(|v| {
+                let known = if is_known(scenario, v) {
+                    " (known)"
+                } else {
+                    ""
+                };
+                format!("{}{known}", v.kind)
+            })
+            .collect();
+        if invariant == Invariant::Determinism && outcome.divergence.is_some() {
+            kinds.push("determinism/diverged".to_string());
+        }
+        kinds.dedup();
+        let status = if kinds.is_empty() {
+            "ok".to_string()
+        } else {
+            kinds.join(", ")
+        };
+        text.push_str(&format!("{}: {status}\n", invariant.name()));
+    }
+    text.push_str("trace:\n");
+    text.push_str(&outcome.trace);
+    text
+}
