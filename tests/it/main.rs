@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod faults;
+mod invariants;
 mod network;
 mod sims;
 mod store;

@@ -358,3 +358,6 @@ pub fn first_divergence(a: &str, b: &str) -> Option<(usize, String, String)> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
