@@ -228,8 +228,6 @@ pub struct TurnLog {
     pub running: u32,
     /// Turns started while another for the same trigger was running.
     pub concurrent: u32,
-    /// Turns whose round envelope the hub accepted.
-    pub posted: u32,
 }
 
 fn disconnected_error() -> HubError {

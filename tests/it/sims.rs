@@ -86,6 +86,7 @@ sims! {
     inbox_overflow,
     invite_ack_expectation,
     invite_ack_timeout,
+    net_chaos_discussion,
     net_checkpoint_crash,
     net_crash_workflow,
     net_disconnect_replay,

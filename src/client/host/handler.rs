@@ -173,15 +173,6 @@ impl AgentHost {
                 }
             }
             Stage::StateAfter => self.post_round(now, task, &envelope, me),
-            Stage::Post => {
-                if let Some(turns) = envelope
-                    .envelope_id
-                    .and_then(|id| self.log.turns.get_mut(&id))
-                {
-                    turns.posted += 1;
-                }
-                self.end_handler(task)
-            }
             _ => self.end_handler(task),
         }
     }

@@ -14,21 +14,25 @@ impl Checker {
         for host in view.hosts {
             let Some(me) = host.id else { continue };
             self.check_received(view, host, me);
-            // A turn whose reply never landed may be run again (a retry); two replies, or two
-            // turns at once, are duplicates.
+            // A turn whose reply never landed may be run again (a retry); two turns at once,
+            // or two replies in the WAL to one trigger, are duplicates.
+            let replies = view
+                .hub
+                .map(|hub| replies_by_trigger(hub, me))
+                .unwrap_or_default();
             for (trigger, turns) in &host.log.turns {
-                if turns.posted > 1 || turns.concurrent > 0 {
+                let replied = replies.get(&trigger.to_string()).copied().unwrap_or(0);
+                if replied > 1 || turns.concurrent > 0 {
                     self.report(
                         view,
                         "delivery/duplicate_turn",
                         format!("{me}/{trigger}"),
                         format!(
                             "{} ran {} model turns for envelope {trigger} ({} at once with \
-                             another, {} replies accepted)",
+                             another); the WAL holds {replied} replies to it",
                             host.name(),
                             turns.started,
                             turns.concurrent,
-                            turns.posted
                         ),
                     );
                 }
@@ -154,6 +158,20 @@ impl Checker {
             }
         }
     }
+}
+
+/// How many envelopes `me` posted in answer to each envelope id (`causation_id`), over every
+/// WAL.
+fn replies_by_trigger(hub: &Hub, me: AgentId) -> BTreeMap<String, u32> {
+    let mut replies = BTreeMap::new();
+    for entry in hub.channels.values() {
+        for envelope in entry.wal.iter().filter(|e| e.sender_id == me) {
+            if let Some(cause) = envelope.causation_id.as_ref().filter(|c| !c.is_empty()) {
+                *replies.entry(cause.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    replies
 }
 
 /// Whether the hub owes `me` this envelope: not its own, addressed to it (or broadcast), a

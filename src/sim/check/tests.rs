@@ -142,8 +142,7 @@ fn deliveries_outside_the_audience_out_of_order_or_turns_twice_break_delivery() 
         TurnLog {
             started: 2,
             running: 0,
-            concurrent: 0,
-            posted: 2,
+            concurrent: 1,
         },
     );
     let mut found = kinds(&hub, &[bob_host]);

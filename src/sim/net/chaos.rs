@@ -2,7 +2,7 @@
 //! allows is switched on or off and, when on, given a rate; its faults then arrive at drawn
 //! times until `chaos.until`, each on a drawn agent and, for the kinds that heal, healed after
 //! a drawn duration. Each kind draws from its own `chaos/KIND` stream. Times count from the
-//! end of registration (the first step).
+//! end of registration (the first step); the phase runs from `chaos.from` to `chaos.until`.
 
 use super::*;
 use crate::sim::scenario::{Chaos, ChaosKind};
@@ -24,7 +24,7 @@ impl World {
             let rate = rng.random_range(chaos.rate.0..=chaos.rate.1);
             // Gaps uniform on [0, 2/rate] seconds: mean 1/rate, integer draws only.
             let mean = (MICROS_PER_SECOND as f64 / rate) as u64;
-            let mut at = 0u64;
+            let mut at = chaos.from;
             loop {
                 at = at.saturating_add(rng.random_range(0..=mean.saturating_mul(2)));
                 if at >= chaos.until {

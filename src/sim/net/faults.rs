@@ -156,12 +156,14 @@ impl World {
         }
     }
 
-    /// Heals every fault: links repaired and released, the hub restarted.
+    /// Heals every fault: links repaired and released at their base latency, the hub
+    /// restarted.
     pub(super) fn heal(&mut self) {
         self.restart();
         for host in 0..self.links.len() {
             self.links[host].partitioned = false;
             self.links[host].held = false;
+            self.links[host].latency = self.options.latency;
             self.flush_held(host);
         }
     }

@@ -16,8 +16,9 @@ pub struct SweepOptions {
     pub seeds: Option<SeedRange>,
     /// The invariants checked.
     pub invariants: Selection,
-    /// Violations the scenario shows on purpose (ag2's own holes): they do not fail a sweep,
-    /// and a sweep where none of its seeds shows one fails (the finding went away).
+    /// Violations ag2 itself commits here (its delivery holes): they do not fail a sweep. A
+    /// scenario kept to show one also lists it in `expect_reached`, so the sweep fails if the
+    /// finding goes away.
     pub known_violations: Vec<KnownViolation>,
     /// Probes at least one seed of a sweep must reach (see [`PROBES`]), or violation kinds.
     pub expect_reached: Vec<String>,
@@ -140,6 +141,9 @@ impl ChaosKind {
 /// kind gets its own rate, both drawn from the seed's `chaos` stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Chaos {
+    /// No fault before this (µs of simulated time from the start), so the first steps can set
+    /// the scene.
+    pub from: u64,
     /// The chaos phase lasts this long (µs of simulated time from the start); then every
     /// fault is healed and the run must settle within `network.quiesce`.
     pub until: u64,
@@ -252,6 +256,7 @@ pub(super) fn probes(names: &[String]) -> Result<(), String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ChaosFields {
+    from: Option<serde_yaml::Value>,
     until: serde_yaml::Value,
     faults: Vec<String>,
     rate: Option<serde_yaml::Value>,
@@ -262,6 +267,13 @@ pub(super) struct ChaosFields {
 /// Parses `chaos`.
 pub(super) fn chaos(fields: ChaosFields) -> Result<Chaos, String> {
     let until = duration_micros(&fields.until).map_err(|e| format!("chaos.until: {e}"))?;
+    let from = match &fields.from {
+        None => 0,
+        Some(value) => duration_micros(value).map_err(|e| format!("chaos.from: {e}"))?,
+    };
+    if from >= until {
+        return Err("chaos: `from` must come before `until`".into());
+    }
     let mut kinds = Vec::new();
     for name in &fields.faults {
         let kind = ChaosKind::ALL
@@ -298,6 +310,7 @@ pub(super) fn chaos(fields: ChaosFields) -> Result<Chaos, String> {
         Some(value) => range(value).map_err(|e| format!("chaos.latency: {e}"))?,
     };
     Ok(Chaos {
+        from,
         until,
         kinds,
         rate,
