@@ -5,39 +5,41 @@ use super::{Checker, View};
 use crate::client::host::AgentHost;
 use crate::hub::rule::matches_any;
 use crate::hub::Hub;
-use crate::ids::{AgentId, ChannelId};
+use crate::ids::{AgentId, EnvelopeId};
 use crate::proto::{Envelope, EventType};
 use std::collections::BTreeMap;
 
 impl Checker {
-    pub(super) fn check_delivery(&mut self, view: &View<'_>, settled: bool) {
-        for host in view.hosts {
+    /// What can be checked at any moment: audience and order of what arrived since the last
+    /// check, and turns run at once for one trigger.
+    pub(super) fn check_deliveries(&mut self, view: &View<'_>) {
+        for (idx, host) in view.hosts.iter().enumerate() {
             let Some(me) = host.id else { continue };
-            self.check_received(view, host, me);
-            // A turn whose reply never landed may be run again (a retry); two turns at once,
-            // or two replies in the WAL to one trigger, are duplicates.
-            let replies = view
-                .hub
-                .map(|hub| replies_by_trigger(hub, me))
-                .unwrap_or_default();
+            self.check_received(view, idx, host, me);
             for (trigger, turns) in &host.log.turns {
-                let replied = replies.get(&trigger.to_string()).copied().unwrap_or(0);
-                if replied > 1 || turns.concurrent > 0 {
-                    self.report(
-                        view,
-                        "delivery/duplicate_turn",
-                        format!("{me}/{trigger}"),
-                        format!(
-                            "{} ran {} model turns for envelope {trigger} ({} at once with \
-                             another); the WAL holds {replied} replies to it",
-                            host.name(),
-                            turns.started,
-                            turns.concurrent,
-                        ),
-                    );
+                if turns.concurrent > 0 {
+                    self.duplicate_turn(view, host, me, *trigger, turns.started, 0);
                 }
             }
+        }
+    }
+
+    /// The end of the run: the above, two replies to one trigger, and (once the run settled)
+    /// every envelope owed to a bound agent handled.
+    pub(super) fn check_delivery(&mut self, view: &View<'_>, settled: bool) {
+        self.check_deliveries(view);
+        for host in view.hosts {
+            let Some(me) = host.id else { continue };
             let Some(hub) = view.hub else { continue };
+            // A turn whose reply never landed may be run again (a retry); two replies in the
+            // WAL to one trigger are a duplicate.
+            let replies = replies_by_trigger(hub, me);
+            for (trigger, turns) in &host.log.turns {
+                let replied = replies.get(&trigger.to_string()).copied().unwrap_or(0);
+                if replied > 1 {
+                    self.duplicate_turn(view, host, me, *trigger, turns.started, replied);
+                }
+            }
             let bound = hub.bindings.contains_key(&me) && !host.disconnected;
             if settled && bound {
                 self.check_at_least_once(view, hub, host, me);
@@ -45,10 +47,39 @@ impl Checker {
         }
     }
 
-    /// Audience and order of what `host` received.
-    fn check_received(&mut self, view: &View<'_>, host: &AgentHost, me: AgentId) {
-        let mut last: BTreeMap<(u32, ChannelId), &Envelope> = BTreeMap::new();
-        for delivery in &host.log.received {
+    fn duplicate_turn(
+        &mut self,
+        view: &View<'_>,
+        host: &AgentHost,
+        me: AgentId,
+        trigger: EnvelopeId,
+        started: u32,
+        replies: u32,
+    ) {
+        let how = if replies > 1 {
+            format!("the WAL holds {replies} replies to it")
+        } else {
+            "two of them ran at once".to_string()
+        };
+        self.report(
+            view,
+            "delivery/duplicate_turn",
+            format!("{me}/{trigger}"),
+            format!(
+                "{} ran {started} model turns for envelope {trigger}: {how}",
+                host.name()
+            ),
+        );
+    }
+
+    /// Audience and order of what `host` received since the last check.
+    fn check_received(&mut self, view: &View<'_>, idx: usize, host: &AgentHost, me: AgentId) {
+        if self.received_checked.len() <= idx {
+            self.received_checked.resize(idx + 1, 0);
+        }
+        let from = self.received_checked[idx];
+        self.received_checked[idx] = host.log.received.len();
+        for delivery in &host.log.received[from.min(host.log.received.len())..] {
             let envelope = &delivery.envelope;
             let allowed = match &envelope.audience {
                 Some(audience) => audience.contains(&me),
@@ -79,9 +110,9 @@ impl Checker {
                     ),
                 );
             }
-            let key = (delivery.connection, envelope.channel_id);
-            if let Some(previous) = last.get(&key) {
-                if previous.envelope_id >= envelope.envelope_id {
+            let key = (idx, delivery.connection, envelope.channel_id);
+            if let Some(previous) = self.last_received.get(&key) {
+                if *previous >= envelope.envelope_id {
                     self.report(
                         view,
                         "delivery/out_of_order",
@@ -91,14 +122,14 @@ impl Checker {
                              has them the other way round",
                             host.name(),
                             envelope.id_text(),
-                            previous.id_text(),
+                            previous.map_or(String::new(), |id| id.to_string()),
                             delivery.connection,
                             envelope.channel_id
                         ),
                     );
                 }
             }
-            last.insert(key, envelope);
+            self.last_received.insert(key, envelope.envelope_id);
         }
     }
 

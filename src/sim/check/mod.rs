@@ -220,6 +220,10 @@ pub struct Checker {
     terminal_len: BTreeMap<ChannelId, usize>,
     /// Each agent's pending count when last checked.
     pending: BTreeMap<crate::ids::AgentId, u64>,
+    /// Per host, how many of its deliveries were checked.
+    received_checked: Vec<usize>,
+    /// The last envelope each host received, per (host, connection, channel).
+    last_received: BTreeMap<(usize, u32, ChannelId), Option<crate::ids::EnvelopeId>>,
 }
 
 impl Checker {
@@ -282,6 +286,9 @@ impl Checker {
         }
         if self.selection.has(Invariant::Inbox) {
             self.check_pending(view, hub);
+        }
+        if self.selection.has(Invariant::Delivery) {
+            self.check_deliveries(view);
         }
         let grown: Vec<ChannelId> = hub
             .channels
