@@ -190,9 +190,17 @@ impl Tally {
             }
         }
         if let Some((line, first, second)) = &outcome.divergence {
-            fail(format!(
-                "determinism: two runs diverge at trace line {line}: `{first}` vs `{second}`"
-            ));
+            // One run cannot show it; a sweep of this seed runs it twice.
+            self.failures.push(Failure {
+                seed: Some(seed),
+                what: format!(
+                    "determinism: two runs diverge at trace line {line}: `{first}` vs `{second}`"
+                ),
+                repro: repro.sweep(SeedRange {
+                    start: seed,
+                    end: seed + 1,
+                }),
+            });
         }
         let mut known_here = BTreeSet::new();
         for violation in &outcome.violations {

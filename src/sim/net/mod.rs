@@ -17,15 +17,20 @@
 //! `via: hub`) and its channel lookups, and the agents' clients for everything else.
 
 mod chaos;
+mod checks;
 mod faults;
+mod random;
 mod steps;
+
+pub use random::stream;
+pub(crate) use random::{draw, Think};
 
 pub(crate) use steps::record_pulled;
 
 use super::runner::{Run, RunAgent};
 use super::scenario::{Fault, NetworkOptions, Range, Scenario};
-use crate::client::host::{AgentHost, CommandId, HostLog, ThinkTime};
-use crate::client::{ScriptedAgent, TurnOutcome};
+use crate::client::host::{AgentHost, CommandId, HostLog};
+use crate::client::ScriptedAgent;
 use crate::hub::store::Store;
 use crate::hub::{Bugs, Hub, HubConfig};
 use crate::ids::{ChannelId, EndpointId};
@@ -34,57 +39,10 @@ use crate::proto::HubError;
 use crate::server::{HubServer, ServerOutput};
 use crate::sim::check::{self, Checker, View, Violation};
 use crate::time::{Instant, Now, Timestamp, MICROS_PER_SECOND};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-/// The ChaCha stream named `name` for `seed`: streams are independent, and adding a stream
-/// (a new agent, a new kind of draw) leaves the others unchanged.
-pub fn stream(seed: u64, name: &str) -> ChaCha8Rng {
-    // FNV-1a over the name, mixed with the seed (splitmix64 finaliser).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut z = hash ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
-}
-
-/// A uniform draw from `range` (no draw for a fixed value).
-pub(crate) fn draw(rng: &mut ChaCha8Rng, range: Range) -> u64 {
-    if range.min == range.max {
-        range.min
-    } else {
-        rng.random_range(range.min..=range.max)
-    }
-}
-
-/// Model-turn durations for one agent, from its `agent/NAME` stream.
-#[derive(Clone, Debug)]
-pub(crate) struct Think {
-    rng: ChaCha8Rng,
-    range: Range,
-}
-
-impl Think {
-    /// The durations of `agent`'s turns for `seed`, drawn from `range`.
-    pub(crate) fn new(seed: u64, agent: &str, range: Range) -> Think {
-        Think {
-            rng: stream(seed, &format!("agent/{agent}")),
-            range,
-        }
-    }
-}
-
-impl ThinkTime for Think {
-    fn turn_micros(&mut self, _outcome: &TurnOutcome) -> u64 {
-        draw(&mut self.rng, self.range)
-    }
-}
 
 /// What a network run did besides its trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -573,115 +531,6 @@ impl World {
 
     fn host_named(&self, name: &str) -> Option<usize> {
         self.hosts.iter().position(|host| host.name() == name)
-    }
-
-    /// Runs the invariant checkers on the run as it is now.
-    fn check(&mut self, step: Option<usize>) {
-        if self.checker.selection() == check::Selection::NONE {
-            return;
-        }
-        let mut checker = std::mem::take(&mut self.checker);
-        checker.check(&self.view(step));
-        self.checker = checker;
-    }
-
-    fn view(&self, step: Option<usize>) -> View<'_> {
-        View {
-            hub: self.server.as_ref().map(HubServer::hub),
-            hosts: &self.hosts,
-            now: self.now,
-            step,
-            frozen_clock: self.options.frozen_clock,
-            mock: self.mock,
-            clock_floor: self.clock_floor,
-            ttl_sweep: self.options.ttl_sweep,
-        }
-    }
-
-    /// The hub's count of refused posts that left a trace, if the `inbox` invariant is checked.
-    fn refusal_mark(&self) -> Option<u64> {
-        if !self.checker.selection().has(check::Invariant::Inbox) {
-            return None;
-        }
-        Some(self.server.as_ref()?.hub().refusals().with_trace)
-    }
-
-    /// A refused post must leave the hub's WAL and audit log as they were.
-    fn check_refusals(&mut self, mark: Option<u64>) {
-        let Some(hub) = self.server.as_ref().map(HubServer::hub) else {
-            return;
-        };
-        let refusals = hub.refusals();
-        if let (Some(mark), Some((before, after))) = (mark, refusals.last_trace) {
-            if refusals.with_trace > mark {
-                let mut checker = std::mem::take(&mut self.checker);
-                checker.check_refusal(&self.view(None), true, before, after);
-                self.checker = checker;
-            }
-        }
-    }
-
-    fn finish(mut self, scenario: &Scenario) -> NetRun {
-        self.heal();
-        let deadline = self.now.saturating_add(self.options.quiesce);
-        let settled = self.run_until(deadline, &|world| !world.busy());
-        if self.checker.selection() != check::Selection::NONE {
-            let mut checker = std::mem::take(&mut self.checker);
-            let view = self.view(None);
-            if !settled {
-                checker.record(
-                    &view,
-                    "settle/not_settled",
-                    format!(
-                        "work was still under way {} after the last step with every fault healed",
-                        seconds(self.options.quiesce)
-                    ),
-                );
-            }
-            checker.finish(&view, settled && self.server.is_some());
-            self.checker = checker;
-        }
-        self.finish_background(scenario);
-        let hub = match (&self.server, self.last_hub.take()) {
-            (Some(server), _) => server.hub().clone(),
-            (None, Some(hub)) => hub,
-            (None, None) => Hub::new(self.config.clone(), Instant(self.now)),
-        };
-        let mut auto = 0;
-        for channel in hub.channel_ids().collect::<Vec<_>>() {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.labels.entry(channel) {
-                auto += 1;
-                slot.insert(format!("auto{auto}"));
-            }
-        }
-        self.stats.sim_micros = self.now;
-        let logs = self
-            .hosts
-            .iter_mut()
-            .map(|host| std::mem::take(&mut host.log))
-            .collect();
-        let agents = self
-            .hosts
-            .into_iter()
-            .map(|host| RunAgent {
-                id: host.id.unwrap_or(crate::ids::AgentId(0)),
-                model: host.model,
-            })
-            .collect();
-        NetRun {
-            run: Run {
-                hub,
-                agents,
-                labels: self.labels,
-                steps: self.steps,
-                mismatches: self.mismatches,
-                epoch: scenario.hub.epoch,
-            },
-            stats: self.stats,
-            notes: self.notes,
-            violations: self.checker.into_violations(),
-            logs,
-        }
     }
 }
 

@@ -94,36 +94,6 @@ impl Scenario {
                 .any(|step| matches!(step.action, Action::Fault(_) | Action::Wait(_)))
             || self.sweep.chaos.is_some()
     }
-
-    /// True when a run draws anything at random (latencies, model time, chaos), so seeds
-    /// differ.
-    pub fn draws_randomly(&self) -> bool {
-        let varies = |r: Range| r.min != r.max;
-        varies(self.network.latency)
-            || varies(self.network.model_time)
-            || self.sweep.chaos.is_some()
-            || self
-                .network
-                .faults
-                .iter()
-                .any(|f| matches!(&f.fault, Fault::Latency { range, .. } if varies(*range)))
-    }
-
-    /// The seeds a sweep runs: the scenario's `seeds`, else one seed (its `seed`) when nothing
-    /// is drawn at random, else `0..DEFAULT_SEEDS`.
-    pub fn seed_range(&self) -> SeedRange {
-        self.sweep.seeds.unwrap_or(if self.draws_randomly() {
-            SeedRange {
-                start: 0,
-                end: sweep::DEFAULT_SEEDS,
-            }
-        } else {
-            SeedRange {
-                start: self.sweep.seed,
-                end: self.sweep.seed + 1,
-            }
-        })
-    }
 }
 
 /// The `hub:` block.
