@@ -269,3 +269,43 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn sweep_keys_are_checked_where_they_are_written() {
+    let cases: [(&str, &str, &[&str]); 7] = [
+        ("seeds: 5..2\n", "line 1 column 1", &["seeds", "empty"]),
+        (
+            "seeds: lots\n",
+            "line 1 column 1",
+            &["a seed count `N` or a range `A..B`"],
+        ),
+        (
+            "invariants: [delivery, liveness]\n",
+            "line 1 column 1",
+            &["unknown invariant `liveness`", "auto_close"],
+        ),
+        (
+            "known_violations:\n  - kind: ttl/late\n",
+            "line 1 column 1",
+            &["not one of ag2's known holes", "because:"],
+        ),
+        (
+            "expect_reached: [inbox_overflowed]\n",
+            "line 1 column 1",
+            &["unknown probe `inbox_overflowed`", "inbox_full"],
+        ),
+        (
+            "chaos: {until: 10s, faults: [partition, flood]}\n",
+            "line 1 column 1",
+            &["unknown fault `flood`", "disconnect"],
+        ),
+        (
+            "chaos: {from: 20s, until: 10s, faults: [crash]}\n",
+            "line 1 column 1",
+            &["`from` must come before `until`"],
+        ),
+    ];
+    for (key, line_column, expected) in cases {
+        check_error(&format!("{key}{AGENTS}steps: []\n"), line_column, expected);
+    }
+}

@@ -2,6 +2,7 @@
 //! and the hub over WebSocket on a simulated network.
 
 mod bad_input;
+mod check_cli;
 mod faults;
 mod invariants;
 mod network;

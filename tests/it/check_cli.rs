@@ -1,0 +1,109 @@
+//! `hubsim check` as users run it: the report does not depend on the thread count, shards
+//! split the scenarios without overlap, an unreached probe fails the sweep, and the chaos
+//! profile differs from seed to seed but not from run to run.
+
+use crate::support::{root, sim_path};
+use hubsim::hub::Bugs;
+use hubsim::sim::net;
+use hubsim::sim::scenario::{Scenario, SeedRange};
+use hubsim::sim::sweep::{self, Repro};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// Runs `hubsim check ARGS --report json FILE` and returns the report without its timings.
+fn report(args: &[&str], tag: &str) -> Value {
+    let file = std::env::temp_dir().join(format!("hubsim-check-{}-{tag}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .current_dir(root())
+        .arg("check")
+        .args(args)
+        .args(["--report", "json", &file.display().to_string()])
+        .output()
+        .expect("hubsim runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("report written");
+    let _ = std::fs::remove_file(&file);
+    let mut report: Value = serde_json::from_str(&text).expect("JSON");
+    report["wall_seconds"] = Value::Null;
+    for scenario in report["scenarios"].as_array_mut().expect("scenarios") {
+        scenario["seconds"] = Value::Null;
+    }
+    report
+}
+
+#[test]
+fn the_report_does_not_depend_on_the_thread_count() {
+    let paths = [
+        "sims/net_chaos_discussion.yaml",
+        "sims/net_crash_workflow.yaml",
+        "sims/consulting_happy.yaml",
+    ];
+    let mut args: Vec<&str> = paths.to_vec();
+    args.extend(["--seeds", "40"]);
+    let one = report(&[&args[..], &["--jobs", "1"]].concat(), "jobs1");
+    let three = report(&[&args[..], &["--jobs", "3"]].concat(), "jobs3");
+    assert_eq!(one, three);
+    assert_eq!(one["scenarios"][0]["runs"], 40);
+}
+
+#[test]
+fn shards_split_the_scenarios_without_overlap() {
+    let names = |report: &Value| -> BTreeSet<String> {
+        report["scenarios"]
+            .as_array()
+            .expect("scenarios")
+            .iter()
+            .map(|s| s["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let first = names(&report(&["--shard", "1/2", "--seeds", "1"], "shard1"));
+    let second = names(&report(&["--shard", "2/2", "--seeds", "1"], "shard2"));
+    let all = names(&report(&["--seeds", "1"], "all"));
+    assert!(first.is_disjoint(&second));
+    assert_eq!(first.union(&second).cloned().collect::<BTreeSet<_>>(), all);
+    assert_eq!(all.len(), crate::sims::LISTED.len());
+}
+
+#[test]
+fn a_probe_no_seed_reaches_fails_the_sweep_with_a_repro() {
+    let path = sim_path("net_inbox_overflow");
+    let mut scenario = Scenario::load(&path).expect("loads");
+    let repro = Repro {
+        file: "sims/net_inbox_overflow.yaml".into(),
+        bugs: Vec::new(),
+    };
+    let seeds = SeedRange { start: 0, end: 5 };
+    let mut reached = sweep::sweep(&scenario, seeds, Bugs::default(), &repro);
+    reached.finish(&scenario, seeds, &repro);
+    assert!(reached.failures.is_empty(), "{:?}", reached.failures);
+    // The same sweep told to expect a crash it never has.
+    scenario.sweep.expect_reached.push("hub_crash".into());
+    let mut unreached = sweep::sweep(&scenario, seeds, Bugs::default(), &repro);
+    unreached.finish(&scenario, seeds, &repro);
+    assert_eq!(unreached.failures.len(), 1, "{:?}", unreached.failures);
+    let failure = &unreached.failures[0];
+    assert_eq!(failure.what, "no seed in 0..5 reached `hub_crash`");
+    assert!(failure
+        .repro
+        .starts_with("hubsim check sims/net_inbox_overflow.yaml --seeds 0..5"));
+}
+
+#[test]
+fn the_chaos_profile_varies_by_seed_and_replays_by_seed() {
+    let scenario = Scenario::load(&sim_path("net_chaos_discussion")).expect("loads");
+    let mut profiles = BTreeSet::new();
+    for seed in 0..40 {
+        let stats = net::run(&scenario, seed).stats;
+        assert_eq!(stats, net::run(&scenario, seed).stats, "seed {seed}");
+        profiles.insert((stats.crashes > 0, stats.reconnects > 0, stats.lost > 0));
+    }
+    assert!(
+        profiles.len() >= 3,
+        "40 seeds drew only these (crash, reconnect, loss) profiles: {profiles:?}"
+    );
+}
