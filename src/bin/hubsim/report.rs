@@ -86,6 +86,9 @@ pub(crate) fn write(
         Format::Json => serde_json::to_string_pretty(&json_report(results, elapsed))? + "\n",
         Format::Junit => junit(results, elapsed),
     };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }
