@@ -81,6 +81,18 @@ impl Bugs {
     pub const NAMES: [&'static str; 3] =
         ["late_expiry", "drop_dispatch", "closed_consulting_accepts"];
 
+    /// The switches named in `names` turned on.
+    ///
+    /// # Errors
+    /// The names there are, for an unknown one.
+    pub fn from_names(names: &[String]) -> Result<Bugs, String> {
+        let mut bugs = Bugs::default();
+        for name in names {
+            bugs.enable(name)?;
+        }
+        Ok(bugs)
+    }
+
     /// Turns on the switch named `name`.
     ///
     /// # Errors

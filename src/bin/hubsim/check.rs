@@ -19,16 +19,35 @@ const CHUNK: u64 = 16;
 /// Failures printed per scenario (the report has them all).
 const PRINTED_PER_SCENARIO: usize = 5;
 
-/// What `check` was asked.
+/// Sweep scenarios over their seeds, checking invariants, determinism and reference traces.
+///
+/// Each scenario (files or folders; default `sims/`) runs over its seeds on the network driver
+/// with its invariants, each seed twice; a reference-format scenario also runs in process
+/// against its reference trace. Prints a summary table and one repro line per failure; exits
+/// non-zero on any failure.
+#[derive(clap::Args)]
 pub(crate) struct CheckArgs {
-    pub(crate) paths: Vec<PathBuf>,
-    pub(crate) reference: PathBuf,
-    pub(crate) seeds: Option<SeedRange>,
-    pub(crate) jobs: usize,
-    /// (K, N): this run takes scenarios K-1, K-1+N, ... of the sorted list.
-    pub(crate) shard: Option<(usize, usize)>,
-    pub(crate) report: Option<(report::Format, PathBuf)>,
-    pub(crate) bugs: Vec<String>,
+    /// Scenario files or folders of them.
+    paths: Vec<PathBuf>,
+    /// Folder of reference traces (`NAME.json`).
+    #[arg(long, default_value = "tests/reference")]
+    reference: PathBuf,
+    /// Seeds for every scenario: a count `N` (0..N) or a range `A..B` (default: each
+    /// scenario's `seeds`).
+    #[arg(long, value_parser = SeedRange::parse)]
+    seeds: Option<SeedRange>,
+    /// Worker threads (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run shard K of N (1-based): every Nth scenario of the sorted list, from the Kth.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Write a report: `--report junit FILE` or `--report json FILE`.
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
+    report: Option<Vec<String>>,
+    /// Switch on a deliberate hub defect (tests of the invariant checkers).
+    #[arg(long, hide = true)]
+    inject_bug: Vec<String>,
 }
 
 /// Parses `K/N` (1 <= K <= N).
@@ -68,10 +87,19 @@ enum Found {
 
 pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     let started = Instant::now();
-    let mut bugs = Bugs::default();
-    for bug in &args.bugs {
-        bugs.enable(bug)?;
-    }
+    let bugs = Bugs::from_names(&args.inject_bug)?;
+    let report = match args.report.as_deref() {
+        None => None,
+        Some([format, file]) => {
+            let format = <report::Format as clap::ValueEnum>::from_str(format, true)
+                .map_err(|_| format!("--report: expected `junit` or `json`, got `{format}`"))?;
+            Some((format, PathBuf::from(file)))
+        }
+        Some(_) => return Err("--report takes a format and a file".into()),
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut files = crate::scenario_files(&args.paths)?;
     if let Some((k, n)) = args.shard {
         files = files
@@ -92,7 +120,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
             };
             let repro = Repro {
                 file: file.clone(),
-                bugs: args.bugs.clone(),
+                bugs: args.inject_bug.clone(),
             };
             Entry {
                 file,
@@ -136,7 +164,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     let results: Vec<Mutex<Option<(Found, Duration)>>> =
         units.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
-    let jobs = args.jobs.max(1).min(units.len().max(1));
+    let jobs = jobs.max(1).min(units.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
@@ -207,7 +235,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     let elapsed = started.elapsed().as_secs_f64();
     print_failures(&merged);
     report::print_summary(&merged, elapsed, jobs);
-    if let Some((format, path)) = &args.report {
+    if let Some((format, path)) = &report {
         report::write(*format, path, &merged, elapsed)?;
         eprintln!("hubsim: wrote {}", path.display());
     }

@@ -9,7 +9,7 @@ mod report;
 use clap::{Parser, Subcommand, ValueEnum};
 use hubsim::hub::Bugs;
 use hubsim::net::scenario::TurmoilOptions;
-use hubsim::sim::scenario::{Scenario, SeedRange};
+use hubsim::sim::scenario::Scenario;
 use hubsim::sim::{run_in_process, Outcome};
 use std::error::Error;
 use std::io::Write;
@@ -60,33 +60,7 @@ enum Command {
         #[arg(long, hide = true)]
         inject_bug: Vec<String>,
     },
-    /// Check scenarios (files or folders; default `sims/`): each over its seeds on the network
-    /// driver with its invariants (each seed run twice for `determinism`), reference-format
-    /// scenarios also in process against their reference traces. Prints a summary table and
-    /// one repro line per failure; exits non-zero on any failure.
-    Check {
-        /// Scenario files or folders of them.
-        paths: Vec<PathBuf>,
-        /// Folder of reference traces (`NAME.json`).
-        #[arg(long, default_value = "tests/reference")]
-        reference: PathBuf,
-        /// Seeds for every scenario: a count `N` (0..N) or a range `A..B` (default: each
-        /// scenario's `seeds`).
-        #[arg(long, value_parser = SeedRange::parse)]
-        seeds: Option<SeedRange>,
-        /// Worker threads (default: the machine's cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Run shard K of N (1-based): every Nth scenario of the sorted list.
-        #[arg(long, value_parser = check::parse_shard)]
-        shard: Option<(usize, usize)>,
-        /// Write a report: `--report junit FILE` or `--report json FILE`.
-        #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
-        report: Option<Vec<String>>,
-        /// Switch on a deliberate hub defect (tests of the invariant checkers).
-        #[arg(long, hide = true)]
-        inject_bug: Vec<String>,
-    },
+    Check(check::CheckArgs),
     /// Measure runs per second of each scenario (trace rendering included): in process, or for
     /// network-only scenarios on the network driver over successive seeds, with the simulated
     /// to wall-clock time ratio.
@@ -136,15 +110,7 @@ fn main() -> ExitCode {
             tick_ms,
             inject_bug,
         } => run(&file, seed, frozen_clock, stats, net, tick_ms, &inject_bug),
-        Command::Check {
-            paths,
-            reference,
-            seeds,
-            jobs,
-            shard,
-            report,
-            inject_bug,
-        } => check_command(paths, reference, seeds, jobs, shard, report, inject_bug),
+        Command::Check(args) => check::check(args),
         Command::Bench {
             paths,
             seconds,
@@ -191,10 +157,7 @@ fn run(
     let mut scenario = Scenario::load(file)?;
     scenario.network.frozen_clock |= frozen_clock;
     let seed = seed.unwrap_or(scenario.sweep.seed);
-    let mut bugs = Bugs::default();
-    for bug in inject_bug {
-        bugs.enable(bug)?;
-    }
+    let bugs = Bugs::from_names(inject_bug)?;
     let outcome = match net {
         Net::Events => hubsim::sim::run_on_network_with(&scenario, seed, bugs),
         Net::Turmoil => {
@@ -283,37 +246,6 @@ pub(crate) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn 
         }
     }
     Ok(files)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_command(
-    paths: Vec<PathBuf>,
-    reference: PathBuf,
-    seeds: Option<SeedRange>,
-    jobs: Option<usize>,
-    shard: Option<(usize, usize)>,
-    report: Option<Vec<String>>,
-    bugs: Vec<String>,
-) -> Result<ExitCode, Box<dyn Error>> {
-    let report = match report.as_deref() {
-        None => None,
-        Some([format, file]) => {
-            let format = <report::Format as ValueEnum>::from_str(format, true)
-                .map_err(|_| format!("--report: expected `junit` or `json`, got `{format}`"))?;
-            Some((format, PathBuf::from(file)))
-        }
-        Some(_) => return Err("--report takes a format and a file".into()),
-    };
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    check::check(check::CheckArgs {
-        paths,
-        reference,
-        seeds,
-        jobs,
-        shard,
-        report,
-        bugs,
-    })
 }
 
 fn bench(
