@@ -315,30 +315,24 @@ impl AgentHost {
             return;
         };
         if let Work::Handler {
+            receipt,
             envelope,
-            outcome: Some(_),
+            outcome,
+            raw,
             ..
         } = &t.work
         {
-            let turns = envelope
-                .envelope_id
-                .and_then(|id| self.log.turns.get_mut(&id));
-            if let Some(turns) = turns {
-                turns.running = turns.running.saturating_sub(1);
-            }
-        }
-        if let Work::Handler {
-            receipt, envelope, ..
-        } = &t.work
-        {
-            let live = self.links.get(&t.link).is_some_and(|l| !l.is_closed());
-            if let (true, Some(id)) = (live && self.id.is_some(), envelope.envelope_id) {
-                self.log.handled.insert(id);
+            if let Some(id) = envelope.envelope_id {
+                if let (Some(_), Some(turns)) = (outcome, self.log.turns.get_mut(&id)) {
+                    turns.running = turns.running.saturating_sub(1);
+                }
+                let live = self.links.get(&t.link).is_some_and(|l| !l.is_closed());
+                if live && self.id.is_some() {
+                    self.log.handled.insert(id);
+                }
             }
             if *receipt {
-                if let Work::Handler { raw, .. } = &t.work {
-                    self.receipt(t.link, raw);
-                }
+                self.receipt(t.link, raw);
             }
         }
         self.finished.push(task);
