@@ -594,5 +594,6 @@ fn finish(shared: &Shared, scenario: &Scenario, elapsed: u64) -> Result<NetRun, 
         // The invariant checkers run on the event-driven driver only.
         violations: Vec::new(),
         logs: Vec::new(),
+        chaos_start: None,
     })
 }

@@ -2,6 +2,7 @@
 //! core and scripted agents ([`runner`]), print the normalised trace ([`trace`]).
 
 pub mod check;
+pub mod fuzz;
 pub mod net;
 pub mod runner;
 pub mod scenario;

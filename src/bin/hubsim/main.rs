@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
 mod check;
+mod fuzz;
 mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -61,6 +62,8 @@ enum Command {
         inject_bug: Vec<String>,
     },
     Check(check::CheckArgs),
+    Fuzz(fuzz::FuzzArgs),
+    Shrink(fuzz::ShrinkArgs),
     /// Measure runs per second of each scenario (trace rendering included): in process, or for
     /// network-only scenarios on the network driver over successive seeds, with the simulated
     /// to wall-clock time ratio.
@@ -111,6 +114,8 @@ fn main() -> ExitCode {
             inject_bug,
         } => run(&file, seed, frozen_clock, stats, net, tick_ms, &inject_bug),
         Command::Check(args) => check::check(args),
+        Command::Fuzz(args) => fuzz::fuzz(args),
+        Command::Shrink(args) => fuzz::shrink_file(args),
         Command::Bench {
             paths,
             seconds,

@@ -20,8 +20,9 @@ impl Checker {
             if metadata.state == ChannelState::Expired {
                 let closed_at = metadata.closed_at.unwrap_or(wall);
                 if closed_at.micros < expires_at.micros {
-                    self.report(
+                    self.report_in(
                         view,
+                        Some(metadata.manifest.manifest_type),
                         "ttl/early",
                         channel.to_string(),
                         format!(
@@ -54,8 +55,9 @@ impl Checker {
                 } else {
                     "was only now"
                 };
-                self.report(
+                self.report_in(
                     view,
+                    Some(metadata.manifest.manifest_type),
                     "ttl/late",
                     channel.to_string(),
                     format!(
@@ -93,8 +95,9 @@ impl Checker {
         } else {
             "auto_close/accepted_after_close"
         };
-        self.report(
+        self.report_in(
             view,
+            Some(entry.metadata.manifest.manifest_type),
             kind,
             channel.to_string(),
             format!(
@@ -145,8 +148,9 @@ impl Checker {
                         let was_terminal = self.terminal_len.contains_key(&channel);
                         let closed_on_reply = closed_ok && closes_here;
                         if !(was_terminal || closed_on_reply) {
-                            self.report(
+                            self.report_in(
                                 view,
+                                Some("consulting"),
                                 "auto_close/consulting_not_closed",
                                 channel.to_string(),
                                 format!(
@@ -159,8 +163,9 @@ impl Checker {
                             );
                         }
                     }
-                    _ if closed_ok => self.report(
+                    _ if closed_ok => self.report_in(
                         view,
+                        Some("consulting"),
                         "auto_close/consulting_closed_early",
                         channel.to_string(),
                         format!(
@@ -178,8 +183,9 @@ impl Checker {
                 // ag2 checks max_turns after each accepted substantive envelope.
                 let reached = max.is_some_and(|m| state.turn_count >= m.max(1));
                 if !metadata.is_terminal() && reached {
-                    self.report(
+                    self.report_in(
                         view,
+                        Some("workflow"),
                         "auto_close/workflow_not_closed",
                         channel.to_string(),
                         format!(
@@ -190,8 +196,9 @@ impl Checker {
                         ),
                     );
                 } else if !metadata.is_terminal() && state.expected.is_none() {
-                    self.report(
+                    self.report_in(
                         view,
+                        Some("workflow"),
                         "auto_close/workflow_not_closed",
                         channel.to_string(),
                         format!(
@@ -201,8 +208,9 @@ impl Checker {
                         ),
                     );
                 } else if closed && reason == "max_turns" && !reached {
-                    self.report(
+                    self.report_in(
                         view,
+                        Some("workflow"),
                         "auto_close/workflow_closed_early",
                         channel.to_string(),
                         format!(
@@ -221,8 +229,9 @@ impl Checker {
         let Some(live) = &entry.state else { return };
         let kind = AdapterKind::of(&entry.metadata);
         let Ok(mut folded) = kind.initial_state(&entry.metadata) else {
-            self.report(
+            self.report_in(
                 view,
+                Some(entry.metadata.manifest.manifest_type),
                 "wal/no_initial_state",
                 channel.to_string(),
                 format!("channel {channel} has a live state but no initial state"),
@@ -234,8 +243,9 @@ impl Checker {
             let _ = folded.fold(envelope);
         }
         if &folded != live {
-            self.report(
+            self.report_in(
                 view,
+                Some(entry.metadata.manifest.manifest_type),
                 "wal/fold_differs",
                 format!("{channel}@{}", entry.wal.len()),
                 format!(

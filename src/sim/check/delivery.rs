@@ -61,8 +61,15 @@ impl Checker {
         } else {
             "two of them ran at once".to_string()
         };
-        self.report(
+        let adapter = view.hub.and_then(|hub| {
+            hub.channels
+                .values()
+                .find(|entry| entry.wal.iter().any(|e| e.envelope_id == Some(trigger)))
+                .map(|entry| entry.metadata.manifest.manifest_type)
+        });
+        self.report_in(
             view,
+            adapter,
             "delivery/duplicate_turn",
             format!("{me}/{trigger}"),
             format!(
@@ -90,9 +97,11 @@ impl Checker {
                     .get(&envelope.channel_id)
                     .is_none_or(|entry| entry.metadata.has_participant(me))
             });
+            let adapter = adapter_of(view, envelope.channel_id);
             if !allowed || !participant {
-                self.report(
+                self.report_in(
                     view,
+                    adapter,
                     "delivery/outside_audience",
                     format!("{me}/{}", envelope.id_text()),
                     format!(
@@ -113,8 +122,9 @@ impl Checker {
             let key = (idx, delivery.connection, envelope.channel_id);
             if let Some(previous) = self.last_received.get(&key) {
                 if *previous >= envelope.envelope_id {
-                    self.report(
+                    self.report_in(
                         view,
+                        adapter,
                         "delivery/out_of_order",
                         format!("{me}/{}", envelope.id_text()),
                         format!(
@@ -159,11 +169,17 @@ impl Checker {
                         "delivery/cursor_skipped",
                         format!("it was received, its handler died with its connection, and the cursor is past it ({cursor})"),
                     )
-                } else if !received && entry.metadata.is_terminal() && host.connections() > 1 {
+                } else if entry.metadata.is_terminal() && host.connections() > 1 {
                     (
                         "delivery/closed_channel_not_replayed",
                         format!(
-                            "it was never received; the agent re-attached and the channel is {}",
+                            "it was {}; the agent re-attached and the channel is {}, so the \
+                             replay skipped it",
+                            if received {
+                                "received but its handler died with its connection"
+                            } else {
+                                "never received"
+                            },
                             entry.metadata.state.as_str()
                         ),
                     )
@@ -175,8 +191,9 @@ impl Checker {
                 } else {
                     ("delivery/missing", "it was never received".to_string())
                 };
-                self.report(
+                self.report_in(
                     view,
+                    Some(entry.metadata.manifest.manifest_type),
                     kind,
                     format!("{me}/{text}"),
                     format!(
@@ -189,6 +206,14 @@ impl Checker {
             }
         }
     }
+}
+
+/// The adapter of `channel`, if the hub is up and knows it.
+fn adapter_of(view: &View<'_>, channel: crate::ids::ChannelId) -> Option<&'static str> {
+    view.hub?
+        .channels
+        .get(&channel)
+        .map(|entry| entry.metadata.manifest.manifest_type)
 }
 
 /// How many envelopes `me` posted in answer to each envelope id (`causation_id`), over every

@@ -153,6 +153,8 @@ pub struct Violation {
     pub at: u64,
     /// The step after which it was seen (`None`: during a step's events or at the end).
     pub step: Option<usize>,
+    /// The adapter of the channel it concerns, if one (`consulting`, ...).
+    pub adapter: Option<&'static str>,
     /// What, where, and the values involved.
     pub message: String,
 }
@@ -252,6 +254,18 @@ impl Checker {
 
     /// Records a violation of `kind` about `subject`, once.
     fn report(&mut self, view: &View<'_>, kind: &'static str, subject: String, message: String) {
+        self.report_in(view, None, kind, subject, message);
+    }
+
+    /// [`Checker::report`] for a violation in a channel of adapter `adapter`.
+    fn report_in(
+        &mut self,
+        view: &View<'_>,
+        adapter: Option<&'static str>,
+        kind: &'static str,
+        subject: String,
+        message: String,
+    ) {
         let invariant = match kind.split('/').next() {
             Some("delivery") => Invariant::Delivery,
             Some("ttl") => Invariant::Ttl,
@@ -269,6 +283,7 @@ impl Checker {
             kind,
             at: view.now,
             step: view.step,
+            adapter,
             message,
         });
     }

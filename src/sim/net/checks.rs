@@ -113,6 +113,7 @@ impl World {
             notes: self.notes,
             violations: self.checker.into_violations(),
             logs,
+            chaos_start: self.chaos_start,
         }
     }
 }

@@ -16,7 +16,7 @@
 //! like the reference runner, reaches the hub directly for the admin ops (`advance`, ticks,
 //! `via: hub`) and its channel lookups, and the agents' clients for everything else.
 
-mod chaos;
+pub mod chaos;
 mod checks;
 mod faults;
 mod random;
@@ -72,6 +72,8 @@ pub struct NetRun {
     pub violations: Vec<Violation>,
     /// What each agent's client saw, in scenario order.
     pub logs: Vec<HostLog>,
+    /// When the chaos phase's clock started (µs), for a scenario with `chaos`.
+    pub chaos_start: Option<u64>,
 }
 
 /// Runs `scenario` on the simulated network with `seed`, checking the invariants it selects.
@@ -180,6 +182,8 @@ struct World {
     clock_floor: u64,
     /// The end of the chaos phase (0: no chaos).
     chaos_until: u64,
+    /// When the chaos phase's clock started (the end of registration), with `chaos`.
+    chaos_start: Option<u64>,
 }
 
 impl World {
@@ -255,6 +259,7 @@ impl World {
             checker: Checker::new(scenario.sweep.invariants),
             clock_floor: 0,
             chaos_until: 0,
+            chaos_start: None,
             options,
         };
         for timed in world.options.faults.clone() {

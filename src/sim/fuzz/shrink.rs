@@ -1,0 +1,342 @@
+//! Shrinking a failing scenario, as the JSON tree of its YAML: drop faults, then steps, then
+//! unused agents and scripted replies, then optional keys; then shorten waits, fault times and
+//! durations. Each cut is kept only if the same failure still shows, and passes repeat until
+//! none cuts anything (or the run budget is spent). Works on any scenario file, generated or
+//! written by hand.
+
+use serde_json::Value;
+
+/// How many runs a shrink may spend.
+pub const RUNS_MAX: usize = 2_000;
+
+/// What shrinking did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shrunk {
+    /// The smallest failing scenario found.
+    pub scenario: Value,
+    /// Runs spent.
+    pub runs: usize,
+}
+
+/// The scenario's steps plus its timed faults: the size shrinking reduces first.
+pub fn size(scenario: &Value) -> usize {
+    let steps = scenario["steps"].as_array().map_or(0, Vec::len);
+    let faults = scenario["network"]["faults"].as_array().map_or(0, Vec::len);
+    steps + faults
+}
+
+/// Shrinks `scenario` while `fails` holds (`fails(scenario)` must hold at the start).
+pub fn shrink(scenario: &Value, fails: &mut dyn FnMut(&Value) -> bool) -> Shrunk {
+    let mut best = scenario.clone();
+    let mut runs = 0;
+    let mut attempt = |candidate: &Value, runs: &mut usize| -> bool {
+        if *runs >= RUNS_MAX {
+            return false;
+        }
+        *runs += 1;
+        fails(candidate)
+    };
+    loop {
+        let before = best.clone();
+        for pointer in ["/network/faults", "/steps"] {
+            remove_items(&mut best, pointer, &mut |c| attempt(c, &mut runs));
+        }
+        remove_unused_agents(&mut best, &mut |c| attempt(c, &mut runs));
+        let agents = best["agents"].as_array().map_or(0, Vec::len);
+        for idx in 0..agents {
+            remove_items(&mut best, &format!("/agents/{idx}/replies"), &mut |c| {
+                attempt(c, &mut runs)
+            });
+        }
+        for path in optional_keys(&best) {
+            try_edit(&mut best, &mut |c| attempt(c, &mut runs), |tree| {
+                remove_key(tree, &path)
+            });
+        }
+        for path in durations(&best) {
+            shorten(&mut best, &path, &mut |c| attempt(c, &mut runs));
+        }
+        if best == before || runs >= RUNS_MAX {
+            return Shrunk {
+                scenario: best,
+                runs,
+            };
+        }
+    }
+}
+
+/// Applies `edit` to a copy and keeps it if it still fails.
+fn try_edit(
+    best: &mut Value,
+    fails: &mut dyn FnMut(&Value) -> bool,
+    edit: impl FnOnce(&mut Value) -> bool,
+) -> bool {
+    let mut candidate = best.clone();
+    if edit(&mut candidate) && fails(&candidate) {
+        *best = candidate;
+        return true;
+    }
+    false
+}
+
+/// Tries removing each item of the array at `pointer`, last first.
+fn remove_items(best: &mut Value, pointer: &str, fails: &mut dyn FnMut(&Value) -> bool) {
+    let len = best
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for idx in (0..len).rev() {
+        try_edit(best, fails, |tree| {
+            let Some(items) = tree.pointer_mut(pointer).and_then(Value::as_array_mut) else {
+                return false;
+            };
+            if idx >= items.len() {
+                return false;
+            }
+            items.remove(idx);
+            if items.is_empty() && pointer == "/network/faults" {
+                if let Some(network) = tree["network"].as_object_mut() {
+                    network.remove("faults");
+                }
+            }
+            true
+        });
+    }
+}
+
+/// Agents no step or fault mentions.
+fn remove_unused_agents(best: &mut Value, fails: &mut dyn FnMut(&Value) -> bool) {
+    let names: Vec<String> = best["agents"]
+        .as_array()
+        .map(|agents| {
+            agents
+                .iter()
+                .filter_map(|a| a["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in names.iter().rev() {
+        if mentions(&best["steps"], name) || mentions(&best["network"], name) {
+            continue;
+        }
+        try_edit(best, fails, |tree| {
+            let Some(agents) = tree["agents"].as_array_mut() else {
+                return false;
+            };
+            let before = agents.len();
+            agents.retain(|a| a["name"].as_str() != Some(name));
+            agents.len() < before
+        });
+    }
+}
+
+/// Whether `name` appears as a string anywhere in `tree`.
+fn mentions(tree: &Value, name: &str) -> bool {
+    match tree {
+        Value::String(text) => text == name,
+        Value::Array(items) => items.iter().any(|item| mentions(item, name)),
+        Value::Object(map) => map.values().any(|value| mentions(value, name)),
+        _ => false,
+    }
+}
+
+/// Keys a scenario runs without: rules, TTLs, non-default network and hub settings,
+/// descriptions are kept.
+fn optional_keys(tree: &Value) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    for key in ["sync", "model_time", "latency", "ttl_sweep", "reconnect"] {
+        if tree["network"].get(key).is_some() {
+            paths.push(vec!["network".into(), key.into()]);
+        }
+    }
+    if tree["hub"].get("step_timeout").is_some() {
+        paths.push(vec!["hub".into(), "step_timeout".into()]);
+    }
+    for (idx, agent) in tree["agents"].as_array().into_iter().flatten().enumerate() {
+        for key in ["rule", "handler", "kind"] {
+            if agent.get(key).is_some() {
+                paths.push(vec!["agents".into(), idx.to_string(), key.into()]);
+            }
+        }
+    }
+    for (idx, step) in tree["steps"].as_array().into_iter().flatten().enumerate() {
+        for key in ["ttl", "wait"] {
+            if step.get(key).is_some() && step["op"] == "open" {
+                paths.push(vec!["steps".into(), idx.to_string(), key.into()]);
+            }
+        }
+    }
+    paths
+}
+
+fn remove_key(tree: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for key in parents {
+        node = match node {
+            Value::Object(map) => match map.get_mut(key) {
+                Some(next) => next,
+                None => return false,
+            },
+            Value::Array(items) => match key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    node.as_object_mut()
+        .is_some_and(|map| map.remove(last).is_some())
+}
+
+/// JSON pointers of the numbers and duration strings worth shortening: `wait` and `advance`
+/// seconds, fault times, network durations.
+fn durations(tree: &Value) -> Vec<String> {
+    let mut pointers = Vec::new();
+    for (idx, step) in tree["steps"].as_array().into_iter().flatten().enumerate() {
+        if matches!(step["op"].as_str(), Some("wait" | "advance")) {
+            pointers.push(format!("/steps/{idx}/seconds"));
+        }
+    }
+    for (idx, _) in tree["network"]["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        pointers.push(format!("/network/faults/{idx}/at"));
+    }
+    for key in ["latency", "model_time", "sync", "reconnect"] {
+        if tree["network"].get(key).is_some() {
+            pointers.push(format!("/network/{key}"));
+        }
+    }
+    pointers
+}
+
+/// Microseconds of a number of seconds or a duration string (`250ms`, `2s`, `12us`).
+fn micros(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_f64().map(|s| (s * 1e6) as u64),
+        Value::String(text) => {
+            let text = text.trim();
+            let (digits, scale) = if let Some(d) = text.strip_suffix("ms") {
+                (d, 1_000.0)
+            } else if let Some(d) = text.strip_suffix("us") {
+                (d, 1.0)
+            } else if let Some(d) = text.strip_suffix('s') {
+                (d, 1e6)
+            } else {
+                return None;
+            };
+            digits
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|v| (v * scale) as u64)
+        }
+        _ => None,
+    }
+}
+
+/// Tries 0, then halving, on the duration at `pointer`, while the failure holds.
+fn shorten(best: &mut Value, pointer: &str, fails: &mut dyn FnMut(&Value) -> bool) {
+    let Some(current) = best.pointer(pointer).and_then(micros) else {
+        return;
+    };
+    let seconds = best.pointer(pointer).is_some_and(Value::is_number);
+    let render = |us: u64| {
+        if seconds {
+            Value::from(us / 1_000_000)
+        } else {
+            Value::String(format!("{}ms", us / 1_000))
+        }
+    };
+    let mut value = current;
+    for candidate in [0, value / 2] {
+        if candidate >= value || (seconds && candidate % 1_000_000 != 0 && candidate != 0) {
+            continue;
+        }
+        let rendered = render(candidate);
+        if try_edit(best, fails, |tree| match tree.pointer_mut(pointer) {
+            Some(slot) => {
+                *slot = rendered;
+                true
+            }
+            None => false,
+        }) {
+            value = candidate;
+            if value == 0 {
+                return;
+            }
+        }
+    }
+    // Keep halving while it helps (at most 20 halvings).
+    for _ in 0..20 {
+        let candidate = value / 2;
+        let rounded = if seconds {
+            candidate / 1_000_000 * 1_000_000
+        } else {
+            candidate / 1_000 * 1_000
+        };
+        if rounded == 0 || rounded >= value {
+            return;
+        }
+        let rendered = render(rounded);
+        let kept = try_edit(best, fails, |tree| match tree.pointer_mut(pointer) {
+            Some(slot) => {
+                *slot = rendered;
+                true
+            }
+            None => false,
+        });
+        if !kept {
+            return;
+        }
+        value = rounded;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cuts_what_the_failure_does_not_need() {
+        let scenario = json!({
+            "agents": [{"name": "alice", "replies": ["a", "b"]}, {"name": "bob", "replies": []}],
+            "network": {"latency": "20ms", "faults": [
+                {"at": "1000ms", "crash": "hub"}, {"at": "9000ms", "partition": "bob"}
+            ]},
+            "steps": [
+                {"op": "open", "as": "c1", "by": "alice", "type": "conversation", "target": "alice"},
+                {"op": "wait", "seconds": 40},
+                {"op": "send", "channel": "c1", "by": "alice", "text": "x"}
+            ]
+        });
+        // "Fails" while a crash happens at or after 500 ms and a wait step remains.
+        let mut fails = |tree: &Value| {
+            let crash = tree["network"]["faults"].as_array().is_some_and(|faults| {
+                faults.iter().any(|f| {
+                    f.get("crash").is_some() && micros(&f["at"]).is_some_and(|at| at >= 500_000)
+                })
+            });
+            let wait = tree["steps"]
+                .as_array()
+                .is_some_and(|steps| steps.iter().any(|s| s["op"] == "wait"));
+            crash && wait
+        };
+        let shrunk = shrink(&scenario, &mut fails);
+        let tree = &shrunk.scenario;
+        assert_eq!(size(tree), 2, "{tree:#}");
+        assert_eq!(tree["steps"][0]["op"], "wait");
+        assert_eq!(tree["steps"][0]["seconds"], 0);
+        assert_eq!(tree["network"]["faults"][0]["at"], "500ms");
+        assert!(tree["network"].get("latency").is_none());
+        assert_eq!(tree["agents"].as_array().map(Vec::len), Some(0));
+        assert!(fails(tree));
+    }
+}
