@@ -66,7 +66,10 @@ fn shards_split_the_scenarios_without_overlap() {
     let all = names(&report(&["--seeds", "1"], "all"));
     assert!(first.is_disjoint(&second));
     assert_eq!(first.union(&second).cloned().collect::<BTreeSet<_>>(), all);
-    assert_eq!(all.len(), crate::sims::LISTED.len());
+    assert_eq!(
+        all.len(),
+        crate::sims::LISTED.len() + crate::sims::regressions::LISTED.len()
+    );
 }
 
 #[test]

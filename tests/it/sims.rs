@@ -4,7 +4,7 @@
 //! at its fixed seed). A reference-format scenario must also give, in process, byte for byte
 //! the trace the real ag2 1.2.1 hub printed (`tests/reference/NAME.json`).
 
-use crate::support::{check_sim, root, sim_path};
+use crate::support::{check_sim, root};
 use hubsim::hub::Bugs;
 use hubsim::sim::scenario::{Scenario, SeedRange};
 use hubsim::sim::sweep::{self, Repro};
@@ -12,10 +12,13 @@ use hubsim::sim::sweep::{self, Repro};
 /// Seeds each scenario's test sweeps (`hubsim check` runs them all).
 const TEST_SEEDS: u64 = 10;
 
-fn check_scenario(name: &str) {
-    let path = sim_path(name);
+/// `rel` is `NAME` for `sims/NAME.yaml` or `regressions/NAME` for `sims/regressions/NAME.yaml`;
+/// the snapshot sits at the same place under `snapshots/`.
+fn check_scenario(rel: &str) {
+    let path = root().join("sims").join(format!("{rel}.yaml"));
+    let (folder, name) = rel.rsplit_once('/').unwrap_or(("", rel));
     let scenario = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
-    if !scenario.network_only() {
+    if !scenario.network_only() && folder.is_empty() {
         check_sim(name);
     }
     let full = scenario.seed_range();
@@ -24,7 +27,7 @@ fn check_scenario(name: &str) {
         end: full.end.min(full.start + TEST_SEEDS),
     };
     let repro = Repro {
-        file: std::path::PathBuf::from(format!("sims/{name}.yaml")),
+        file: std::path::PathBuf::from(format!("sims/{rel}.yaml")),
         bugs: Vec::new(),
     };
     let mut tally = sweep::sweep(&scenario, seeds, Bugs::default(), &repro);
@@ -42,10 +45,10 @@ fn check_scenario(name: &str) {
         .collect();
     assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
     insta::with_settings!({
-        snapshot_path => root().join("snapshots"),
+        snapshot_path => root().join("snapshots").join(folder),
         prepend_module_to_snapshot => false,
         omit_expression => true,
-        description => format!("hubsim run sims/{name}.yaml"),
+        description => format!("hubsim run sims/{rel}.yaml"),
     }, {
         insta::assert_snapshot!(name, sweep::snapshot(&scenario));
     });
@@ -116,4 +119,39 @@ sims! {
     workflow_malformed_payloads,
     workflow_packet_routing,
     workflow_round_robin,
+}
+
+/// `sims/regressions/`: findings of `hubsim fuzz`, shrunk (`cargo test NAME` runs one).
+pub(crate) mod regressions {
+    macro_rules! regressions {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    super::check_scenario(concat!("regressions/", stringify!($name)));
+                }
+            )*
+
+            /// Every regression scenario (the tidy test compares it with `sims/regressions/`).
+            pub(crate) const LISTED: &[&str] = &[$(stringify!($name)),*];
+        };
+    }
+
+    regressions! {
+        checker_died_handler_closed_channel,
+        checker_inbound_rule_changed,
+        checker_unregistered_sender,
+        fuzz_delivery_closed_channel_not_replayed_consulting,
+        fuzz_delivery_closed_channel_not_replayed_conversation,
+        fuzz_delivery_closed_channel_not_replayed_discussion,
+        fuzz_delivery_closed_channel_not_replayed_workflow,
+        fuzz_delivery_cursor_skipped_consulting,
+        fuzz_delivery_cursor_skipped_conversation,
+        fuzz_delivery_cursor_skipped_discussion,
+        fuzz_delivery_cursor_skipped_workflow,
+        fuzz_delivery_duplicate_turn_consulting,
+        fuzz_delivery_duplicate_turn_conversation,
+        fuzz_delivery_duplicate_turn_discussion,
+        fuzz_delivery_duplicate_turn_workflow,
+    }
 }

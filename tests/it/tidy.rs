@@ -50,6 +50,20 @@ fn every_scenario_has_a_test_a_snapshot_and_a_reference_trace() {
         "reference-format scenarios and tests/reference/*.json differ (network-only scenarios \
          have none)"
     );
+    let regressions = stems(&root().join("sims/regressions"), "yaml");
+    let listed: BTreeSet<String> = crate::sims::regressions::LISTED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        regressions, listed,
+        "sims/regressions/*.yaml differ from the regressions! list (tests/it/sims.rs)"
+    );
+    assert_eq!(
+        regressions,
+        stems(&root().join("snapshots/regressions"), "snap"),
+        "sims/regressions/*.yaml and snapshots/regressions/*.snap differ (README, \"Snapshots\")"
+    );
     for name in crate::faults::NET_LISTED {
         assert!(
             sims.contains(*name),

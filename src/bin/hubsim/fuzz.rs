@@ -177,19 +177,21 @@ fn report(
     let shrunk = shrink::shrink(tree, &mut |candidate| {
         fuzz::still_fails(candidate, seed, bugs, &finding.kind)
     });
-    // Its message as the shrunk scenario shows it.
+    let pinned = fuzz::pin_step_outcomes(&shrunk.scenario, seed, bugs);
+    // Its message as the shrunk scenario shows it, and what else that shows.
     let mut finding = finding.clone();
-    if let Ok(found) = fuzz::failures(&shrunk.scenario, seed, bugs) {
-        if let Some(message) = found.get(&finding.kind) {
-            finding.message = message.clone();
-        }
+    let found = fuzz::failures(&pinned, seed, bugs).unwrap_or_default();
+    if let Some(message) = found.get(&finding.kind) {
+        finding.message = message.clone();
     }
+    let also: Vec<String> = found.keys().cloned().collect();
     let finding = &finding;
     let text = fuzz::regression_yaml(
         target.name,
         target.origin,
         finding,
-        &shrunk.scenario,
+        &pinned,
+        &also,
         from,
         shrunk.runs,
     );

@@ -235,7 +235,8 @@ fn print_outcome(scenario: &Scenario, outcome: &Outcome) -> Result<ExitCode, Box
     })
 }
 
-/// Scenario files named by `paths` (folders are read for `*.yaml`, sorted); `sims/` by default.
+/// Scenario files named by `paths` (folders are read for `*.yaml`, with their subfolders,
+/// sorted); `sims/` by default.
 pub(crate) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn Error>> {
     let defaults = [PathBuf::from("sims")];
     let paths = if paths.is_empty() {
@@ -246,14 +247,8 @@ pub(crate) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn 
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                })
-                .collect();
+            let mut found = Vec::new();
+            yaml_files(path, &mut found)?;
             found.sort();
             files.extend(found);
         } else {
@@ -261,6 +256,21 @@ pub(crate) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn 
         }
     }
     Ok(files)
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Box<dyn Error>> {
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            yaml_files(&path, out)?;
+        } else if path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn bench(

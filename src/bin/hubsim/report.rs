@@ -38,8 +38,14 @@ impl ScenarioResult {
 
 /// The table `hubsim check` ends with.
 pub(crate) fn print_summary(results: &[ScenarioResult], elapsed: f64, jobs: usize) {
+    let width = results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
     println!(
-        "{:<34} {:>11} {:>11} {:>10} {:>6} {:>8} {:>9}",
+        "{:<width$} {:>11} {:>11} {:>10} {:>6} {:>8} {:>9}",
         "scenario", "seeds", "invariants", "violations", "known", "failures", "time"
     );
     let (mut seeds, mut checks, mut violations, mut known, mut failures) = (0, 0, 0, 0, 0);
@@ -47,7 +53,7 @@ pub(crate) fn print_summary(results: &[ScenarioResult], elapsed: f64, jobs: usiz
     for result in results {
         let tally = &result.tally;
         println!(
-            "{:<34} {:>11} {:>11} {:>10} {:>6} {:>8} {:>8.2}s",
+            "{:<width$} {:>11} {:>11} {:>10} {:>6} {:>8} {:>8.2}s",
             result.name,
             result.seeds.to_string(),
             tally.checks,

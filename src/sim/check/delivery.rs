@@ -145,7 +145,12 @@ impl Checker {
 
     /// Every envelope `host` may see, in every channel it is in, was handled and acked.
     fn check_at_least_once(&mut self, view: &View<'_>, hub: &Hub, host: &AgentHost, me: AgentId) {
-        let inbound = hub.agents.get(&me).map(|a| &a.rule.access.inbound_from);
+        let mut rules: Vec<Vec<String>> = self.inbound_seen.get(&me).cloned().unwrap_or_default();
+        rules.extend(
+            hub.agents
+                .get(&me)
+                .map(|a| a.rule.access.inbound_from.clone()),
+        );
         for (channel, entry) in &hub.channels {
             if !entry.metadata.has_participant(me) {
                 continue;
@@ -154,7 +159,7 @@ impl Checker {
                 let Some(id) = envelope.envelope_id else {
                     continue;
                 };
-                if !visible(hub, envelope, me, inbound) || host.log.handled.contains(&id) {
+                if !visible(view, envelope, me, &rules) || host.log.handled.contains(&id) {
                     continue;
                 }
                 let received = host
@@ -231,9 +236,10 @@ fn replies_by_trigger(hub: &Hub, me: AgentId) -> BTreeMap<String, u32> {
 }
 
 /// Whether the hub owes `me` this envelope: not its own, addressed to it (or broadcast), a
-/// dispatched kind (invite acks and rejects are absorbed), and from a sender its
-/// `inbound_from` admits.
-fn visible(hub: &Hub, envelope: &Envelope, me: AgentId, inbound: Option<&Vec<String>>) -> bool {
+/// dispatched kind (invite acks and rejects are absorbed), and from a sender every
+/// `inbound_from` it had during the run admits (`rules`: when it was dispatched is not known
+/// here, so a sender any of them refused is not owed).
+fn visible(view: &View<'_>, envelope: &Envelope, me: AgentId, rules: &[Vec<String>]) -> bool {
     if envelope.sender_id == me
         || envelope.event_type == EventType::CHANNEL_INVITE_ACK
         || envelope.event_type == EventType::CHANNEL_INVITE_REJECT
@@ -243,8 +249,15 @@ fn visible(hub: &Hub, envelope: &Envelope, me: AgentId, inbound: Option<&Vec<Str
     if envelope.audience.as_ref().is_some_and(|a| !a.contains(&me)) {
         return false;
     }
-    match (hub.agents.get(&envelope.sender_id), inbound) {
-        (Some(sender), Some(patterns)) => matches_any(&sender.passport.name, patterns),
-        _ => true,
+    // The sender's name from its client: it may have unregistered since.
+    let sender = view
+        .hosts
+        .iter()
+        .find(|host| host.id == Some(envelope.sender_id));
+    match sender {
+        Some(sender) => rules
+            .iter()
+            .all(|patterns| matches_any(sender.name(), patterns)),
+        None => true,
     }
 }

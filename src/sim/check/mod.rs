@@ -224,6 +224,9 @@ pub struct Checker {
     pending: BTreeMap<crate::ids::AgentId, u64>,
     /// Per host, how many of its deliveries were checked.
     received_checked: Vec<usize>,
+    /// Every `inbound_from` each agent had at a check (rules change only by `set_rule` steps,
+    /// and every step is followed by a check).
+    inbound_seen: BTreeMap<crate::ids::AgentId, Vec<Vec<String>>>,
     /// The last envelope each host received, per (host, connection, channel).
     last_received: BTreeMap<(usize, u32, ChannelId), Option<crate::ids::EnvelopeId>>,
 }
@@ -303,6 +306,12 @@ impl Checker {
             self.check_pending(view, hub);
         }
         if self.selection.has(Invariant::Delivery) {
+            for (agent, entry) in &hub.agents {
+                let seen = self.inbound_seen.entry(*agent).or_default();
+                if !seen.contains(&entry.rule.access.inbound_from) {
+                    seen.push(entry.rule.access.inbound_from.clone());
+                }
+            }
             self.check_deliveries(view);
         }
         let grown: Vec<ChannelId> = hub

@@ -176,6 +176,37 @@ fn open(rng: &mut ChaCha8Rng, names: &[&str], by: &str, label: &str) -> (Value, 
     (Value::Object(step), members)
 }
 
+/// A send on one of `channels`: mostly a text from a participant, sometimes from anyone, with
+/// an explicit audience, an empty text or a custom event type.
+fn send(
+    rng: &mut ChaCha8Rng,
+    names: &[&str],
+    channels: &[(String, Vec<String>)],
+    idx: usize,
+) -> Value {
+    let (label, members) = pick(rng, channels);
+    let by = if chance(rng, 90) {
+        pick(rng, &members)
+    } else {
+        pick(rng, names).to_string()
+    };
+    let mut step =
+        json!({"op": "send", "channel": label, "by": by, "text": format!("{by} says {idx}")});
+    match rng.random_range(0..20) {
+        0..=2 => {
+            let count = rng.random_range(1..=names.len());
+            step["audience"] = json!(names[..count].to_vec());
+        }
+        3 => step["text"] = json!(""),
+        4..=5 => {
+            step["event_type"] = json!("app.note");
+            step["event_data"] = json!({"note": idx});
+        }
+        _ => {}
+    }
+    step
+}
+
 fn steps(rng: &mut ChaCha8Rng, names: &[&str]) -> Vec<Value> {
     let mut steps = Vec::new();
     let mut channels: Vec<(String, Vec<String>)> = Vec::new();
@@ -183,20 +214,17 @@ fn steps(rng: &mut ChaCha8Rng, names: &[&str]) -> Vec<Value> {
     steps.push(first);
     channels.push(("ch1".into(), members));
     for idx in 0..rng.random_range(1..=9) {
-        let step = match rng.random_range(0..20) {
-            0..=8 => {
-                let (label, members) = pick(rng, &channels);
-                let by = if chance(rng, 90) {
-                    pick(rng, &members)
-                } else {
-                    pick(rng, names).to_string()
-                };
-                json!({"op": "send", "channel": label, "by": by, "text": format!("{by} says {idx}")})
-            }
+        let step = match rng.random_range(0..26) {
+            0..=8 => send(rng, names, &channels, idx),
             9..=12 => json!({"op": "wait", "seconds": pick(rng, &[1, 5, 15, 45])}),
             13..=14 => {
                 let (label, members) = pick(rng, &channels);
-                json!({"op": "close", "channel": label, "by": pick(rng, &members)})
+                let mut close = json!({"op": "close", "channel": label, "by": pick(rng, &members)});
+                if chance(rng, 30) {
+                    close["via"] = json!("hub");
+                    close["reason"] = json!("closed by the hub");
+                }
+                close
             }
             15..=16 if channels.len() < 3 => {
                 let label = format!("ch{}", channels.len() + 1);
@@ -210,8 +238,19 @@ fn steps(rng: &mut ChaCha8Rng, names: &[&str]) -> Vec<Value> {
                 "agent": pick(rng, names),
                 "rule": {"limits": {"inbox": {"max_pending": rng.random_range(0..=2)}}}
             }),
-            18 => json!({"op": "unregister", "agent": pick(rng, names)}),
-            _ => json!({"op": "advance", "seconds": pick(rng, &[10, 70])}),
+            18 => json!({
+                "op": "set_rule",
+                "agent": pick(rng, names),
+                "rule": {"access": {"inbound_from": [pick(rng, names)]}}
+            }),
+            19 => json!({"op": "unregister", "agent": pick(rng, names)}),
+            20 => json!({"op": pick(rng, &["ttl_tick", "expectation_tick"])}),
+            21 => json!({
+                "op": "checkpoint", "agent": pick(rng, names), "task": "t1",
+                "state": {"step": idx}
+            }),
+            22 => json!({"op": "read_checkpoint", "agent": pick(rng, names), "task": "t1"}),
+            _ => json!({"op": "advance", "seconds": pick(rng, &[10, 70, 700])}),
         };
         steps.push(step);
     }

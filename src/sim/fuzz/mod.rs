@@ -51,6 +51,33 @@ pub fn failures(tree: &Value, seed: u64, bugs: Bugs) -> Result<BTreeMap<String, 
     Ok(found)
 }
 
+/// The tree with each step that fails given an `expect_error` naming the error type it fails
+/// with, so a scenario file records its steps' outcomes (a generated step may fail: a send out
+/// of turn, a close by an outsider, a step timeout under a fault).
+pub fn pin_step_outcomes(tree: &Value, seed: u64, bugs: Bugs) -> Value {
+    let mut out = tree.clone();
+    let Ok(scenario) = Scenario::parse(&to_yaml(tree), "fuzz") else {
+        return out;
+    };
+    let run = super::net::run_with(&scenario, seed, bugs);
+    let Some(steps) = out.get_mut("steps").and_then(Value::as_array_mut) else {
+        return out;
+    };
+    for record in &run.run.steps {
+        let idx = record.get("i").and_then(Value::as_u64).unwrap_or(u64::MAX) as usize;
+        let error_type = record
+            .get("error")
+            .and_then(|e| e.get("type"))
+            .and_then(Value::as_str);
+        if let (Some(step), Some(error_type)) = (steps.get_mut(idx), error_type) {
+            if step.get("expect_error").is_none() {
+                step["expect_error"] = serde_json::json!({"type": error_type});
+            }
+        }
+    }
+    out
+}
+
 /// Whether the tree still shows failure `kind` with `seed`.
 pub fn still_fails(tree: &Value, seed: u64, bugs: Bugs, kind: &str) -> bool {
     failures(tree, seed, bugs).is_ok_and(|found| found.contains_key(kind))
@@ -131,12 +158,14 @@ impl Findings {
 }
 
 /// A finding shrunk into a scenario file's text named `name`, saying where it came from
-/// (`origin`), what it shows and how it is classified.
+/// (`origin`), what it shows and how it is classified; `also` lists every failure signature the
+/// shrunk scenario shows.
 pub fn regression_yaml(
     name: &str,
     origin: &str,
     finding: &Finding,
     shrunk: &Value,
+    also: &[String],
     from: usize,
     runs: usize,
 ) -> String {
@@ -156,8 +185,29 @@ pub fn regression_yaml(
     let mut ordered = serde_json::Map::new();
     ordered.insert("name".into(), Value::String(name.to_string()));
     ordered.insert("description".into(), Value::String(description));
+    if let Some(hole) = classify(&finding.kind) {
+        // ag2's own behaviour: on record, and the sweep fails if it stops showing. Other holes
+        // the scenario shows on the way are listed too.
+        let mut known: Vec<&str> = also
+            .iter()
+            .filter_map(|k| classify(k))
+            .map(|h| h.kind)
+            .collect();
+        known.push(hole.kind);
+        known.sort_unstable();
+        known.dedup();
+        let known: Vec<Value> = known
+            .iter()
+            .map(|k| serde_json::json!({"kind": k}))
+            .collect();
+        ordered.insert("known_violations".into(), Value::Array(known));
+        ordered.insert("expect_reached".into(), serde_json::json!([hole.kind]));
+    }
     for (key, value) in shrunk.as_object().into_iter().flatten() {
-        if key != "name" && key != "description" {
+        if !matches!(
+            key.as_str(),
+            "name" | "description" | "known_violations" | "expect_reached"
+        ) {
             ordered.insert(key.clone(), value.clone());
         }
     }

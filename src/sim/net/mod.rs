@@ -85,6 +85,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> NetRun {
 pub fn run_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> NetRun {
     let mut world = World::new(scenario, seed, bugs);
     world.register_agents(scenario);
+    world.check(None);
     if let Some(chaos) = &scenario.sweep.chaos {
         world.schedule_chaos(chaos, seed);
     }
