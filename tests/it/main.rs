@@ -4,6 +4,7 @@
 mod bad_input;
 mod check_cli;
 mod faults;
+mod fuzz;
 mod invariants;
 mod network;
 mod sims;
