@@ -230,7 +230,7 @@ fn random_mutations_never_panic() {
     let mut sims: Vec<_> = std::fs::read_dir(root().join("sims"))
         .expect("sims/")
         .filter_map(Result::ok)
-        .filter(|entry| entry.path().is_file())
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "yaml"))
         .map(|entry| std::fs::read_to_string(entry.path()).expect("readable"))
         .collect();
     sims.sort();
