@@ -140,6 +140,7 @@ pub(crate) mod regressions {
     regressions! {
         checker_died_handler_closed_channel,
         checker_inbound_rule_changed,
+        checker_restart_reopens_channel,
         checker_unregistered_sender,
         fuzz_delivery_closed_channel_not_replayed_consulting,
         fuzz_delivery_closed_channel_not_replayed_conversation,

@@ -296,6 +296,14 @@ impl Checker {
         self.report(view, kind, String::new(), message);
     }
 
+    /// The hub restarted from its store, which may be older than what the checkers saw (a crash
+    /// loses the writes since the last sync): a channel seen terminal may be open again, its
+    /// WAL shorter. What was learnt about channels is dropped.
+    pub fn hub_restarted(&mut self) {
+        self.terminal_len.clear();
+        self.checked_len.clear();
+    }
+
     /// The checks that hold at any moment: after a step, after a hub timer.
     pub fn check(&mut self, view: &View<'_>) {
         let Some(hub) = view.hub else { return };

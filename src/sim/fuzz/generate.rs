@@ -1,6 +1,7 @@
 //! Random scenarios: a cast of 2 to 4 agents (default handlers mostly, some ack-only, silent or
 //! human, some with an inbox cap), channels of every type, a script of sends, waits, closes,
-//! rule changes and unregistrations, and a fault schedule. Every random decision is drawn here,
+//! rule changes and unregistrations, and a fault schedule drawn swarm-style (each fault kind
+//! on or off for the case). Every random decision is drawn here,
 //! from the case's `fuzz` stream, and written into the scenario as an explicit value: fixed
 //! latencies and model time, faults at fixed times. The scenario then runs without a random
 //! draw, so it replays from its text alone.
@@ -60,28 +61,35 @@ fn network(rng: &mut ChaCha8Rng, names: &[&str]) -> Value {
     if chance(rng, 30) {
         network.insert("ttl_sweep".into(), ms(5000));
     }
+    // Swarm testing: each fault kind is on or off for the case, and an enabled kind gets
+    // its own number of faults.
     let mut faults = Vec::new();
-    for _ in 0..rng.random_range(0..=5) {
-        let at = rng.random_range(0..40_000u64);
-        let lasts = pick(rng, &[500, 2_000, 10_000, 45_000u64]);
-        let who = pick(rng, names);
-        match rng.random_range(0..5) {
-            0 => {
-                faults.push(json!({"at": ms(at), "partition": who}));
-                faults.push(json!({"at": ms(at + lasts), "repair": who}));
+    for kind in 0..5 {
+        if !chance(rng, 50) {
+            continue;
+        }
+        for _ in 0..rng.random_range(1..=3) {
+            let at = rng.random_range(0..40_000u64);
+            let lasts = pick(rng, &[500, 2_000, 10_000, 45_000u64]);
+            let who = pick(rng, names);
+            match kind {
+                0 => {
+                    faults.push(json!({"at": ms(at), "partition": who}));
+                    faults.push(json!({"at": ms(at + lasts), "repair": who}));
+                }
+                1 => {
+                    faults.push(json!({"at": ms(at), "hold": who}));
+                    faults.push(json!({"at": ms(at + lasts), "release": who}));
+                }
+                2 => faults.push(json!({"at": ms(at), "disconnect": who})),
+                3 => {
+                    faults.push(json!({"at": ms(at), "crash": "hub"}));
+                    faults.push(json!({"at": ms(at + lasts.min(5_000)), "restart": "hub"}));
+                }
+                _ => faults.push(json!({
+                    "at": ms(at), "latency": ms(pick(rng, &[50, 500, 2000])), "agent": who
+                })),
             }
-            1 => {
-                faults.push(json!({"at": ms(at), "hold": who}));
-                faults.push(json!({"at": ms(at + lasts), "release": who}));
-            }
-            2 => faults.push(json!({"at": ms(at), "disconnect": who})),
-            3 => {
-                faults.push(json!({"at": ms(at), "crash": "hub"}));
-                faults.push(json!({"at": ms(at + lasts.min(5_000)), "restart": "hub"}));
-            }
-            _ => faults.push(json!({
-                "at": ms(at), "latency": ms(pick(rng, &[50, 500, 2000])), "agent": who
-            })),
         }
     }
     if !faults.is_empty() {

@@ -144,6 +144,7 @@ impl World {
             Ok(hub) => {
                 self.server = Some(serve(hub, self.options.text_wire));
                 self.clock_floor = self.now;
+                self.checker.hub_restarted();
                 self.synced_at = self.now;
                 self.dirty = false;
             }
