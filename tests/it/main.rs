@@ -6,6 +6,7 @@ mod check_cli;
 mod faults;
 mod invariants;
 mod network;
+mod proptest_adapters;
 mod sims;
 mod store;
 mod support;
