@@ -7,6 +7,7 @@ mod faults;
 mod fuzz;
 mod invariants;
 mod network;
+mod proptest_adapters;
 mod sims;
 mod store;
 mod support;

@@ -138,6 +138,7 @@ pub(crate) mod regressions {
     }
 
     regressions! {
+        checker_audience_outsider,
         checker_died_handler_closed_channel,
         checker_inbound_rule_changed,
         checker_restart_reopens_channel,

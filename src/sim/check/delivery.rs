@@ -88,34 +88,33 @@ impl Checker {
         self.received_checked[idx] = host.log.received.len();
         for delivery in &host.log.received[from.min(host.log.received.len())..] {
             let envelope = &delivery.envelope;
-            let allowed = match &envelope.audience {
-                Some(audience) => audience.contains(&me),
-                None => envelope.sender_id != me,
-            };
+            // An explicit audience is the audience, participants or not (ag2's in-process
+            // post delivers to any registered agent named in it, hub spec §2.6); a broadcast
+            // goes to the channel's participants but the sender.
             let participant = view.hub.is_none_or(|hub| {
                 hub.channels
                     .get(&envelope.channel_id)
                     .is_none_or(|entry| entry.metadata.has_participant(me))
             });
+            let outside = match &envelope.audience {
+                Some(audience) => (!audience.contains(&me)).then_some("not addressed"),
+                None if envelope.sender_id == me => Some("its own broadcast"),
+                None => (!participant).then_some("a broadcast, and not a participant"),
+            };
             let adapter = adapter_of(view, envelope.channel_id);
-            if !allowed || !participant {
+            if let Some(why) = outside {
                 self.report_in(
                     view,
                     adapter,
                     "delivery/outside_audience",
                     format!("{me}/{}", envelope.id_text()),
                     format!(
-                        "{} received {} {} from {} in channel {}, outside its audience ({})",
+                        "{} received {} {} from {} in channel {}, outside its audience ({why})",
                         host.name(),
                         envelope.event_type,
                         envelope.id_text(),
                         envelope.sender_id,
                         envelope.channel_id,
-                        if participant {
-                            "not addressed"
-                        } else {
-                            "not a participant"
-                        }
                     ),
                 );
             }
