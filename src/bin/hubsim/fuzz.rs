@@ -66,18 +66,7 @@ pub(crate) struct ShrinkArgs {
 
 fn parse_time(text: &str) -> Result<Duration, String> {
     let bad = || format!("expected a duration like `60s`, `2m` or `500ms`, got `{text}`");
-    let (digits, scale) = if let Some(d) = text.strip_suffix("ms") {
-        (d, 0.001)
-    } else if let Some(d) = text.strip_suffix('s') {
-        (d, 1.0)
-    } else if let Some(d) = text.strip_suffix('m') {
-        (d, 60.0)
-    } else if let Some(d) = text.strip_suffix('h') {
-        (d, 3600.0)
-    } else {
-        (text, 1.0)
-    };
-    let seconds = digits.trim().parse::<f64>().map_err(|_| bad())? * scale;
+    let seconds = hubsim::sim::scenario::duration_seconds(text).ok_or_else(bad)?;
     if !(seconds.is_finite() && seconds > 0.0 && seconds < 1e7) {
         return Err(bad());
     }

@@ -220,23 +220,9 @@ fn durations(tree: &Value) -> Vec<String> {
 fn micros(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n.as_f64().map(|s| (s * 1e6) as u64),
-        Value::String(text) => {
-            let text = text.trim();
-            let (digits, scale) = if let Some(d) = text.strip_suffix("ms") {
-                (d, 1_000.0)
-            } else if let Some(d) = text.strip_suffix("us") {
-                (d, 1.0)
-            } else if let Some(d) = text.strip_suffix('s') {
-                (d, 1e6)
-            } else {
-                return None;
-            };
-            digits
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .map(|v| (v * scale) as u64)
-        }
+        Value::String(text) => crate::sim::scenario::duration_seconds(text)
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| (s * 1e6).round() as u64),
         _ => None,
     }
 }

@@ -127,6 +127,26 @@ impl Default for NetworkOptions {
     }
 }
 
+/// Seconds of a duration string: `12us`, `250ms`, `2s`, `1m`, `1h`, or a bare number of
+/// seconds. `None` if it is none of these.
+pub fn duration_seconds(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (digits, scale) = if let Some(d) = text.strip_suffix("ms") {
+        (d, 0.001)
+    } else if let Some(d) = text.strip_suffix("us") {
+        (d, 0.000_001)
+    } else if let Some(d) = text.strip_suffix('s') {
+        (d, 1.0)
+    } else if let Some(d) = text.strip_suffix('m') {
+        (d, 60.0)
+    } else if let Some(d) = text.strip_suffix('h') {
+        (d, 3600.0)
+    } else {
+        (text, 1.0)
+    };
+    digits.trim().parse::<f64>().ok().map(|value| value * scale)
+}
+
 /// A duration: seconds as a number, or a string like `250ms`, `2s`, `1m`, `1h`.
 pub(super) fn duration_micros(value: &serde_yaml::Value) -> Result<u64, String> {
     use serde_yaml::Value as Y;
@@ -138,23 +158,7 @@ pub(super) fn duration_micros(value: &serde_yaml::Value) -> Result<u64, String> 
     };
     let seconds = match value {
         Y::Number(number) => number.as_f64().ok_or_else(bad)?,
-        Y::String(text) => {
-            let text = text.trim();
-            let (digits, scale) = if let Some(d) = text.strip_suffix("ms") {
-                (d, 0.001)
-            } else if let Some(d) = text.strip_suffix("us") {
-                (d, 0.000_001)
-            } else if let Some(d) = text.strip_suffix('s') {
-                (d, 1.0)
-            } else if let Some(d) = text.strip_suffix('m') {
-                (d, 60.0)
-            } else if let Some(d) = text.strip_suffix('h') {
-                (d, 3600.0)
-            } else {
-                (text, 1.0)
-            };
-            digits.trim().parse::<f64>().map_err(|_| bad())? * scale
-        }
+        Y::String(text) => duration_seconds(text).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     if !(seconds.is_finite() && (0.0..1e9).contains(&seconds)) {
