@@ -317,7 +317,8 @@ pub fn snapshot(scenario: &Scenario) -> String {
         if invariant == Invariant::Determinism && outcome.divergence.is_some() {
             kinds.push("determinism/diverged".to_string());
         }
-        kinds.dedup();
+        let mut seen = BTreeSet::new();
+        kinds.retain(|kind| seen.insert(kind.clone()));
         let status = if kinds.is_empty() {
             "ok".to_string()
         } else {
