@@ -115,7 +115,7 @@ pub(crate) fn fuzz(args: FuzzArgs) -> Result<ExitCode, Box<dyn Error>> {
     let fuzzing = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let findings = merged.into_inner().map_err(|_| "a fuzz worker panicked")?;
-    println!(
+    out!(
         "{} cases in {fuzzing:.1}s on {jobs} threads: {:.0} cases/s; {} distinct failures",
         findings.cases,
         findings.cases as f64 / fuzzing,
@@ -186,7 +186,7 @@ fn report(
     );
     std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
     let known = fuzz::classify(&finding.kind);
-    println!(
+    out!(
         "{} ({} cases, first seed {}): shrunk {from} -> {} steps and faults in {} runs; {}",
         finding.kind,
         finding.cases,
@@ -198,12 +198,12 @@ fn report(
             hole.section
         ))
     );
-    println!("    {}", finding.message);
+    out!("    {}", finding.message);
     let bugs_flags: String = inject
         .iter()
         .map(|bug| format!(" --inject-bug {bug}"))
         .collect();
-    println!(
+    out!(
         "    repro: hubsim run {}{bugs_flags}   # hubsim {}",
         path.display(),
         env!("CARGO_PKG_VERSION")

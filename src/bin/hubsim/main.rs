@@ -3,6 +3,19 @@
 
 #![allow(clippy::print_stdout)] // printing is this binary's job
 
+/// `println!`, except that a closed stdout (`hubsim fuzz | head`) ends the process with the
+/// shell's status for a broken pipe (141) instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+        }
+    }};
+}
+
 mod check;
 mod fuzz;
 mod report;
@@ -278,9 +291,13 @@ fn bench(
     seconds: f64,
     fixed_runs: Option<u64>,
 ) -> Result<ExitCode, Box<dyn Error>> {
-    println!(
+    out!(
         "{:<36} {:>10} {:>14} {:>10} {:>10}",
-        "scenario", "runs", "scenarios/s", "µs/run", "sim/wall"
+        "scenario",
+        "runs",
+        "scenarios/s",
+        "µs/run",
+        "sim/wall"
     );
     for file in scenario_files(paths)? {
         let scenario = Scenario::load(&file)?;
@@ -303,9 +320,13 @@ fn bench(
         }
         let elapsed = started.elapsed().as_secs_f64();
         if runs == 0 {
-            println!(
+            out!(
                 "{:<36} {:>10} {:>14} {:>10} {:>10}",
-                scenario.name, 0, "-", "-", "-"
+                scenario.name,
+                0,
+                "-",
+                "-",
+                "-"
             );
             continue;
         }
@@ -314,7 +335,7 @@ fn bench(
         } else {
             "-".to_string()
         };
-        println!(
+        out!(
             "{:<36} {:>10} {:>14.0} {:>10.1} {:>10}",
             scenario.name,
             runs,

@@ -44,15 +44,21 @@ pub(crate) fn print_summary(results: &[ScenarioResult], elapsed: f64, jobs: usiz
         .max()
         .unwrap_or(0)
         .max(8);
-    println!(
+    out!(
         "{:<width$} {:>11} {:>11} {:>10} {:>6} {:>8} {:>9}",
-        "scenario", "seeds", "invariants", "violations", "known", "failures", "time"
+        "scenario",
+        "seeds",
+        "invariants",
+        "violations",
+        "known",
+        "failures",
+        "time"
     );
     let (mut seeds, mut checks, mut violations, mut known, mut failures) = (0, 0, 0, 0, 0);
     let mut compared = 0;
     for result in results {
         let tally = &result.tally;
-        println!(
+        out!(
             "{:<width$} {:>11} {:>11} {:>10} {:>6} {:>8} {:>8.2}s",
             result.name,
             result.seeds.to_string(),
@@ -69,7 +75,7 @@ pub(crate) fn print_summary(results: &[ScenarioResult], elapsed: f64, jobs: usiz
         failures += tally.failures.len();
         compared += usize::from(result.compared);
     }
-    println!(
+    out!(
         "{} scenarios ({} failed; {compared} compared with reference traces), {seeds} seeds, \
          {checks} invariant checks, {violations} violations, {known} known violations, \
          {failures} failures; wall {elapsed:.2}s on {jobs} threads",
