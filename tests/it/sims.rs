@@ -155,5 +155,7 @@ pub(crate) mod regressions {
         fuzz_delivery_duplicate_turn_conversation,
         fuzz_delivery_duplicate_turn_discussion,
         fuzz_delivery_duplicate_turn_workflow,
+        fuzz_delivery_fold_failed_not_dispatched_workflow,
+        fuzz_inbox_fold_failed_after_append,
     }
 }

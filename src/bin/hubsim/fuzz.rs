@@ -194,7 +194,7 @@ fn report(
         shrink::size(&shrunk.scenario),
         shrunk.runs,
         known.map_or("unexplained".to_string(), |hole| format!(
-            "ag2's hole {}",
+            "ag2 behaviour, {}",
             hole.section
         ))
     );

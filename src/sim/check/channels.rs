@@ -258,6 +258,21 @@ impl Checker {
     }
 }
 
+/// Whether folding WAL entry `at` fails, after the entries before it (as the live hub folded
+/// them: a failed fold leaves the state as it was).
+pub(super) fn fold_fails(entry: &ChannelEntry, at: usize) -> bool {
+    let Ok(mut state) = AdapterKind::of(&entry.metadata).initial_state(&entry.metadata) else {
+        return false;
+    };
+    for envelope in &entry.wal[..at.min(entry.wal.len())] {
+        let _ = state.fold(envelope);
+    }
+    entry
+        .wal
+        .get(at)
+        .is_some_and(|envelope| state.fold(envelope).is_err())
+}
+
 impl View<'_> {
     /// The hub's wall clock now.
     pub(super) fn now_wall(&self) -> crate::time::Timestamp {

@@ -168,7 +168,15 @@ impl Checker {
                     .any(|d| d.envelope.envelope_id == Some(id));
                 let cursor = hub.inbox_cursor(me, &channel.to_string());
                 let text = envelope.id_text();
-                let (kind, why) = if received && cursor > text.as_str() {
+                let position = entry.wal.iter().position(|e| e.envelope_id == Some(id));
+                let fold_failed = position.is_some_and(|at| super::channels::fold_fails(entry, at));
+                let (kind, why) = if !received && fold_failed {
+                    (
+                        "delivery/fold_failed_not_dispatched",
+                        "its fold failed after the append, so the hub never dispatched it"
+                            .to_string(),
+                    )
+                } else if received && cursor > text.as_str() {
                     (
                         "delivery/cursor_skipped",
                         format!("it was received, its handler died with its connection, and the cursor is past it ({cursor})"),

@@ -122,25 +122,51 @@ pub struct Hole {
 pub const HOLES: [Hole; 3] = [
     Hole {
         kind: "delivery/cursor_skipped",
-        section: "§8.6.1",
+        section: "transport spec §8.6.1",
         explanation: "remote-mode handlers run concurrently and ack in completion order; an ack \
                       for a later envelope moves the cursor past one still being handled, whose \
                       handler then dies with the connection, and the replay starts past it",
     },
     Hole {
         kind: "delivery/closed_channel_not_replayed",
-        section: "§8.6.4",
+        section: "transport spec §8.6.4",
         explanation:
             "replay after a hello covers PENDING and ACTIVE channels only: what a \
                       disconnected agent missed in a channel that closed meanwhile never reaches it",
     },
     Hole {
         kind: "delivery/duplicate_turn",
-        section: "§8.6.7",
+        section: "transport spec §8.6.7",
         explanation: "the default handler's idempotence guard is check-then-act: a replay and a \
                       live delivery of one envelope both pass it and both run the model",
     },
 ];
+
+/// Where ag2's hub itself breaks an invariant on its own terms: a post whose fold fails after
+/// the append (hub spec §2.6, step 9).
+pub const SURPRISES: [Hole; 2] = [
+    Hole {
+        kind: "delivery/fold_failed_not_dispatched",
+        section: "hub spec §2.6",
+        explanation: "ag2 appends a post to the WAL before the adapter's fold; a malformed \
+                      workflow payload makes the fold raise after the append and before dispatch, \
+                      so the envelope stays in the WAL and reaches nobody until a replay",
+    },
+    Hole {
+        kind: "inbox/fold_failed_after_append",
+        section: "hub spec §2.6",
+        explanation: "the sender of a malformed workflow payload gets the fold's error for a post \
+                      whose envelope stays in the WAL",
+    },
+];
+
+/// The ag2 behaviour a violation kind is, if it is one: a delivery hole or a hub surprise.
+pub fn ag2_behaviour(kind: &str) -> Option<&'static Hole> {
+    HOLES
+        .iter()
+        .chain(SURPRISES.iter())
+        .find(|hole| hole.kind == kind)
+}
 
 /// One broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,9 +186,9 @@ pub struct Violation {
 }
 
 impl Violation {
-    /// The ag2 hole this violation shows, if it is one.
+    /// The ag2 behaviour this violation shows, if it is one ([`ag2_behaviour`]).
     pub fn hole(&self) -> Option<&'static Hole> {
-        HOLES.iter().find(|hole| hole.kind == self.kind)
+        ag2_behaviour(self.kind)
     }
 }
 
@@ -358,9 +384,22 @@ impl Checker {
         after: (u64, usize),
     ) {
         if refused && before != after {
+            // ag2's own case: the newest envelope is one whose fold fails.
+            let fold_failed = view.hub.is_some_and(|hub| {
+                hub.channels
+                    .values()
+                    .filter_map(|entry| entry.wal.last().map(|last| (last.envelope_id, entry)))
+                    .max_by_key(|(id, _)| *id)
+                    .is_some_and(|(_, entry)| channels::fold_fails(entry, entry.wal.len() - 1))
+            });
+            let kind = if fold_failed {
+                "inbox/fold_failed_after_append"
+            } else {
+                "inbox/refused_send_left_trace"
+            };
             self.report(
                 view,
-                "inbox/refused_send_left_trace",
+                kind,
                 format!("{before:?}"),
                 format!(
                     "a refused post changed the hub: WAL appends {} -> {}, audit records {} -> {}",

@@ -210,6 +210,28 @@ fn send(
             step["event_type"] = json!("app.note");
             step["event_data"] = json!({"note": idx});
         }
+        // Workflow payloads, well-formed or not (a workflow's fold rejects the malformed ones
+        // after the append, as ag2's does).
+        6 => {
+            step["event_type"] = json!("ag2.packet");
+            step["event_data"] = pick(
+                rng,
+                &[
+                    json!({"body": format!("packet {idx}")}),
+                    json!({"body": "x", "routing": "not a mapping"}),
+                ],
+            );
+        }
+        7 => {
+            step["event_type"] = json!("ag2.context.set");
+            step["event_data"] = pick(
+                rng,
+                &[
+                    json!({"set": {"k": idx}, "delete": []}),
+                    json!({"set": {}, "delete": 3}),
+                ],
+            );
+        }
         _ => {}
     }
     step

@@ -1,8 +1,8 @@
 //! Shrinking a failing scenario, as the JSON tree of its YAML: drop faults, then steps, then
-//! unused agents and scripted replies, then optional keys; then shorten waits, fault times and
-//! durations. Each cut is kept only if the same failure still shows, and passes repeat until
-//! none cuts anything (or the run budget is spent). Works on any scenario file, generated or
-//! written by hand.
+//! open targets and audience entries, then unused agents and scripted replies, then optional
+//! keys; then shorten waits, fault times and durations. Each cut is kept only if the same
+//! failure still shows, and passes repeat until none cuts anything (or the run budget is
+//! spent). Works on any scenario file, generated or written by hand.
 
 use serde_json::Value;
 
@@ -40,6 +40,15 @@ pub fn shrink(scenario: &Value, fails: &mut dyn FnMut(&Value) -> bool) -> Shrunk
         let before = best.clone();
         for pointer in ["/network/faults", "/steps"] {
             remove_items(&mut best, pointer, &mut |c| attempt(c, &mut runs));
+        }
+        // Fewer targets and addressees, so that fewer agents are needed.
+        let steps = best["steps"].as_array().map_or(0, Vec::len);
+        for idx in 0..steps {
+            for key in ["target", "audience"] {
+                remove_items(&mut best, &format!("/steps/{idx}/{key}"), &mut |c| {
+                    attempt(c, &mut runs)
+                });
+            }
         }
         remove_unused_agents(&mut best, &mut |c| attempt(c, &mut runs));
         let agents = best["agents"].as_array().map_or(0, Vec::len);

@@ -4,7 +4,7 @@
 
 use super::network::{duration_micros, range};
 use super::*;
-use crate::sim::check::{Invariant, Selection, HOLES};
+use crate::sim::check::{ag2_behaviour, Invariant, Selection, HOLES, SURPRISES};
 
 /// How `hubsim check` sweeps a scenario.
 #[derive(Clone, Debug, PartialEq)]
@@ -241,15 +241,15 @@ pub(super) fn known(entries: Vec<KnownFields>) -> Result<Vec<KnownViolation>, St
         .into_iter()
         .enumerate()
         .map(|(idx, entry)| {
-            let hole = HOLES.iter().find(|hole| hole.kind == entry.kind);
+            let hole = ag2_behaviour(&entry.kind);
             let because = match (entry.because, hole) {
                 (Some(because), _) => because,
-                (None, Some(hole)) => format!("ag2 1.2.1, transport spec {}: {}", hole.section, hole.explanation),
+                (None, Some(hole)) => format!("ag2 1.2.1, {}: {}", hole.section, hole.explanation),
                 (None, None) => {
                     return Err(format!(
                         "known_violations[{idx}]: `{}` is not one of ag2's known holes ({}); say why it is expected with `because:`",
                         entry.kind,
-                        HOLES.iter().map(|h| h.kind).collect::<Vec<_>>().join(", ")
+                        HOLES.iter().chain(SURPRISES.iter()).map(|h| h.kind).collect::<Vec<_>>().join(", ")
                     ))
                 }
             };
