@@ -110,3 +110,24 @@ fn the_chaos_profile_varies_by_seed_and_replays_by_seed() {
         "40 seeds drew only these (crash, reconnect, loss) profiles: {profiles:?}"
     );
 }
+
+#[test]
+fn a_runaway_run_is_stopped_and_reported() {
+    // Past the parser (which refuses `reconnect` under 1 ms): a client that retries its
+    // re-attach at once, forever, while its link is cut.
+    let text = "network:\n  keepalive: 1s\n  faults:\n    - {at: 1s, partition: bob}\n\
+                agents:\n  - name: alice\n  - name: bob\n\
+                steps:\n  - {op: open, as: c1, by: alice, type: conversation, target: bob}\n\
+                \x20 - {op: wait, seconds: 5}\n";
+    let mut scenario = Scenario::parse(text, "runaway").expect("parses");
+    scenario.network.reconnect = Some(0);
+    scenario.network.events_max = 10_000;
+    let run = net::run(&scenario, 0);
+    let kinds: Vec<&str> = run.violations.iter().map(|v| v.kind).collect();
+    assert!(kinds.contains(&"settle/runaway"), "{kinds:?}");
+    let refused = Scenario::parse(&text.replace("keepalive: 1s", "reconnect: 0"), "x");
+    assert!(
+        refused.is_err_and(|e| e.contains("network.reconnect: at least 1ms")),
+        "a zero reconnect is refused"
+    );
+}

@@ -122,6 +122,19 @@ fn agent(rng: &mut ChaCha8Rng, name: &str) -> Value {
             }
         })
         .collect();
+    let mut replies = replies;
+    if chance(rng, 20) {
+        // A `finish` tool, called in one of its turns (a workflow closes on it).
+        agent.insert(
+            "tools".into(),
+            json!([{"name": "finish", "finish": {"reason": "done early"}}]),
+        );
+        let turn = rng.random_range(0..replies.len());
+        replies[turn] = json!([
+            {"tool_call": {"name": "finish", "arguments": {"summary": format!("{name} is done")}}},
+            format!("{name} finishing")
+        ]);
+    }
     agent.insert("replies".into(), Value::Array(replies));
     if chance(rng, 20) {
         agent.insert(
@@ -159,15 +172,30 @@ fn open(rng: &mut ChaCha8Rng, names: &[&str], by: &str, label: &str) -> (Value, 
             step.insert("knobs".into(), json!({"ordering": "round_robin"}));
         }
         "workflow" => {
+            let transitions = if chance(rng, 50) {
+                json!([{"when": {"name": "always", "args": {}},
+                        "then": {"name": "round_robin", "args": {}}}])
+            } else {
+                // A sequence through the participants, then the default target.
+                let mut order = vec![by];
+                order.extend(targets.iter().copied());
+                let hops: Vec<Value> = order
+                    .windows(2)
+                    .map(|pair| json!({
+                        "when": {"name": "from_speaker", "args": {"agent_id": {"$id": pair[0]}}},
+                        "then": {"name": "agent", "args": {"agent_id": {"$id": pair[1]}}},
+                        "priority": 0
+                    }))
+                    .collect();
+                Value::Array(hops)
+            };
             step.insert(
                 "knobs".into(),
                 json!({"graph": {
                     "initial_speaker": {"$id": by},
                     "max_turns": rng.random_range(2..=6),
-                    "transitions": [
-                        {"when": {"name": "always", "args": {}},
-                         "then": {"name": "round_robin", "args": {}}}
-                    ]
+                    "default_target": {"name": "terminate", "args": {"reason": "sequence_complete"}},
+                    "transitions": transitions
                 }}),
             );
         }

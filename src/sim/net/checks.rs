@@ -60,7 +60,17 @@ impl World {
         if self.checker.selection() != check::Selection::NONE {
             let mut checker = std::mem::take(&mut self.checker);
             let view = self.view(None);
-            if !settled {
+            if self.aborted {
+                checker.record(
+                    &view,
+                    "settle/runaway",
+                    format!(
+                        "the run fired more than {} events by {} and was stopped",
+                        self.options.events_max,
+                        seconds(self.now)
+                    ),
+                );
+            } else if !settled {
                 checker.record(
                     &view,
                     "settle/not_settled",

@@ -90,6 +90,9 @@ pub fn run_with(scenario: &Scenario, seed: u64, bugs: Bugs) -> NetRun {
         world.schedule_chaos(chaos, seed);
     }
     for (idx, step) in scenario.steps.iter().enumerate() {
+        if world.aborted {
+            break;
+        }
         world.run_step(idx, step);
     }
     world.end_chaos();
@@ -185,6 +188,10 @@ struct World {
     chaos_until: u64,
     /// When the chaos phase's clock started (the end of registration), with `chaos`.
     chaos_start: Option<u64>,
+    /// Queued events fired so far.
+    events: u64,
+    /// The run exceeded `network.events_max` events and was stopped.
+    aborted: bool,
 }
 
 impl World {
@@ -261,6 +268,8 @@ impl World {
             clock_floor: 0,
             chaos_until: 0,
             chaos_start: None,
+            events: 0,
+            aborted: false,
             options,
         };
         for timed in world.options.faults.clone() {
@@ -331,9 +340,15 @@ impl World {
             if done(self) {
                 return true;
             }
+            if self.aborted {
+                return false;
+            }
             match self.next_time() {
                 Some(at) if at <= deadline => {
                     self.now = self.now.max(at);
+                    // Each moment counts too: timers that keep falling due at one moment are
+                    // a runaway as well.
+                    self.events += 1;
                     self.fire_due();
                 }
                 _ => {
@@ -357,6 +372,14 @@ impl World {
             }
             let event = entry.remove();
             self.fire(event);
+            self.events += 1;
+            if self.events > self.options.events_max {
+                // A runaway run (work that never ends, at one moment or over time): stop it
+                // and report it instead of running forever.
+                self.aborted = true;
+                self.queue.clear();
+                return;
+            }
         }
         if self
             .server

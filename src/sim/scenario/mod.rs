@@ -21,7 +21,7 @@ mod network;
 mod steps;
 mod sweep;
 
-pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault};
+pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault, EVENTS_MAX};
 pub use sweep::{Chaos, ChaosKind, KnownViolation, SeedRange, SweepOptions, DEFAULT_SEEDS, PROBES};
 
 use agents::{AgentsSeed, RuleFields};

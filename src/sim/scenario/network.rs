@@ -32,11 +32,17 @@ pub struct NetworkOptions {
     pub quiesce: u64,
     /// Faults at fixed simulated times.
     pub faults: Vec<TimedFault>,
+    /// Queued events a run may fire before it is stopped as a runaway (not a YAML key;
+    /// default [`EVENTS_MAX`]).
+    pub events_max: u64,
     /// `wire: text` carries every message as the exact text ag2 would send (encoded, then
     /// decoded by the receiver, with the 1 MiB limit); `frames` (default) hands the frame
     /// over without encoding it, which is faster and, below the limit, the same run.
     pub text_wire: bool,
 }
+
+/// Queued events a network run may fire by default (a normal run fires thousands).
+pub const EVENTS_MAX: u64 = 5_000_000;
 
 /// A closed range of microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +128,7 @@ impl Default for NetworkOptions {
             rpc_timeout: 30_000_000,
             quiesce: 120_000_000,
             faults: Vec::new(),
+            events_max: EVENTS_MAX,
             text_wire: false,
         }
     }
@@ -283,7 +290,17 @@ impl<'de> Deserialize<'de> for RawNetwork {
                 None => options.reconnect,
                 Some(serde_yaml::Value::Null) => None,
                 Some(value) => {
-                    Some(duration_micros(value).map_err(|e| format!("network.reconnect: {e}"))?)
+                    let after =
+                        duration_micros(value).map_err(|e| format!("network.reconnect: {e}"))?;
+                    // A client retries a failed re-attach this often: at 0 it would retry
+                    // forever at one moment.
+                    if after < 1_000 {
+                        return Err(format!(
+                            "network.reconnect: at least 1ms (null: never re-attach), got {}",
+                            describe(value)
+                        ));
+                    }
+                    Some(after)
                 }
             };
             for (idx, fault) in f.faults.iter().flatten().enumerate() {
