@@ -1,8 +1,10 @@
 //! Shrinking a failing scenario, as the JSON tree of its YAML: drop faults, then steps, then
 //! open targets and audience entries, then unused agents and scripted replies, then optional
-//! keys; then shorten waits, fault times and durations. Each cut is kept only if the same
-//! failure still shows, and passes repeat until none cuts anything (or the run budget is
-//! spent). Works on any scenario file, generated or written by hand.
+//! keys; then shorten waits, fault times and durations; when single cuts are stuck, pairs of
+//! faults or steps, and steps replaced by a wait of a second (a step that only lets time pass),
+//! adjacent waits merged. Each cut is kept only if the same failure still shows, and passes
+//! repeat until none cuts anything (or the run budget is spent). Works on any scenario file,
+//! generated or written by hand.
 
 use serde_json::Value;
 
@@ -65,6 +67,27 @@ pub fn shrink(scenario: &Value, fails: &mut dyn FnMut(&Value) -> bool) -> Shrunk
         for path in durations(&best) {
             shorten(&mut best, &path, &mut |c| attempt(c, &mut runs));
         }
+        if best == before {
+            // Stuck on single cuts: a partition and its repair, say, may only go together, and
+            // a step may matter only for the time it takes.
+            for pointer in ["/network/faults", "/steps"] {
+                remove_pairs(&mut best, pointer, &mut |c| attempt(c, &mut runs));
+            }
+            let steps = best["steps"].as_array().map_or(0, Vec::len);
+            for idx in (0..steps).rev() {
+                try_edit(&mut best, &mut |c| attempt(c, &mut runs), |tree| {
+                    let Some(step) = tree.pointer_mut(&format!("/steps/{idx}")) else {
+                        return false;
+                    };
+                    if step["op"] == "wait" || step["op"] == "open" {
+                        return false;
+                    }
+                    *step = serde_json::json!({"op": "wait", "seconds": 1});
+                    true
+                });
+            }
+            try_edit(&mut best, &mut |c| attempt(c, &mut runs), merge_waits);
+        }
         if best == before || runs >= RUNS_MAX {
             return Shrunk {
                 scenario: best,
@@ -110,6 +133,55 @@ fn remove_items(best: &mut Value, pointer: &str, fails: &mut dyn FnMut(&Value) -
             }
             true
         });
+    }
+}
+
+/// Merges runs of adjacent `wait` steps whose seconds are whole numbers into one.
+fn merge_waits(tree: &mut Value) -> bool {
+    let Some(steps) = tree["steps"].as_array_mut() else {
+        return false;
+    };
+    let mut merged: Vec<Value> = Vec::with_capacity(steps.len());
+    let mut changed = false;
+    for step in steps.drain(..) {
+        let seconds = |s: &Value| (s["op"] == "wait").then(|| s["seconds"].as_u64()).flatten();
+        match (merged.last_mut(), seconds(&step)) {
+            (Some(last), Some(more)) if seconds(last).is_some() => {
+                let total = seconds(last).unwrap_or(0) + more;
+                last["seconds"] = Value::from(total);
+                changed = true;
+            }
+            _ => merged.push(step),
+        }
+    }
+    *steps = merged;
+    changed
+}
+
+/// Tries removing each pair of items of the array at `pointer`.
+fn remove_pairs(best: &mut Value, pointer: &str, fails: &mut dyn FnMut(&Value) -> bool) {
+    let len = best
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    for second in (1..len).rev() {
+        for first in (0..second).rev() {
+            let removed = try_edit(best, fails, |tree| {
+                let Some(items) = tree.pointer_mut(pointer).and_then(Value::as_array_mut) else {
+                    return false;
+                };
+                if second >= items.len() {
+                    return false;
+                }
+                items.remove(second);
+                items.remove(first);
+                true
+            });
+            if removed {
+                // The indices moved: the next pass starts over.
+                return;
+            }
+        }
     }
 }
 
