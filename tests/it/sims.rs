@@ -151,11 +151,13 @@ pub(crate) mod regressions {
         fuzz_delivery_cursor_skipped_conversation,
         fuzz_delivery_cursor_skipped_discussion,
         fuzz_delivery_cursor_skipped_workflow,
+        fuzz_delivery_duplicate_turn,
         fuzz_delivery_duplicate_turn_consulting,
         fuzz_delivery_duplicate_turn_conversation,
         fuzz_delivery_duplicate_turn_discussion,
         fuzz_delivery_duplicate_turn_workflow,
         fuzz_delivery_fold_failed_not_dispatched_workflow,
         fuzz_inbox_fold_failed_after_append,
+        fuzz_settle_hub_not_restarted,
     }
 }

@@ -143,8 +143,8 @@ pub const HOLES: [Hole; 3] = [
 ];
 
 /// Where ag2's hub itself breaks an invariant on its own terms: a post whose fold fails after
-/// the append (hub spec §2.6, step 9).
-pub const SURPRISES: [Hole; 2] = [
+/// the append (hub spec §2.6, step 9), and a store its hub cannot reopen.
+pub const SURPRISES: [Hole; 3] = [
     Hole {
         kind: "delivery/fold_failed_not_dispatched",
         section: "hub spec §2.6",
@@ -157,6 +157,13 @@ pub const SURPRISES: [Hole; 2] = [
         section: "hub spec §2.6",
         explanation: "the sender of a malformed workflow payload gets the fold's error for a post \
                       whose envelope stays in the WAL",
+    },
+    Hole {
+        kind: "settle/hub_not_restarted",
+        section: "hub spec §2.1",
+        explanation: "hydrate re-folds every stored WAL and raises on what its adapter cannot \
+                      fold (a malformed workflow payload kept after its fold raised, a ghost \
+                      channel's state), so the hub cannot reopen its own store",
     },
 ];
 

@@ -148,12 +148,24 @@ impl World {
                 self.synced_at = self.now;
                 self.dirty = false;
             }
-            Err(error) => self.notes.push(format!(
-                "at {}: the hub did not restart: {}: {}",
-                seconds(self.now),
-                error.type_name,
-                error.message
-            )),
+            Err(error) => {
+                let message = format!(
+                    "the hub did not restart from its store: {}: {}",
+                    error.type_name, error.message
+                );
+                if self
+                    .checker
+                    .selection()
+                    .has(crate::sim::check::Invariant::Settle)
+                {
+                    let mut checker = std::mem::take(&mut self.checker);
+                    checker.record(&self.view(None), "settle/hub_not_restarted", message);
+                    self.checker = checker;
+                } else {
+                    self.notes
+                        .push(format!("at {}: {message}", seconds(self.now)));
+                }
+            }
         }
     }
 
