@@ -111,28 +111,37 @@ fn try_edit(
     false
 }
 
+/// Removes the items at `indices` (highest first) from the array at `pointer`; an emptied
+/// fault list goes with its key.
+fn remove_at(tree: &mut Value, pointer: &str, indices: &[usize]) -> bool {
+    let Some(items) = tree.pointer_mut(pointer).and_then(Value::as_array_mut) else {
+        return false;
+    };
+    if indices.iter().any(|idx| *idx >= items.len()) {
+        return false;
+    }
+    for idx in indices {
+        items.remove(*idx);
+    }
+    if items.is_empty() && pointer == "/network/faults" {
+        if let Some(network) = tree["network"].as_object_mut() {
+            network.remove("faults");
+        }
+    }
+    true
+}
+
+/// The length of the array at `pointer` (0 if there is none).
+fn array_len(tree: &Value, pointer: &str) -> usize {
+    tree.pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
 /// Tries removing each item of the array at `pointer`, last first.
 fn remove_items(best: &mut Value, pointer: &str, fails: &mut dyn FnMut(&Value) -> bool) {
-    let len = best
-        .pointer(pointer)
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    for idx in (0..len).rev() {
-        try_edit(best, fails, |tree| {
-            let Some(items) = tree.pointer_mut(pointer).and_then(Value::as_array_mut) else {
-                return false;
-            };
-            if idx >= items.len() {
-                return false;
-            }
-            items.remove(idx);
-            if items.is_empty() && pointer == "/network/faults" {
-                if let Some(network) = tree["network"].as_object_mut() {
-                    network.remove("faults");
-                }
-            }
-            true
-        });
+    for idx in (0..array_len(best, pointer)).rev() {
+        try_edit(best, fails, |tree| remove_at(tree, pointer, &[idx]));
     }
 }
 
@@ -160,24 +169,12 @@ fn merge_waits(tree: &mut Value) -> bool {
 
 /// Tries removing each pair of items of the array at `pointer`.
 fn remove_pairs(best: &mut Value, pointer: &str, fails: &mut dyn FnMut(&Value) -> bool) {
-    let len = best
-        .pointer(pointer)
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
+    let len = array_len(best, pointer);
     for second in (1..len).rev() {
         for first in (0..second).rev() {
-            let removed = try_edit(best, fails, |tree| {
-                let Some(items) = tree.pointer_mut(pointer).and_then(Value::as_array_mut) else {
-                    return false;
-                };
-                if second >= items.len() {
-                    return false;
-                }
-                items.remove(second);
-                items.remove(first);
-                true
-            });
-            if removed {
+            if try_edit(best, fails, |tree| {
+                remove_at(tree, pointer, &[second, first])
+            }) {
                 // The indices moved: the next pass starts over.
                 return;
             }
