@@ -194,40 +194,35 @@ pub struct AgentHost {
     finished: Vec<u64>,
     /// A human's pull queue (`HumanClient.next_envelope`), in arrival order.
     pulled: VecDeque<Value>,
-    /// What the invariant checkers read: deliveries, receipts, model turns.
-    pub log: HostLog,
+    /// What happened since the driver last polled ([`AgentHost::take_events`]).
+    events: Vec<HostEvent>,
 }
 
-/// One notify as the client received it.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    /// The connection it came on (1 for the first, counting re-attaches).
-    pub connection: u32,
-    /// The envelope as received.
-    pub envelope: Arc<Envelope>,
-}
-
-/// What an agent's client saw and did, for the invariant checkers.
-#[derive(Clone, Debug, Default)]
-pub struct HostLog {
-    /// Every notify, in arrival order (replays included).
-    pub received: Vec<Delivery>,
-    /// Envelopes whose handler finished on a live connection (and acked them, or re-ran them
+/// What a client saw or did that an observer outside it (the run's event log, the invariant
+/// checkers) cares about. The client keeps none of it; drivers take it with
+/// [`AgentHost::take_events`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostEvent {
+    /// A new connection (a new `HubClient`): `1` for the first, counting re-attaches.
+    Connected(u32),
+    /// `register` answered with this id.
+    Registered(AgentId),
+    /// `unregister` succeeded (ag2's `_disconnected`).
+    Unregistered,
+    /// A notify arrived with a receipt requested (replays included).
+    Received {
+        /// The connection it came on.
+        connection: u32,
+        /// The envelope as received.
+        envelope: Arc<Envelope>,
+    },
+    /// The default handler started a model turn for this trigger.
+    TurnStarted(EnvelopeId),
+    /// A model turn for this trigger ended (its handler returned).
+    TurnEnded(EnvelopeId),
+    /// A handler for this envelope finished on a live connection (and acked it, or re-ran it
     /// for `resume_pending_turns`).
-    pub handled: std::collections::BTreeSet<EnvelopeId>,
-    /// Model turns, by triggering envelope.
-    pub turns: BTreeMap<EnvelopeId, TurnLog>,
-}
-
-/// The model turns one trigger caused.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TurnLog {
-    /// Turns started.
-    pub started: u32,
-    /// Turns running now.
-    pub running: u32,
-    /// Turns started while another for the same trigger was running.
-    pub concurrent: u32,
+    Handled(EnvelopeId),
 }
 
 fn disconnected_error() -> HubError {
@@ -253,7 +248,7 @@ impl AgentHost {
             results: VecDeque::new(),
             finished: Vec::new(),
             pulled: VecDeque::new(),
-            log: HostLog::default(),
+            events: Vec::new(),
         }
     }
 
@@ -277,6 +272,12 @@ impl AgentHost {
             link.adopt(id);
         }
         self.links.insert(self.current, link);
+        self.events.push(HostEvent::Connected(self.current));
+    }
+
+    /// Takes everything this client saw or did since the last call, oldest first.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, HostEvent> {
+        self.events.drain(..)
     }
 
     /// The current connection dropped (or was never made).

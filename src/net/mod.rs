@@ -8,7 +8,6 @@
 //! streams, and [`Listener`] is the one seam between the two.
 
 pub mod client;
-pub mod scenario;
 pub mod shared;
 pub mod ws;
 

@@ -1,7 +1,7 @@
 //! [`SharedHub`]: a hub server that the owner loop of [`serve_shared`](super::serve_shared)
 //! and code on the same thread (a turmoil harness) both reach.
 
-use super::ws::Seat;
+use crate::ids::EndpointId;
 use crate::server::HubServer;
 use crate::time::Now;
 use std::cell::{Cell, RefCell};
@@ -25,6 +25,8 @@ struct SharedInner {
     changed: Notify,
     inbound: Cell<u64>,
     outbound: Cell<u64>,
+    /// Connections [`SharedHub::close`] asked the owner to drop.
+    closing: RefCell<Vec<EndpointId>>,
 }
 
 impl std::fmt::Debug for SharedHub {
@@ -47,6 +49,7 @@ impl SharedHub {
                 changed: Notify::new(),
                 inbound: Cell::new(0),
                 outbound: Cell::new(0),
+                closing: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -63,6 +66,13 @@ impl SharedHub {
         self.inner.unrouted.set(true);
         self.inner.changed.notify_one();
         result
+    }
+
+    /// Has the owner loop drop a connection, as a peer that stopped answering pings is
+    /// dropped: the server forgets it and its socket is closed.
+    pub fn close(&self, endpoint: EndpointId) {
+        self.inner.closing.borrow_mut().push(endpoint);
+        self.inner.changed.notify_one();
     }
 
     /// Reads the server.
@@ -113,5 +123,32 @@ impl Seat for SharedHub {
             &self.inner.outbound
         };
         counter.set(counter.get() + 1);
+    }
+
+    fn take_closing(&self) -> Vec<EndpointId> {
+        std::mem::take(&mut *self.inner.closing.borrow_mut())
+    }
+}
+
+/// Where the owner loop keeps the server and reads the hub clock.
+pub(crate) trait Seat {
+    /// Runs `f` on the server with the hub clock's current reading.
+    fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R;
+
+    /// The tokio instant of the server's next deadline.
+    fn deadline(&mut self) -> Option<tokio::time::Instant>;
+
+    /// Resolves when code outside the owner changed the server.
+    fn changed(&self) -> impl Future<Output = ()>;
+
+    /// The owner has sent everything the server produced.
+    fn routed(&self) {}
+
+    /// Counts a message from a connection (`inbound`) or to one.
+    fn count(&self, _inbound: bool) {}
+
+    /// Connections that code outside the owner asked to drop (without a close code).
+    fn take_closing(&self) -> Vec<EndpointId> {
+        Vec::new()
     }
 }

@@ -19,7 +19,7 @@
 //!   guard), so the connection is detached from the hub and everything it sends later is
 //!   ignored, while the socket stays open until the peer closes it.
 
-use super::shared::SharedHub;
+use super::shared::{Seat, SharedHub};
 use crate::ids::EndpointId;
 use crate::proto::frame::FRAME_BYTES_MAX;
 use crate::server::{HubServer, ServerOutput};
@@ -233,24 +233,6 @@ where
     result
 }
 
-/// Where the owner loop keeps the server and reads the hub clock.
-pub(super) trait Seat {
-    /// Runs `f` on the server with the hub clock's current reading.
-    fn with<R>(&mut self, f: impl FnOnce(&mut HubServer, Now) -> R) -> R;
-
-    /// The tokio instant of the server's next deadline.
-    fn deadline(&mut self) -> Option<tokio::time::Instant>;
-
-    /// Resolves when code outside the owner changed the server.
-    fn changed(&self) -> impl Future<Output = ()>;
-
-    /// The owner has sent everything the server produced.
-    fn routed(&self) {}
-
-    /// Counts a message from a connection (`inbound`) or to one.
-    fn count(&self, _inbound: bool) {}
-}
-
 /// The server owned by the loop ([`serve`]).
 struct Owned {
     server: HubServer,
@@ -311,7 +293,11 @@ impl<S: Seat> Owner<S> {
                     // The accept loop holds a sender until it fails, and says so first.
                     None => return Ok(()),
                 },
-                () = self.seat.changed() => {}
+                () = self.seat.changed() => {
+                    for endpoint in self.seat.take_closing() {
+                        self.drop_connection(endpoint, None);
+                    }
+                }
                 () = sleep_until(deadline) => self.seat.with(HubServer::handle_timeout),
             }
             self.route();

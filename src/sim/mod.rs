@@ -1,27 +1,131 @@
-//! Scenarios and the in-process driver: read a scenario ([`scenario`]), run it against the hub
-//! core and scripted agents ([`runner`]), print the normalised trace ([`trace`]).
+//! Scenarios and the drivers that run them: read a scenario ([`scenario`]), run it on a backend
+//! ([`run`]: in process, or on a simulated network through the one [`harness`]), check its
+//! invariants ([`check`], fed by the [`monitor`]), and print the normalised trace ([`trace`])
+//! and the run's event log ([`log`]).
+//!
+//! Backends: [`runner`] runs the hub core and scripted agents in process with the reference
+//! runner's scheduling; [`events`] carries frames over seeded FIFO links with a clock that jumps
+//! from event to event; [`turmoil`] carries them as WebSocket messages over turmoil's simulated
+//! TCP. The two network backends implement [`harness::Network`], so a step means the same on
+//! both.
 
+mod chaos;
 pub mod check;
+pub mod events;
 pub mod fuzz;
-pub mod net;
+pub mod harness;
+pub mod log;
+pub(crate) mod monitor;
+pub(crate) mod random;
+pub mod record;
+pub(crate) mod requests;
 pub mod runner;
 pub mod scenario;
 pub mod sweep;
 pub mod trace;
+pub mod turmoil;
 
+pub use harness::NetRun;
+pub use log::{EventLog, LogLevel};
+pub use random::stream;
 use scenario::Scenario;
+pub use turmoil::{TurmoilOptions, Unsupported};
 
-/// The outcome of running one scenario in process.
+/// Where a scenario runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// In process, with the reference runner's scheduling (no network, no faults).
+    InProcess,
+    /// On the event-driven simulated network (the default).
+    #[default]
+    Events,
+    /// On turmoil, with WebSocket framing over its simulated TCP.
+    Turmoil(TurmoilOptions),
+}
+
+/// How to run a scenario: where, with which seed, which deliberate hub defects, what to log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Where.
+    pub backend: Backend,
+    /// The seed (network backends).
+    pub seed: u64,
+    /// Deliberate hub defects (tests of the checkers).
+    pub bugs: crate::hub::Bugs,
+    /// What the event log keeps.
+    pub log: LogLevel,
+}
+
+/// What a network run did besides its trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Simulated time at the end (µs).
+    pub sim_micros: u64,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Messages lost (dropped connections, crashes).
+    pub lost: u64,
+    /// Hub crashes.
+    pub crashes: u64,
+    /// Client re-attaches.
+    pub reconnects: u64,
+}
+
+/// The outcome of running one scenario.
 #[derive(Clone, Debug)]
 pub struct Outcome {
     /// The trace, printed exactly as the reference runner prints it.
     pub trace: String,
-    /// Steps whose result did not match their `expect_error`.
+    /// Steps whose result did not match their `expect_error`, and harness notes.
     pub mismatches: Vec<String>,
     /// Network counters (network runs only).
-    pub stats: Option<net::NetStats>,
+    pub stats: Option<NetStats>,
     /// Broken invariants (network runs only).
     pub violations: Vec<check::Violation>,
+    /// The run's event log (network runs only; empty unless asked for).
+    pub events: EventLog,
+}
+
+/// Runs `scenario` as `options` say and renders its trace.
+///
+/// # Errors
+/// The backend cannot run the scenario (turmoil's simulation failed).
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, Unsupported> {
+    let run = match options.backend {
+        Backend::InProcess => return Ok(run_in_process(scenario)),
+        Backend::Events => run_network(scenario, options)?,
+        Backend::Turmoil(_) => run_network(scenario, options)?,
+    };
+    Ok(outcome(scenario, run))
+}
+
+/// Runs `scenario` on a network backend, with everything the run left.
+///
+/// # Errors
+/// The backend cannot run the scenario ([`Backend::InProcess`] is not a network backend).
+pub fn run_network(scenario: &Scenario, options: &RunOptions) -> Result<NetRun, Unsupported> {
+    let log = EventLog::new(options.log);
+    match options.backend {
+        Backend::InProcess => Err(Unsupported(
+            "the in-process driver is not a network backend".to_string(),
+        )),
+        Backend::Events => Ok(events::run(scenario, options.seed, options.bugs, log)),
+        Backend::Turmoil(turmoil) => {
+            turmoil::run(scenario, options.seed, options.bugs, log, &turmoil)
+        }
+    }
+}
+
+fn outcome(scenario: &Scenario, run: NetRun) -> Outcome {
+    let mut mismatches = run.run.mismatches.clone();
+    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    Outcome {
+        trace: trace::render(&scenario.name, &run.run),
+        mismatches,
+        stats: Some(run.stats),
+        violations: run.violations,
+        events: run.events,
+    }
 }
 
 /// Runs `scenario` in process and renders its trace.
@@ -32,23 +136,16 @@ pub fn run_in_process(scenario: &Scenario) -> Outcome {
         mismatches: run.mismatches,
         stats: None,
         violations: Vec::new(),
+        events: EventLog::off(),
     }
 }
 
-/// Runs `scenario` on the simulated network with `seed` and renders its trace.
+/// Runs `scenario` on the event-driven network with `seed` and renders its trace.
 pub fn run_on_network(scenario: &Scenario, seed: u64) -> Outcome {
     run_on_network_with(scenario, seed, crate::hub::Bugs::default())
 }
 
 /// [`run_on_network`] on a hub with deliberate defects switched on.
 pub fn run_on_network_with(scenario: &Scenario, seed: u64, bugs: crate::hub::Bugs) -> Outcome {
-    let run = net::run_with(scenario, seed, bugs);
-    let mut mismatches = run.run.mismatches.clone();
-    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
-    Outcome {
-        trace: trace::render(&scenario.name, &run.run),
-        mismatches,
-        stats: Some(run.stats),
-        violations: run.violations,
-    }
+    outcome(scenario, events::run(scenario, seed, bugs, EventLog::off()))
 }

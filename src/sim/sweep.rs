@@ -5,7 +5,7 @@
 
 use super::check::{first_divergence, Invariant, Selection, Violation};
 use super::scenario::{Scenario, SeedRange};
-use super::{net, trace};
+use super::{events, trace, EventLog, NetRun};
 use crate::hub::Bugs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,10 +29,10 @@ pub struct SeedOutcome {
 
 /// Runs `scenario` with `seed` on the network driver (twice if `determinism` is checked).
 pub fn run_seed(scenario: &Scenario, seed: u64, bugs: Bugs) -> SeedOutcome {
-    let run = net::run_with(scenario, seed, bugs);
+    let run = events::run(scenario, seed, bugs, EventLog::off());
     let rendered = trace::render(&scenario.name, &run.run);
     let divergence = if scenario.sweep.invariants.has(Invariant::Determinism) {
-        let again = net::run_with(scenario, seed, bugs);
+        let again = events::run(scenario, seed, bugs, EventLog::off());
         first_divergence(&rendered, &trace::render(&scenario.name, &again.run))
     } else {
         None
@@ -76,7 +76,7 @@ fn channel_expired(hub: &crate::hub::Hub) -> bool {
 }
 
 /// Some agent received one envelope twice.
-fn duplicate_delivery(run: &net::NetRun) -> bool {
+fn duplicate_delivery(run: &NetRun) -> bool {
     run.logs.iter().any(|log| {
         let mut seen = BTreeSet::new();
         log.received

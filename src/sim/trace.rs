@@ -9,13 +9,14 @@
 //! call site lists them alphabetically; a debug assertion checks it), and payloads are normalised
 //! while they are written. Building a value tree first was most of a run's cost.
 
+use super::record::{Completion, StepRecord};
 use super::runner::Run;
 use crate::hub::channel::ChannelMetadata;
 use crate::ids::{is_hex32, AgentId};
 use crate::json::{py_float_repr, write_json_string};
 use crate::proto::Envelope;
 use crate::time::{Timestamp, MICROS_PER_SECOND};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -442,10 +443,49 @@ pub fn render(scenario_name: &str, run: &Run) -> String {
     w.key("scenario");
     w.string(scenario_name);
     w.key("steps");
-    w.list(&run.steps, |w, record| w.map(record));
+    w.list(&run.steps, |w, record| w.map(&step_map(record)));
     w.close('}');
     w.out.push('\n');
     w.out
+}
+
+/// A step's record as the oracle prints it (its keys are sorted when written).
+fn step_map(record: &StepRecord) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("i".into(), Value::from(record.idx));
+    map.insert("op".into(), Value::from(record.op.as_str()));
+    for (key, value) in &record.echo {
+        map.insert(key.clone(), value.clone());
+    }
+    if let Some(result) = &record.result {
+        map.insert("result".into(), result.clone());
+    }
+    if let Some(event_type) = &record.event_type {
+        map.insert("event_type".into(), event_type.clone());
+    }
+    if let Some(now) = record.now {
+        map.insert("now".into(), Value::String(now.to_string()));
+    }
+    if record.background {
+        map.insert("background".into(), Value::Bool(true));
+    }
+    let error = record.error.as_ref().map_or(Value::Null, |error| {
+        let mut map = Map::new();
+        map.insert("type".into(), Value::from(error.type_name.as_str()));
+        map.insert("message".into(), Value::from(error.message.as_str()));
+        Value::Object(map)
+    });
+    map.insert("error".into(), error);
+    match record.completion {
+        Some(Completion::AfterStep(step)) => {
+            map.insert("completed_after_step".into(), Value::from(step));
+        }
+        Some(Completion::PendingAtEnd) => {
+            map.insert("still_pending_at_end".into(), Value::Bool(true));
+        }
+        None => {}
+    }
+    map
 }
 
 fn write_channel(w: &mut Writer<'_>, metadata: &ChannelMetadata, wal: &[std::sync::Arc<Envelope>]) {

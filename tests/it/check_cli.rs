@@ -4,7 +4,7 @@
 
 use crate::support::{root, sim_path};
 use hubsim::hub::Bugs;
-use hubsim::sim::net;
+use hubsim::sim::events;
 use hubsim::sim::scenario::{Scenario, SeedRange};
 use hubsim::sim::sweep::{self, Repro};
 use serde_json::Value;
@@ -101,8 +101,12 @@ fn the_chaos_profile_varies_by_seed_and_replays_by_seed() {
     let scenario = Scenario::load(&sim_path("net_chaos_discussion")).expect("loads");
     let mut profiles = BTreeSet::new();
     for seed in 0..40 {
-        let stats = net::run(&scenario, seed).stats;
-        assert_eq!(stats, net::run(&scenario, seed).stats, "seed {seed}");
+        let stats = events::run_seed(&scenario, seed).stats;
+        assert_eq!(
+            stats,
+            events::run_seed(&scenario, seed).stats,
+            "seed {seed}"
+        );
         profiles.insert((stats.crashes > 0, stats.reconnects > 0, stats.lost > 0));
     }
     assert!(
@@ -122,7 +126,7 @@ fn a_runaway_run_is_stopped_and_reported() {
     let mut scenario = Scenario::parse(text, "runaway").expect("parses");
     scenario.network.reconnect = Some(0);
     scenario.network.events_max = 10_000;
-    let run = net::run(&scenario, 0);
+    let run = events::run_seed(&scenario, 0);
     let kinds: Vec<&str> = run.violations.iter().map(|v| v.kind).collect();
     assert!(kinds.contains(&"settle/runaway"), "{kinds:?}");
     let refused = Scenario::parse(&text.replace("keepalive: 1s", "reconnect: 0"), "x");

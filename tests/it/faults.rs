@@ -4,8 +4,8 @@
 //! A few seeds are also replayed by the `hubsim` binary, in another process.
 
 use crate::support::{root, sim_path};
-use hubsim::sim::net::{self, NetRun};
 use hubsim::sim::scenario::Scenario;
+use hubsim::sim::{events, NetRun};
 use hubsim::sim::{run_on_network, trace};
 use serde_json::Value;
 
@@ -36,9 +36,9 @@ fn sweep(name: &str) -> Vec<Seeded> {
     assert!(scenario.network_only(), "{name} is a network scenario");
     (0..SEEDS)
         .map(|seed| {
-            let run = net::run(&scenario, seed);
+            let run = events::run_seed(&scenario, seed);
             let text = trace::render(name, &run.run);
-            let again = trace::render(name, &net::run(&scenario, seed).run);
+            let again = trace::render(name, &events::run_seed(&scenario, seed).run);
             assert_eq!(text, again, "{name}: seed {seed} gave two traces\nrepro: hubsim run sims/{name}.yaml --seed {seed}");
             assert!(
                 run.run.mismatches.is_empty() && run.notes.is_empty(),

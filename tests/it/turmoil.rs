@@ -4,9 +4,10 @@
 //! on turmoil (pinned below); and one seed replays byte for byte.
 
 use crate::support::sim_path;
-use hubsim::net::scenario::{run, run_outcome, TurmoilOptions};
-use hubsim::sim::run_on_network;
 use hubsim::sim::scenario::{Range, Scenario};
+use hubsim::sim::{
+    run_on_network, Backend, NetRun, Outcome, RunOptions, TurmoilOptions, Unsupported,
+};
 use std::time::Duration;
 
 /// Scenarios whose turmoil trace equals the event driver's: every adapter, rules, TTLs,
@@ -37,6 +38,28 @@ fn options(tick_ms: u64) -> TurmoilOptions {
     TurmoilOptions {
         tick: Duration::from_millis(tick_ms),
     }
+}
+
+fn on_turmoil(seed: u64, options: &TurmoilOptions) -> RunOptions {
+    RunOptions {
+        backend: Backend::Turmoil(*options),
+        seed,
+        ..RunOptions::default()
+    }
+}
+
+/// `scenario` on turmoil, with everything the run left.
+fn run(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> Result<NetRun, Unsupported> {
+    hubsim::sim::run_network(scenario, &on_turmoil(seed, options))
+}
+
+/// `scenario` on turmoil, rendered.
+fn run_outcome(
+    scenario: &Scenario,
+    seed: u64,
+    options: &TurmoilOptions,
+) -> Result<Outcome, Unsupported> {
+    hubsim::sim::run(scenario, &on_turmoil(seed, options))
 }
 
 #[test]
@@ -102,8 +125,7 @@ fn one_seed_replays_byte_for_byte_on_turmoil() {
     for tick_ms in [1, 10] {
         let first = run(&scenario, 7, &options(tick_ms)).expect("runs");
         let second = run(&scenario, 7, &options(tick_ms)).expect("runs");
-        let render =
-            |net: &hubsim::sim::net::NetRun| hubsim::sim::trace::render(&scenario.name, &net.run);
+        let render = |net: &NetRun| hubsim::sim::trace::render(&scenario.name, &net.run);
         assert_eq!(render(&first), render(&second), "tick {tick_ms} ms");
         assert_eq!(first.stats, second.stats, "tick {tick_ms} ms");
         assert!(
@@ -141,17 +163,37 @@ steps:
 }
 
 #[test]
-fn a_hub_crash_is_refused_on_turmoil() {
+fn the_hub_crashes_and_restarts_from_its_store_on_turmoil() {
     let text = r#"
 name: crashing
+network: {sync: 0}
 agents:
   - name: alice
     replies: []
+  - name: bob
+    replies: ["before", "after"]
 steps:
+  - {op: open, as: c1, by: alice, type: conversation, target: bob}
+  - {op: send, channel: c1, by: alice, text: "one", audience: [bob]}
   - {op: crash}
+  - {op: wait, seconds: 2}
   - {op: restart}
+  - {op: wait, seconds: 2}
+  - {op: send, channel: c1, by: alice, text: "two", audience: [bob]}
 "#;
     let scenario = Scenario::parse(text, "crashing").expect("parses");
-    let error = run(&scenario, 0, &options(1)).expect_err("refused");
-    assert!(error.0.contains("--net events"), "{error}");
+    let net = run(&scenario, 0, &options(1)).expect("runs");
+    assert_eq!(net.stats.crashes, 1, "{:?}", net.stats);
+    assert_eq!(
+        net.stats.reconnects, 2,
+        "both agents re-attach: {:?}",
+        net.stats
+    );
+    let trace = hubsim::sim::trace::render(&scenario.name, &net.run);
+    assert!(
+        trace.contains("\"before\"") && trace.contains("\"after\""),
+        "bob answered before the crash and after the restart\n{trace}"
+    );
+    assert!(net.run.mismatches.is_empty(), "{:#?}", net.run.mismatches);
+    assert!(net.violations.is_empty(), "{:#?}", net.violations);
 }

@@ -22,9 +22,8 @@ mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hubsim::hub::Bugs;
-use hubsim::net::scenario::TurmoilOptions;
 use hubsim::sim::scenario::Scenario;
-use hubsim::sim::{run_in_process, Outcome};
+use hubsim::sim::{run_in_process, Backend, Outcome, RunOptions, TurmoilOptions};
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -113,6 +112,23 @@ enum Net {
     Turmoil,
 }
 
+impl Net {
+    /// The backend, with turmoil's tick of `tick_ms`.
+    fn backend(self, tick_ms: u64) -> Result<Backend, Box<dyn Error>> {
+        Ok(match self {
+            Net::Events => Backend::Events,
+            Net::Turmoil => {
+                if tick_ms == 0 {
+                    return Err("--tick-ms must be at least 1".into());
+                }
+                Backend::Turmoil(TurmoilOptions {
+                    tick: std::time::Duration::from_millis(tick_ms),
+                })
+            }
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -176,21 +192,14 @@ fn run(
     scenario.network.frozen_clock |= frozen_clock;
     let seed = seed.unwrap_or(scenario.sweep.seed);
     let bugs = Bugs::from_names(inject_bug)?;
-    let outcome = match net {
-        Net::Events => hubsim::sim::run_on_network_with(&scenario, seed, bugs),
-        Net::Turmoil => {
-            if tick_ms == 0 {
-                return Err("--tick-ms must be at least 1".into());
-            }
-            if bugs != Bugs::default() {
-                return Err("--inject-bug works with --net events only".into());
-            }
-            let options = TurmoilOptions {
-                tick: std::time::Duration::from_millis(tick_ms),
-            };
-            hubsim::net::scenario::run_outcome(&scenario, seed, &options)?
-        }
+    let backend = net.backend(tick_ms)?;
+    let options = RunOptions {
+        backend,
+        seed,
+        bugs,
+        ..RunOptions::default()
     };
+    let outcome = hubsim::sim::run(&scenario, &options)?;
     if let (true, Some(s)) = (stats, &outcome.stats) {
         eprintln!(
             "simulated {:.3}s, {} messages delivered, {} lost, {} hub crashes, {} re-attaches",
@@ -309,7 +318,11 @@ fn bench(
             let batch = fixed_runs.map_or(16, |n| (n - runs).min(16));
             for _ in 0..batch {
                 if network {
-                    let run = hubsim::sim::net::run(std::hint::black_box(&scenario), runs);
+                    let options = RunOptions {
+                        seed: runs,
+                        ..RunOptions::default()
+                    };
+                    let run = hubsim::sim::run_network(std::hint::black_box(&scenario), &options)?;
                     simulated += run.stats.sim_micros;
                     std::hint::black_box(hubsim::sim::trace::render(&scenario.name, &run.run));
                 } else {

@@ -223,6 +223,7 @@ impl AgentHost {
                         .and_then(AgentId::parse);
                     if let Some(id) = id {
                         self.id = Some(id);
+                        self.events.push(HostEvent::Registered(id));
                         if let Some(link) = self.links.get_mut(&self.current) {
                             link.adopt(id);
                         }
@@ -279,6 +280,7 @@ impl AgentHost {
             Stage::Unregister => {
                 if result.is_ok() {
                     self.disconnected = true;
+                    self.events.push(HostEvent::Unregistered);
                 }
                 self.finish_command(task, result.map(|_| Value::Null));
             }

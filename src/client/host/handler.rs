@@ -13,7 +13,7 @@ impl AgentHost {
         };
         let envelope = Arc::new(envelope);
         if receipt {
-            self.log.received.push(Delivery {
+            self.events.push(HostEvent::Received {
                 connection: self.current,
                 envelope: envelope.clone(),
             });
@@ -152,10 +152,7 @@ impl AgentHost {
             }
             Stage::StateBefore => {
                 if let Some(id) = envelope.envelope_id {
-                    let turns = self.log.turns.entry(id).or_default();
-                    turns.started += 1;
-                    turns.concurrent += u32::from(turns.running > 0);
-                    turns.running += 1;
+                    self.events.push(HostEvent::TurnStarted(id));
                 }
                 let outcome = self.model.ask();
                 let until = now.plus_micros(think.turn_micros(&outcome));
@@ -323,12 +320,12 @@ impl AgentHost {
         } = &t.work
         {
             if let Some(id) = envelope.envelope_id {
-                if let (Some(_), Some(turns)) = (outcome, self.log.turns.get_mut(&id)) {
-                    turns.running = turns.running.saturating_sub(1);
+                if outcome.is_some() {
+                    self.events.push(HostEvent::TurnEnded(id));
                 }
                 let live = self.links.get(&t.link).is_some_and(|l| !l.is_closed());
                 if live && self.id.is_some() {
-                    self.log.handled.insert(id);
+                    self.events.push(HostEvent::Handled(id));
                 }
             }
             if *receipt {

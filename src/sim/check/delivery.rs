@@ -1,8 +1,7 @@
 //! `delivery`: at least once per visible envelope, only to its audience, in WAL order per
 //! connection, one model turn per trigger.
 
-use super::{Checker, View};
-use crate::client::host::AgentHost;
+use super::{AgentLog, Checker, View};
 use crate::hub::rule::matches_any;
 use crate::hub::Hub;
 use crate::ids::{AgentId, EnvelopeId};
@@ -13,10 +12,10 @@ impl Checker {
     /// What can be checked at any moment: audience and order of what arrived since the last
     /// check, and turns run at once for one trigger.
     pub(super) fn check_deliveries(&mut self, view: &View<'_>) {
-        for (idx, host) in view.hosts.iter().enumerate() {
+        for (idx, host) in view.agents.iter().enumerate() {
             let Some(me) = host.id else { continue };
             self.check_received(view, idx, host, me);
-            for (trigger, turns) in &host.log.turns {
+            for (trigger, turns) in &host.turns {
                 if turns.concurrent > 0 {
                     self.duplicate_turn(view, host, me, *trigger, turns.started, 0);
                 }
@@ -28,13 +27,13 @@ impl Checker {
     /// every envelope owed to a bound agent handled.
     pub(super) fn check_delivery(&mut self, view: &View<'_>, settled: bool) {
         self.check_deliveries(view);
-        for host in view.hosts {
+        for host in view.agents {
             let Some(me) = host.id else { continue };
             let Some(hub) = view.hub else { continue };
             // A turn whose reply never landed may be run again (a retry); two replies in the
             // WAL to one trigger are a duplicate.
             let replies = replies_by_trigger(hub, me);
-            for (trigger, turns) in &host.log.turns {
+            for (trigger, turns) in &host.turns {
                 let replied = replies.get(&trigger.to_string()).copied().unwrap_or(0);
                 if replied > 1 {
                     self.duplicate_turn(view, host, me, *trigger, turns.started, replied);
@@ -50,7 +49,7 @@ impl Checker {
     fn duplicate_turn(
         &mut self,
         view: &View<'_>,
-        host: &AgentHost,
+        host: &AgentLog,
         me: AgentId,
         trigger: EnvelopeId,
         started: u32,
@@ -74,19 +73,19 @@ impl Checker {
             format!("{me}/{trigger}"),
             format!(
                 "{} ran {started} model turns for envelope {trigger}: {how}",
-                host.name()
+                host.name
             ),
         );
     }
 
     /// Audience and order of what `host` received since the last check.
-    fn check_received(&mut self, view: &View<'_>, idx: usize, host: &AgentHost, me: AgentId) {
+    fn check_received(&mut self, view: &View<'_>, idx: usize, host: &AgentLog, me: AgentId) {
         if self.received_checked.len() <= idx {
             self.received_checked.resize(idx + 1, 0);
         }
         let from = self.received_checked[idx];
-        self.received_checked[idx] = host.log.received.len();
-        for delivery in &host.log.received[from.min(host.log.received.len())..] {
+        self.received_checked[idx] = host.received.len();
+        for delivery in &host.received[from.min(host.received.len())..] {
             let envelope = &delivery.envelope;
             // An explicit audience is the audience, participants or not (ag2's in-process
             // post delivers to any registered agent named in it, hub spec §2.6); a broadcast
@@ -110,7 +109,7 @@ impl Checker {
                     format!("{me}/{}", envelope.id_text()),
                     format!(
                         "{} received {} {} from {} in channel {}, outside its audience ({why})",
-                        host.name(),
+                        host.name,
                         envelope.event_type,
                         envelope.id_text(),
                         envelope.sender_id,
@@ -129,7 +128,7 @@ impl Checker {
                         format!(
                             "{} received {} after {} on connection {} of channel {}; the WAL \
                              has them the other way round",
-                            host.name(),
+                            host.name,
                             envelope.id_text(),
                             previous.map_or(String::new(), |id| id.to_string()),
                             delivery.connection,
@@ -143,7 +142,7 @@ impl Checker {
     }
 
     /// Every envelope `host` may see, in every channel it is in, was handled and acked.
-    fn check_at_least_once(&mut self, view: &View<'_>, hub: &Hub, host: &AgentHost, me: AgentId) {
+    fn check_at_least_once(&mut self, view: &View<'_>, hub: &Hub, host: &AgentLog, me: AgentId) {
         let mut rules: Vec<Vec<String>> = self.inbound_seen.get(&me).cloned().unwrap_or_default();
         rules.extend(
             hub.agents
@@ -158,11 +157,10 @@ impl Checker {
                 let Some(id) = envelope.envelope_id else {
                     continue;
                 };
-                if !visible(view, envelope, me, &rules) || host.log.handled.contains(&id) {
+                if !visible(view, envelope, me, &rules) || host.handled.contains(&id) {
                     continue;
                 }
                 let received = host
-                    .log
                     .received
                     .iter()
                     .any(|d| d.envelope.envelope_id == Some(id));
@@ -181,7 +179,7 @@ impl Checker {
                         "delivery/cursor_skipped",
                         format!("it was received, its handler died with its connection, and the cursor is past it ({cursor})"),
                     )
-                } else if entry.metadata.is_terminal() && host.connections() > 1 {
+                } else if entry.metadata.is_terminal() && host.connections > 1 {
                     (
                         "delivery/closed_channel_not_replayed",
                         format!(
@@ -210,7 +208,7 @@ impl Checker {
                     format!("{me}/{text}"),
                     format!(
                         "{} is bound but never handled {} {text} from {} in channel {channel}: {why}",
-                        host.name(),
+                        host.name,
                         envelope.event_type,
                         envelope.sender_id
                     ),
@@ -258,13 +256,13 @@ fn visible(view: &View<'_>, envelope: &Envelope, me: AgentId, rules: &[Vec<Strin
     }
     // The sender's name from its client: it may have unregistered since.
     let sender = view
-        .hosts
+        .agents
         .iter()
         .find(|host| host.id == Some(envelope.sender_id));
     match sender {
         Some(sender) => rules
             .iter()
-            .all(|patterns| matches_any(sender.name(), patterns)),
+            .all(|patterns| matches_any(&sender.name, patterns)),
         None => true,
     }
 }

@@ -14,11 +14,13 @@ mod channels;
 mod delivery;
 mod inbox;
 
-use crate::client::host::AgentHost;
+use crate::client::host::HostEvent;
 use crate::hub::Hub;
-use crate::ids::ChannelId;
+use crate::ids::{AgentId, ChannelId, EnvelopeId};
+use crate::proto::Envelope;
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// An invariant, selectable by name in a scenario's `invariants:` list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -209,12 +211,93 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// What the checkers read: the live hub (if up), every agent's client, the clocks.
+/// One notify as a client received it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The connection it came on (1 for the first, counting re-attaches).
+    pub connection: u32,
+    /// The envelope as received.
+    pub envelope: Arc<Envelope>,
+}
+
+/// The model turns one trigger caused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TurnLog {
+    /// Turns started.
+    pub started: u32,
+    /// Turns running now.
+    pub running: u32,
+    /// Turns started while another for the same trigger was running.
+    pub concurrent: u32,
+}
+
+/// What the checkers know of one agent's client: the [`HostEvent`]s it reported, folded. The
+/// client keeps none of this; the checkers observe it from outside.
+#[derive(Clone, Debug, Default)]
+pub struct AgentLog {
+    /// The agent's name.
+    pub name: String,
+    /// The registered id, once `register` answered.
+    pub id: Option<AgentId>,
+    /// `unregister` succeeded.
+    pub disconnected: bool,
+    /// Connections made so far (re-attaches included).
+    pub connections: u32,
+    /// Every notify with a receipt, in arrival order (replays included).
+    pub received: Vec<Delivery>,
+    /// Envelopes whose handler finished on a live connection.
+    pub handled: BTreeSet<EnvelopeId>,
+    /// Model turns, by triggering envelope.
+    pub turns: BTreeMap<EnvelopeId, TurnLog>,
+}
+
+impl AgentLog {
+    /// The log of the agent `name`, before anything happened.
+    pub fn new(name: &str) -> AgentLog {
+        AgentLog {
+            name: name.to_string(),
+            ..AgentLog::default()
+        }
+    }
+
+    /// Folds one event its client reported.
+    pub fn observe(&mut self, event: &HostEvent) {
+        match event {
+            HostEvent::Connected(connection) => self.connections = *connection,
+            HostEvent::Registered(id) => self.id = Some(*id),
+            HostEvent::Unregistered => self.disconnected = true,
+            HostEvent::Received {
+                connection,
+                envelope,
+            } => self.received.push(Delivery {
+                connection: *connection,
+                envelope: envelope.clone(),
+            }),
+            HostEvent::TurnStarted(trigger) => {
+                let turns = self.turns.entry(*trigger).or_default();
+                turns.started += 1;
+                turns.concurrent += u32::from(turns.running > 0);
+                turns.running += 1;
+            }
+            HostEvent::TurnEnded(trigger) => {
+                if let Some(turns) = self.turns.get_mut(trigger) {
+                    turns.running = turns.running.saturating_sub(1);
+                }
+            }
+            HostEvent::Handled(envelope) => {
+                self.handled.insert(*envelope);
+            }
+        }
+    }
+}
+
+/// What the checkers read: the live hub (if up), what every agent's client reported, the
+/// clocks.
 pub struct View<'a> {
     /// The hub, if it is up.
     pub hub: Option<&'a Hub>,
-    /// Every agent's client, in scenario order.
-    pub hosts: &'a [AgentHost],
+    /// What every agent's client reported, in scenario order.
+    pub agents: &'a [AgentLog],
     /// Simulated time (µs from the start of the run).
     pub now: u64,
     /// The step just run, if this is an after-step check.
@@ -254,12 +337,12 @@ pub struct Checker {
     /// WAL length of each channel when it was first seen terminal.
     terminal_len: BTreeMap<ChannelId, usize>,
     /// Each agent's pending count when last checked.
-    pending: BTreeMap<crate::ids::AgentId, u64>,
+    pending: BTreeMap<AgentId, u64>,
     /// Per host, how many of its deliveries were checked.
     received_checked: Vec<usize>,
     /// Every `inbound_from` each agent had at a check (rules change only by `set_rule` steps,
     /// and every step is followed by a check).
-    inbound_seen: BTreeMap<crate::ids::AgentId, Vec<Vec<String>>>,
+    inbound_seen: BTreeMap<AgentId, Vec<Vec<String>>>,
     /// The last envelope each host received, per (host, connection, channel).
     last_received: BTreeMap<(usize, u32, ChannelId), Option<crate::ids::EnvelopeId>>,
 }

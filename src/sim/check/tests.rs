@@ -2,8 +2,6 @@
 //! tampered with one defect at a time.
 
 use super::*;
-use crate::client::host::{Delivery, TurnLog};
-use crate::client::{HandlerMode, ScriptedAgent};
 use crate::hub::adapter::AdapterState;
 use crate::hub::channel::ChannelState;
 use crate::proto::{Envelope, EventType};
@@ -28,25 +26,16 @@ fn hub() -> Hub {
     runner::run(&scenario).hub
 }
 
-fn host(name: &str, id: crate::ids::AgentId) -> AgentHost {
-    let mut host = AgentHost::new(
-        ScriptedAgent {
-            name: name.to_string(),
-            handler: HandlerMode::Default,
-            tools: Vec::new(),
-            turns: Vec::new(),
-            used: 0,
-        },
-        30_000_000,
-    );
+fn host(name: &str, id: crate::ids::AgentId) -> AgentLog {
+    let mut host = AgentLog::new(name);
     host.id = Some(id);
     host
 }
 
-fn kinds(hub: &Hub, hosts: &[AgentHost]) -> Vec<&'static str> {
+fn kinds(hub: &Hub, agents: &[AgentLog]) -> Vec<&'static str> {
     let view = View {
         hub: Some(hub),
-        hosts,
+        agents,
         now: 1_000_000,
         step: None,
         frozen_clock: false,
@@ -124,7 +113,7 @@ fn deliveries_outside_the_audience_out_of_order_or_turns_twice_break_delivery() 
     let mut bob_host = host("bob", bob);
     // A later envelope first, then an earlier one, on one connection.
     for envelope in [wal[wal.len() - 1].clone(), text.clone()] {
-        bob_host.log.received.push(Delivery {
+        bob_host.received.push(Delivery {
             connection: 1,
             envelope,
         });
@@ -132,12 +121,12 @@ fn deliveries_outside_the_audience_out_of_order_or_turns_twice_break_delivery() 
     // An envelope addressed to alice alone.
     let mut private = Envelope::clone(&text);
     private.audience = Some(vec![alice]);
-    bob_host.log.received.push(Delivery {
+    bob_host.received.push(Delivery {
         connection: 2,
         envelope: Arc::new(private),
     });
     let trigger = text.envelope_id.expect("stamped");
-    bob_host.log.turns.insert(
+    bob_host.turns.insert(
         trigger,
         TurnLog {
             started: 2,
@@ -164,7 +153,7 @@ fn a_selection_checks_only_what_it_names() {
     hub.inbox_pending.insert(bob, 3);
     let view = View {
         hub: Some(&hub),
-        hosts: &[],
+        agents: &[],
         now: 0,
         step: Some(1),
         frozen_clock: true,

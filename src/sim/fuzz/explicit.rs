@@ -5,8 +5,8 @@
 
 use super::still_fails;
 use crate::hub::Bugs;
-use crate::sim::net::{self, chaos};
 use crate::sim::scenario::{Fault, Range, Scenario};
+use crate::sim::{chaos, events, EventLog};
 use serde_json::{json, Map, Value};
 
 /// `fault` at `at` µs, as a `network.faults` entry.
@@ -40,7 +40,7 @@ pub fn explicit(tree: &Value, scenario: &Scenario, seed: u64, bugs: Bugs, kind: 
     map.insert("seed".into(), json!(seed));
     let mut current = out.clone();
     if let Some(chaos_profile) = &scenario.sweep.chaos {
-        let run = net::run_with(scenario, seed, bugs);
+        let run = events::run(scenario, seed, bugs, EventLog::off());
         let start = run.chaos_start.unwrap_or(0);
         let names: Vec<String> = scenario.agents.iter().map(|a| a.name.clone()).collect();
         let mut candidate = current.clone();

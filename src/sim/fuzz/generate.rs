@@ -6,7 +6,7 @@
 //! latencies and model time, faults at fixed times. The scenario then runs without a random
 //! draw, so it replays from its text alone.
 
-use crate::sim::net::stream;
+use crate::sim::random::stream;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};

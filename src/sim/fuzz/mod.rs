@@ -59,18 +59,14 @@ pub fn pin_step_outcomes(tree: &Value, seed: u64, bugs: Bugs) -> Value {
     let Ok(scenario) = Scenario::parse(&to_yaml(tree), "fuzz") else {
         return out;
     };
-    let run = super::net::run_with(&scenario, seed, bugs);
+    let run = super::events::run(&scenario, seed, bugs, super::EventLog::off());
     let network_only = scenario.network_only();
     let Some(steps) = out.get_mut("steps").and_then(Value::as_array_mut) else {
         return out;
     };
     for record in &run.run.steps {
-        let idx = record.get("i").and_then(Value::as_u64).unwrap_or(u64::MAX) as usize;
-        let error_type = record
-            .get("error")
-            .and_then(|e| e.get("type"))
-            .and_then(Value::as_str);
-        if let (Some(step), Some(error_type)) = (steps.get_mut(idx), error_type) {
+        let error_type = record.error.as_ref().map(|e| e.type_name.as_str());
+        if let (Some(step), Some(error_type)) = (steps.get_mut(record.idx), error_type) {
             if step.get("expect_error").is_none() {
                 // A reference-format scenario is also run in process, where errors keep their
                 // Python types (over the wire some arrive as a bare NetworkError): it expects

@@ -9,15 +9,13 @@
 //! is left to do ("settle"). The hub clock is the scenario's mock clock; the monotonic clock moves
 //! only while a blocking step waits for a timer, as real time does in the reference runner.
 
-use super::scenario::{Action, AdvanceBy, ExpectError, Scenario, Step};
+use super::scenario::{Action, Scenario, Step};
 use crate::client::handler::{finish_turn, react, Reaction};
 use crate::client::{ScriptedAgent, TurnOutcome};
-use crate::hub::rule::{parse_duration, DurationSpec};
-use crate::hub::{CreateChannel, Created, Hub, HubConfig, Output, Passport, Resume};
-use crate::ids::{AgentId, ChannelId, EndpointId, UNKNOWN_CHANNEL};
-use crate::json::py_float_repr;
+use crate::hub::{CreateChannel, Created, Hub, Output, Passport, Resume};
+use crate::ids::{AgentId, ChannelId, EndpointId};
 use crate::proto::{Envelope, HubError};
-use crate::time::{seconds_to_micros, Instant, Now, Timestamp, MICROS_PER_SECOND};
+use crate::time::{Instant, Now, Timestamp, MICROS_PER_SECOND};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -85,7 +83,7 @@ pub struct Run {
     /// Channel labels.
     pub labels: BTreeMap<ChannelId, String>,
     /// One record per step, raw (ids and timestamps not yet normalised).
-    pub steps: Vec<Map<String, Value>>,
+    pub steps: Vec<crate::sim::record::StepRecord>,
     /// Steps whose outcome did not match their `expect_error`.
     pub mismatches: Vec<String>,
     /// The scenario epoch.
@@ -125,20 +123,13 @@ struct Driver {
     opens: BTreeMap<ChannelId, Result<(), HubError>>,
     background: Vec<Background>,
     labels: BTreeMap<ChannelId, String>,
-    steps: Vec<Map<String, Value>>,
+    steps: Vec<crate::sim::record::StepRecord>,
     mismatches: Vec<String>,
 }
 
 impl Driver {
     fn new(scenario: &Scenario) -> Driver {
-        let config = HubConfig {
-            invite_ack_timeout_micros: (scenario.hub.invite_ack_timeout_seconds
-                * MICROS_PER_SECOND as f64) as u64,
-            ttl_sweep_interval_micros: 0,
-            expectation_sweep_interval_micros: 0,
-            auth: Default::default(),
-            bugs: Default::default(),
-        };
+        let config = crate::sim::harness::hub_config(scenario, Default::default(), false);
         Driver {
             hub: Hub::new(config, Instant::default()),
             wall: scenario.hub.epoch,
@@ -185,13 +176,7 @@ impl Driver {
             self.by_name.insert(spec.name.clone(), self.agents.len());
             self.by_id.insert(id, self.agents.len());
             self.agents.push(AgentRuntime {
-                model: ScriptedAgent {
-                    name: spec.name.clone(),
-                    handler: spec.handler,
-                    tools: spec.tools.clone(),
-                    turns: spec.replies.clone(),
-                    used: 0,
-                },
+                model: crate::sim::harness::scripted(spec),
                 id,
                 endpoint,
                 disconnected: false,
@@ -311,13 +296,11 @@ impl Driver {
             if let Some(channel) = open.channel {
                 if open.outcome.is_none() && !self.opens.contains_key(&channel) {
                     self.hub.cancel_open(channel);
-                    steps::pending_at_end(&mut self.steps[open.step]);
+                    self.steps[open.step].pending_at_end();
                 }
             }
             let step = &scenario.steps[open.step];
-            if let Some(message) =
-                steps::background_mismatch(open.step, step, &self.steps[open.step])
-            {
+            if let Some(message) = self.steps[open.step].background_mismatch(step) {
                 self.mismatches.push(message);
             }
         }

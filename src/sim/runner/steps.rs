@@ -1,15 +1,17 @@
-//! Running one step: the op itself, its record, background opens, and the real-time wait of a
-//! blocking open.
+//! Running one step in process: the op itself, its record, background opens, and the
+//! real-time wait of a blocking open.
 
 use super::*;
+use crate::sim::record::StepRecord;
+use crate::sim::requests::{advance_seconds, advanced, channel_of, resolve_refs, step_timeout};
 
 impl Driver {
     pub(super) fn run_step(&mut self, idx: usize, step: &Step) {
-        let mut record = new_record(idx, step);
+        let mut record = StepRecord::new(idx, step);
         let result = self.perform(idx, step, &mut record);
         self.pump();
         self.settle();
-        if let Some(message) = close_record(idx, step, &mut record, result) {
+        if let Some(message) = record.close(step, result) {
             self.mismatches.push(message);
         }
         self.steps.push(record);
@@ -20,7 +22,7 @@ impl Driver {
             let Some(outcome) = &open.outcome else {
                 continue;
             };
-            complete_background(&mut self.steps[open.step], idx, outcome);
+            self.steps[open.step].complete(idx, outcome);
         }
     }
 
@@ -28,7 +30,7 @@ impl Driver {
         &mut self,
         idx: usize,
         step: &Step,
-        record: &mut Map<String, Value>,
+        record: &mut StepRecord,
     ) -> Result<(), HubError> {
         let now = self.now();
         match &step.action {
@@ -68,7 +70,7 @@ impl Driver {
                     }
                 }
                 let id = self.hub.post_envelope(now, envelope)?;
-                record.insert("result".into(), Value::String(id.to_string()));
+                record.result = Some(Value::String(id.to_string()));
                 Ok(())
             }
             Action::Close {
@@ -87,7 +89,7 @@ impl Driver {
             Action::Advance(by) => {
                 let seconds = advance_seconds(by)?;
                 self.wall = advanced(self.wall, seconds)?;
-                record.insert("now".into(), Value::String(self.wall.to_string()));
+                record.now = Some(self.wall);
                 Ok(())
             }
             Action::TtlTick => {
@@ -116,7 +118,7 @@ impl Driver {
             }
             Action::ReadCheckpoint { task, .. } => {
                 let state = self.hub.read_task_checkpoint(task).cloned();
-                record.insert("result".into(), state.unwrap_or(Value::Null));
+                record.result = Some(state.unwrap_or(Value::Null));
                 Ok(())
             }
             Action::Settle | Action::Wait(_) => Ok(()),
@@ -131,12 +133,7 @@ impl Driver {
         }
     }
 
-    fn open(
-        &mut self,
-        idx: usize,
-        step: &Step,
-        record: &mut Map<String, Value>,
-    ) -> Result<(), HubError> {
+    fn open(&mut self, idx: usize, step: &Step, record: &mut StepRecord) -> Result<(), HubError> {
         let Action::Open {
             label,
             by,
@@ -192,8 +189,8 @@ impl Driver {
             self.labels.entry(*channel).or_insert_with(|| label.clone());
         }
         if background {
-            record.insert("result".into(), Value::from(label));
-            record.insert("background".into(), Value::Bool(true));
+            record.result = Some(Value::from(label));
+            record.background = true;
             let (channel, outcome) = match created {
                 Ok(Created::Pending(channel)) => (Some(channel), None),
                 Ok(Created::Active(channel)) => (Some(channel), Some(Ok(()))),
@@ -210,7 +207,7 @@ impl Driver {
             Created::Active(_) => {}
             Created::Pending(channel) => self.wait_for_open(channel)?,
         }
-        record.insert("result".into(), Value::from(label));
+        record.result = Some(Value::from(label));
         Ok(())
     }
 
@@ -254,265 +251,4 @@ impl Driver {
             self.by_name.get(name).map(|idx| self.agents[*idx].id)
         })
     }
-}
-
-/// A step's channel label to its channel: the first channel opened under it, or, with
-/// `unknown_channel`, an id the hub never minted; otherwise the reference runner's `KeyError`.
-pub(crate) fn channel_of(
-    labels: &BTreeMap<ChannelId, String>,
-    idx: usize,
-    label: &str,
-    unknown_channel: bool,
-) -> Result<ChannelId, HubError> {
-    if let Some((channel, _)) = labels.iter().find(|(_, l)| l.as_str() == label) {
-        return Ok(*channel);
-    }
-    if unknown_channel {
-        return Ok(UNKNOWN_CHANNEL);
-    }
-    Err(HubError::key(&format!(
-        "step {idx}: unknown channel label {}",
-        crate::json::py_str_repr(label)
-    )))
-}
-
-/// `{$id: name}` becomes that agent's id (or `null` for an unknown name), anywhere in `data`.
-pub(crate) fn resolve_refs(data: &Value, id_of: &dyn Fn(&str) -> Option<AgentId>) -> Value {
-    match data {
-        Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
-            let name = map["$id"].as_str().unwrap_or_default();
-            id_of(name).map_or(Value::Null, |id| Value::String(id.to_string()))
-        }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), resolve_refs(v, id_of)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(|v| resolve_refs(v, id_of)).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Records a background open that finished after step `after` (once).
-pub(crate) fn complete_background(
-    record: &mut Map<String, Value>,
-    after: usize,
-    outcome: &Result<(), HubError>,
-) {
-    if !record.contains_key("completed_after_step") {
-        record.insert("completed_after_step".into(), Value::from(after));
-        record.insert(
-            "error".into(),
-            outcome.as_ref().err().map_or(Value::Null, error_record),
-        );
-    }
-}
-
-/// Records a background open still pending when the run ends (the reference cancels it).
-pub(crate) fn pending_at_end(record: &mut Map<String, Value>) {
-    if !record.contains_key("completed_after_step") {
-        record.insert("still_pending_at_end".into(), Value::Bool(true));
-        record.insert("error".into(), Value::Null);
-    }
-}
-
-/// A background open's outcome, as recorded, against its step's `expect_error`.
-pub(crate) fn background_mismatch(
-    idx: usize,
-    step: &Step,
-    record: &Map<String, Value>,
-) -> Option<String> {
-    let error = record
-        .get("error")
-        .filter(|e| !e.is_null())
-        .map(|e| HubError {
-            kind: crate::proto::ErrorKind::Other,
-            type_name: e["type"].as_str().unwrap_or_default().to_string(),
-            message: e["message"].as_str().unwrap_or_default().to_string(),
-        });
-    if matches_expectation(step.expect_error.as_ref(), error.as_ref()) {
-        return None;
-    }
-    Some(mismatch(idx, step, error.as_ref()).replacen(
-        &format!("step {idx} ({})", step.op),
-        &format!("step {idx} (background open)"),
-        1,
-    ))
-}
-
-/// A step's record before it runs: its index, op and the keys the trace echoes.
-pub(crate) fn new_record(idx: usize, step: &Step) -> Map<String, Value> {
-    let mut record = Map::new();
-    record.insert("i".into(), Value::from(idx));
-    record.insert("op".into(), Value::from(step.op.as_str()));
-    for (key, value) in &step.echo {
-        record.insert(key.clone(), value.clone());
-    }
-    record
-}
-
-/// Completes a step's record with its error; returns the expectation mismatch, if any (a
-/// background open is checked when it finishes).
-pub(crate) fn close_record(
-    idx: usize,
-    step: &Step,
-    record: &mut Map<String, Value>,
-    result: Result<(), HubError>,
-) -> Option<String> {
-    let error = result.err();
-    record.insert(
-        "error".into(),
-        error.as_ref().map_or(Value::Null, error_record),
-    );
-    let background = matches!(step.action, Action::Open { wait: false, .. }) && error.is_none();
-    (!background && !matches_expectation(step.expect_error.as_ref(), error.as_ref()))
-        .then(|| mismatch(idx, step, error.as_ref()))
-}
-
-/// The seconds an `advance` step moves the mock clock by.
-pub(crate) fn advance_seconds(by: &AdvanceBy) -> Result<f64, HubError> {
-    Ok(match by {
-        AdvanceBy::Seconds(seconds) => *seconds as f64,
-        AdvanceBy::Float(seconds) => *seconds,
-        AdvanceBy::Text(text) => parse_duration(&DurationSpec::Text(text.clone()))? as f64,
-    })
-}
-
-/// The envelope a `send` step posts (the one `Channel.send` builds), for `channel`; agent
-/// names resolve through `id_of`.
-pub(crate) fn send_envelope(
-    action: &Action,
-    channel: ChannelId,
-    id_of: &dyn Fn(&str) -> Option<AgentId>,
-) -> Option<Envelope> {
-    let Action::Send {
-        by,
-        text,
-        audience,
-        event_type,
-        event_data,
-        depth,
-        ..
-    } = action
-    else {
-        return None;
-    };
-    let id = |name: &str| id_of(name).unwrap_or(AgentId(0));
-    let audience = audience
-        .as_ref()
-        .map(|names| names.iter().map(|n| id(n)).collect());
-    let data = match event_data.as_ref().map(|d| resolve_refs(d, id_of)) {
-        Some(Value::Object(map)) => map,
-        _ => crate::proto::envelope::map_of([("text", Value::from(text.as_str()))]),
-    };
-    let mut envelope = Envelope::new(channel, id(by), audience, event_type, data);
-    envelope.depth = depth.unwrap_or(0);
-    Some(envelope)
-}
-
-/// What a remote client's `open` is called with for an `open` step.
-pub(crate) fn open_request(
-    action: &Action,
-    id_of: &dyn Fn(&str) -> Option<AgentId>,
-) -> Option<crate::client::host::OpenRequest> {
-    let Action::Open {
-        manifest_type,
-        targets,
-        ttl,
-        knobs,
-        intent,
-        labels,
-        ..
-    } = action
-    else {
-        return None;
-    };
-    let ttl = match ttl {
-        None => Value::Null,
-        Some(DurationSpec::Seconds(seconds)) => Value::from(*seconds),
-        Some(DurationSpec::Float(seconds)) => Value::from(*seconds),
-        Some(DurationSpec::Text(text)) => Value::from(text.as_str()),
-    };
-    let data = |value: &Option<Value>| {
-        value
-            .as_ref()
-            .map_or(Value::Null, |data| resolve_refs(data, id_of))
-    };
-    Some(crate::client::host::OpenRequest {
-        targets: targets.clone(),
-        manifest_type: manifest_type.clone(),
-        ttl,
-        knobs: data(knobs),
-        intent: intent.clone().map_or(Value::Null, Value::String),
-        labels: data(labels),
-    })
-}
-
-/// `clock + timedelta(seconds=...)` with CPython's three overflow errors.
-pub(crate) fn advanced(wall: Timestamp, seconds: f64) -> Result<Timestamp, HubError> {
-    let overflow = |message: String| {
-        HubError::new(crate::proto::ErrorKind::Other, message).renamed("OverflowError")
-    };
-    let days = (seconds / 86_400.0).floor();
-    if days.abs() > f64::from(i32::MAX) {
-        return Err(overflow(
-            "Python int too large to convert to C int".to_string(),
-        ));
-    }
-    if days.abs() > 999_999_999.0 {
-        return Err(overflow(format!(
-            "days={days}; must have magnitude <= 999999999"
-        )));
-    }
-    let moved = wall.plus_micros(seconds_to_micros(seconds));
-    if !moved.in_python_range() {
-        return Err(overflow("date value out of range".to_string()));
-    }
-    Ok(moved)
-}
-
-/// The reference runner's error for a step that outlived `step_timeout`.
-pub(crate) fn step_timeout(seconds: f64) -> HubError {
-    let message = format!("step did not finish in {}s", py_float_repr(seconds));
-    HubError::new(crate::proto::ErrorKind::Other, message).renamed("StepTimeout")
-}
-
-pub(crate) fn error_record(error: &HubError) -> Value {
-    let mut map = Map::new();
-    map.insert("type".into(), Value::from(error.type_name.as_str()));
-    map.insert("message".into(), Value::from(error.message.as_str()));
-    Value::Object(map)
-}
-
-/// A step with no expectation must succeed; one with an expectation must fail as expected.
-pub(crate) fn matches_expectation(
-    expected: Option<&ExpectError>,
-    error: Option<&HubError>,
-) -> bool {
-    match (expected, error) {
-        (None, error) => error.is_none(),
-        (Some(_), None) => false,
-        (Some(expected), Some(error)) => expected.matches(&error.type_name, &error.message),
-    }
-}
-
-pub(crate) fn mismatch(idx: usize, step: &Step, error: Option<&HubError>) -> String {
-    let expected = match &step.expect_error {
-        None => "success".to_string(),
-        Some(e) => {
-            let type_name = e
-                .type_name
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .unwrap_or("an error");
-            match &e.pattern {
-                Some(pattern) => format!("{type_name} matching /{}/", pattern.as_str()),
-                None => type_name.to_string(),
-            }
-        }
-    };
-    let got = error.map_or("success".to_string(), |e| {
-        format!("{}: {}", e.type_name, e.message)
-    });
-    format!("step {idx} ({}): expected {expected}, got {got}", step.op)
 }

@@ -4,12 +4,19 @@
 //! a drawn duration. Each kind draws from its own `chaos/KIND` stream. Times count from the
 //! end of registration (the first step); the phase runs from `chaos.from` to `chaos.until`.
 
-use super::*;
-use crate::sim::scenario::{Chaos, ChaosKind};
+use super::random::{draw, stream};
+use super::scenario::{Chaos, ChaosKind, Fault, Range};
+use crate::time::MICROS_PER_SECOND;
+use rand::Rng;
 
 /// The chaos phase's faults for `seed`, at times from the end of registration, on the agents
 /// `names`; a latency fault is healed back to `base`.
-pub fn schedule(chaos: &Chaos, seed: u64, names: &[String], base: Range) -> Vec<(u64, Fault)> {
+pub(crate) fn schedule(
+    chaos: &Chaos,
+    seed: u64,
+    names: &[String],
+    base: Range,
+) -> Vec<(u64, Fault)> {
     let mut faults = Vec::new();
     if names.is_empty() {
         return faults;
@@ -56,26 +63,4 @@ pub fn schedule(chaos: &Chaos, seed: u64, names: &[String], base: Range) -> Vec<
         }
     }
     faults
-}
-
-impl World {
-    /// Schedules the chaos phase's faults for `seed`.
-    pub(super) fn schedule_chaos(&mut self, chaos: &Chaos, seed: u64) {
-        let start = self.now;
-        self.chaos_start = Some(start);
-        self.chaos_until = start.saturating_add(chaos.until);
-        let names: Vec<String> = self.hosts.iter().map(|h| h.name().to_string()).collect();
-        for (at, fault) in schedule(chaos, seed, &names, self.options.latency) {
-            self.schedule(start.saturating_add(at), Ev::Chaos(fault));
-        }
-    }
-
-    /// The end of the chaos phase: runs on until `chaos.until` if the steps ended sooner, then
-    /// drops the chaos faults not yet fired (the quiesce phase heals everything).
-    pub(super) fn end_chaos(&mut self) {
-        if self.now < self.chaos_until {
-            self.run_until(self.chaos_until, &|_| false);
-        }
-        self.queue.retain(|_, event| !matches!(event, Ev::Chaos(_)));
-    }
 }

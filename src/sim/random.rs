@@ -1,7 +1,7 @@
 //! Every random draw of a network run: named ChaCha streams derived from the seed, uniform draws
 //! from ranges, and model-turn durations.
 
-use super::Range;
+use super::scenario::Range;
 use crate::client::host::ThinkTime;
 use crate::client::TurnOutcome;
 use rand::{Rng, SeedableRng};
