@@ -84,6 +84,9 @@ pub struct Outcome {
     pub violations: Vec<check::Violation>,
     /// The run's event log (network runs only; empty unless asked for).
     pub events: EventLog,
+    /// The event log rendered with the trace's names ([`trace::render_events`]; empty unless
+    /// asked for).
+    pub timeline: String,
 }
 
 /// Runs `scenario` as `options` say and renders its trace.
@@ -119,12 +122,18 @@ pub fn run_network(scenario: &Scenario, options: &RunOptions) -> Result<NetRun, 
 fn outcome(scenario: &Scenario, run: NetRun) -> Outcome {
     let mut mismatches = run.run.mismatches.clone();
     mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    let timeline = if run.events.enabled() {
+        trace::render_events(&run.run, &run.events)
+    } else {
+        String::new()
+    };
     Outcome {
         trace: trace::render(&scenario.name, &run.run),
         mismatches,
         stats: Some(run.stats),
         violations: run.violations,
         events: run.events,
+        timeline,
     }
 }
 
@@ -137,6 +146,7 @@ pub fn run_in_process(scenario: &Scenario) -> Outcome {
         stats: None,
         violations: Vec::new(),
         events: EventLog::off(),
+        timeline: String::new(),
     }
 }
 

@@ -1,11 +1,11 @@
-//! Sweeps: a scenario run on the network driver over a range of seeds, each run checked against
+//! Sweeps: a scenario run on a network backend over a range of seeds, each run checked against
 //! the scenario's invariants (and run twice for `determinism`), every failure with the one
 //! command line that reproduces it. Seeds can be split into chunks run on any thread; merging
 //! the chunks in seed order gives the same report whatever the split.
 
 use super::check::{first_divergence, Invariant, Selection, Violation};
 use super::scenario::{Scenario, SeedRange};
-use super::{events, trace, EventLog, NetRun};
+use super::{trace, Backend, NetRun, RunOptions};
 use crate::hub::Bugs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -25,15 +25,45 @@ pub struct SeedOutcome {
     pub divergence: Option<(usize, String, String)>,
     /// The probes and violation kinds this seed reached.
     pub reached: BTreeSet<String>,
+    /// The backend could not run the seed (the reason is in `mismatches`).
+    pub failed: bool,
 }
 
-/// Runs `scenario` with `seed` on the network driver (twice if `determinism` is checked).
+/// Runs `scenario` with `seed` on the event-driven backend (twice if `determinism` is
+/// checked).
 pub fn run_seed(scenario: &Scenario, seed: u64, bugs: Bugs) -> SeedOutcome {
-    let run = events::run(scenario, seed, bugs, EventLog::off());
+    run_seed_on(scenario, seed, bugs, Backend::Events)
+}
+
+/// [`run_seed`] on `backend` (a network backend; a run the backend could not make is an
+/// outcome with that error as a note).
+pub fn run_seed_on(scenario: &Scenario, seed: u64, bugs: Bugs, backend: Backend) -> SeedOutcome {
+    let options = RunOptions {
+        backend,
+        seed,
+        bugs,
+        ..RunOptions::default()
+    };
+    let run = match super::run_network(scenario, &options) {
+        Ok(run) => run,
+        Err(error) => {
+            return SeedOutcome {
+                seed,
+                trace: String::new(),
+                mismatches: vec![format!("hubsim: {error}")],
+                violations: Vec::new(),
+                divergence: None,
+                reached: BTreeSet::new(),
+                failed: true,
+            }
+        }
+    };
     let rendered = trace::render(&scenario.name, &run.run);
     let divergence = if scenario.sweep.invariants.has(Invariant::Determinism) {
-        let again = events::run(scenario, seed, bugs, EventLog::off());
-        first_divergence(&rendered, &trace::render(&scenario.name, &again.run))
+        match super::run_network(scenario, &options) {
+            Ok(again) => first_divergence(&rendered, &trace::render(&scenario.name, &again.run)),
+            Err(error) => Some((0, String::new(), format!("the second run failed: {error}"))),
+        }
     } else {
         None
     };
@@ -64,6 +94,7 @@ pub fn run_seed(scenario: &Scenario, seed: u64, bugs: Bugs) -> SeedOutcome {
         violations: run.violations,
         divergence,
         reached,
+        failed: false,
     }
 }
 
@@ -85,19 +116,42 @@ fn duplicate_delivery(run: &NetRun) -> bool {
     })
 }
 
-/// How a failure is reproduced: `hubsim run FILE --seed N` (with the bug switches of the run).
+/// How a failure is reproduced: `hubsim run FILE --seed N` (with the backend and the bug
+/// switches of the run).
 #[derive(Clone, Debug)]
 pub struct Repro {
     /// The scenario file as given.
     pub file: PathBuf,
     /// Bug switches on (`--inject-bug`).
     pub bugs: Vec<String>,
+    /// Where the seeds run.
+    pub backend: Backend,
 }
 
 impl Repro {
+    /// A repro for `file` on the event-driven backend, with no bug switches.
+    pub fn new(file: impl Into<PathBuf>) -> Repro {
+        Repro {
+            file: file.into(),
+            bugs: Vec::new(),
+            backend: Backend::Events,
+        }
+    }
+
+    /// The `--net` arguments of the backend (none for the default).
+    fn net_args(&self) -> String {
+        match self.backend {
+            Backend::Turmoil(options) => {
+                format!(" --net turmoil --tick-ms {}", options.tick.as_millis())
+            }
+            Backend::Events | Backend::InProcess => String::new(),
+        }
+    }
+
     /// The command that reruns `seed`, with the hubsim version.
     pub fn seed(&self, seed: u64) -> String {
         let mut line = format!("hubsim run {} --seed {seed}", self.file.display());
+        line.push_str(&self.net_args());
         for bug in &self.bugs {
             line.push_str(&format!(" --inject-bug {bug}"));
         }
@@ -108,8 +162,9 @@ impl Repro {
     /// The command that reruns a sweep over `seeds`.
     pub fn sweep(&self, seeds: SeedRange) -> String {
         format!(
-            "hubsim check {} --seeds {seeds}   # hubsim {}",
+            "hubsim check {} --seeds {seeds}{}   # hubsim {}",
             self.file.display(),
+            self.net_args(),
             env!("CARGO_PKG_VERSION")
         )
     }
@@ -162,7 +217,7 @@ pub fn sweep(scenario: &Scenario, seeds: SeedRange, bugs: Bugs, repro: &Repro) -
     let mut tally = Tally::default();
     let checks = scenario.sweep.invariants.iter().count() as u64;
     for seed in seeds.start..seeds.end {
-        let outcome = run_seed(scenario, seed, bugs);
+        let outcome = run_seed_on(scenario, seed, bugs, repro.backend);
         tally.runs += 1;
         tally.checks += checks;
         tally.add(scenario, &outcome, repro);
@@ -184,7 +239,7 @@ impl Tally {
         // A reference-format scenario's `expect_error`s describe ag2 in process (checked by
         // [`check_in_process`]); over the wire some errors arrive untyped (README, "remote
         // mode"), so on the network only its invariants count.
-        if scenario.network_only() {
+        if scenario.network_only() || outcome.failed {
             for mismatch in &outcome.mismatches {
                 fail(format!("expectation mismatch: {mismatch}"));
             }

@@ -9,10 +9,12 @@
 //! call site lists them alphabetically; a debug assertion checks it), and payloads are normalised
 //! while they are written. Building a value tree first was most of a run's cost.
 
+use super::log::{Event, EventLog, FrameSummary};
 use super::record::{Completion, StepRecord};
 use super::runner::Run;
+use crate::client::host::HostEvent;
 use crate::hub::channel::ChannelMetadata;
-use crate::ids::{is_hex32, AgentId};
+use crate::ids::{is_hex32, AgentId, EnvelopeId};
 use crate::json::{py_float_repr, write_json_string};
 use crate::proto::Envelope;
 use crate::time::{Timestamp, MICROS_PER_SECOND};
@@ -587,4 +589,147 @@ fn write_envelope(w: &mut Writer<'_>, seq: usize, envelope: &Envelope) {
         None => w.raw("null"),
     }
     w.close('}');
+}
+
+/// The event log of `run`, one line per event: simulated time, who, what, with the trace's
+/// normalised names (`<agent:bob>`, `<channel:c1>`, `<env:c1#2>`), never raw ids.
+pub fn render_events(run: &Run, log: &EventLog) -> String {
+    let normaliser = Normaliser::new(run);
+    let name = |agent: usize| {
+        run.agents
+            .get(agent)
+            .map_or_else(|| format!("agent#{agent}"), |a| a.model.name.clone())
+    };
+    let envelope = |id: Option<EnvelopeId>| {
+        id.map_or_else(|| "?".to_string(), |id| normaliser.id(&id.to_string()))
+    };
+    let frame = |frame: &FrameSummary| {
+        let mut text = frame.kind.as_str().to_string();
+        if let Some(op) = &frame.op {
+            text.push(' ');
+            text.push_str(op);
+        }
+        if frame.envelope.is_some() || frame.event_type.is_some() {
+            text.push(' ');
+            text.push_str(&envelope(frame.envelope));
+            if let Some(event_type) = &frame.event_type {
+                text.push(' ');
+                text.push_str(event_type);
+            }
+        }
+        text
+    };
+    let arrow = |agent: usize, up: bool| {
+        if up {
+            format!("{} -> hub", name(agent))
+        } else {
+            format!("hub -> {}", name(agent))
+        }
+    };
+    let mut out = String::new();
+    for logged in log.events() {
+        let (who, what) = match &logged.event {
+            Event::StepStarted { step, op } => ("harness".to_string(), format!("step {step} {op}")),
+            Event::StepEnded { step, error } => (
+                "harness".to_string(),
+                match error {
+                    None => format!("step {step} ok"),
+                    Some(error) => format!(
+                        "step {step} failed: {}: {}",
+                        error.type_name,
+                        normaliser.text(&error.message)
+                    ),
+                },
+            ),
+            Event::FrameSent {
+                agent,
+                up,
+                frame: f,
+            } => (arrow(*agent, *up), format!("sent {}", frame(f))),
+            Event::FrameDelivered {
+                agent,
+                up,
+                frame: f,
+            } => (arrow(*agent, *up), format!("delivered {}", frame(f))),
+            Event::FrameDropped {
+                agent,
+                up,
+                frame: f,
+                why,
+            } => (
+                arrow(*agent, *up),
+                format!("dropped {} ({})", frame(f), why.as_str()),
+            ),
+            Event::Connected { agent, connection } => {
+                (name(*agent), format!("connected (connection {connection})"))
+            }
+            Event::Reattached { agent, connection } => (
+                name(*agent),
+                format!("re-attach: hello replaying past the cursor (connection {connection})"),
+            ),
+            Event::ConnectionClosed { agent, why } => (
+                name(*agent),
+                format!("connection closed ({})", why.as_str()),
+            ),
+            Event::Fault { fault, chaos } => {
+                let origin = if *chaos { "chaos " } else { "" };
+                ("network".to_string(), format!("{origin}fault {fault:?}"))
+            }
+            Event::Healed => ("network".to_string(), "every fault healed".to_string()),
+            Event::Host { agent, event } => {
+                (name(*agent), host_event(&normaliser, event, &envelope))
+            }
+            Event::HubTimers { appended, audited } => (
+                "hub".to_string(),
+                format!("timers ran: {appended} WAL entries, {audited} audit records"),
+            ),
+            Event::StoreSynced => ("hub".to_string(), "store synced".to_string()),
+            Event::HubCrashed => ("hub".to_string(), "crashed".to_string()),
+            Event::HubRestarted => ("hub".to_string(), "restarted from its store".to_string()),
+            Event::HubNotRestarted { message } => (
+                "hub".to_string(),
+                format!("did not restart: {}", normaliser.text(message)),
+            ),
+            Event::Violation { kind, message } => (
+                "checker".to_string(),
+                format!("VIOLATION {kind}: {}", normaliser.text(message)),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{:>12}  {who:<14} {what}",
+            format!(
+                "{}s",
+                py_float_repr(logged.at as f64 / MICROS_PER_SECOND as f64)
+            )
+        );
+    }
+    out
+}
+
+fn host_event(
+    normaliser: &Normaliser,
+    event: &HostEvent,
+    envelope: &dyn Fn(Option<EnvelopeId>) -> String,
+) -> String {
+    match event {
+        HostEvent::Connected(connection) => format!("client on connection {connection}"),
+        HostEvent::Registered(id) => format!("registered as {}", normaliser.name(*id)),
+        HostEvent::Unregistered => "unregistered".to_string(),
+        HostEvent::Received {
+            connection,
+            envelope: received,
+        } => format!(
+            "received {} {} (connection {connection})",
+            envelope(received.envelope_id),
+            received.event_type
+        ),
+        HostEvent::TurnStarted(trigger) => {
+            format!("model turn for {} started", envelope(Some(*trigger)))
+        }
+        HostEvent::TurnEnded(trigger) => {
+            format!("model turn for {} ended", envelope(Some(*trigger)))
+        }
+        HostEvent::Handled(id) => format!("handled {}", envelope(Some(*id))),
+    }
 }

@@ -16,9 +16,10 @@
 //! backend takes what the clients reported, runs the checkers if the hub did anything, applies
 //! the faults that fell due and syncs the store. Every wait ends on a tick.
 //!
-//! Faults: `partition`/`repair` and `hold`/`release` are turmoil's, between the agent's host
-//! and `hub`; a partition that outlives `network.keepalive` drops the connection at both ends,
-//! as on the event-driven backend. `disconnect` drops the agent's socket, and the agent
+//! Faults: `hold`/`release` are turmoil's, between the agent's host and `hub`. A `partition`
+//! is a hold too, as on the event-driven backend (TCP retransmits across a cut rather than
+//! losing what crosses it; turmoil's own partition drops segments), and one that outlives
+//! `network.keepalive` drops the connection at both ends. `disconnect` drops the agent's socket, and the agent
 //! re-attaches after `network.reconnect` on a new connection. `latency` sets turmoil's
 //! per-link latency (millisecond granularity). A hub `crash` is turmoil's host crash (its
 //! sockets close, writes since the last sync are lost); `restart` hydrates a hub from the
@@ -264,6 +265,8 @@ struct Turmoil {
     partitioned: Vec<bool>,
     held: Vec<bool>,
     partition_epochs: Vec<u64>,
+    /// Each link's latency now.
+    latencies: Vec<Range>,
     store: Store,
     synced_at: u64,
     id_floor: u128,
@@ -353,6 +356,7 @@ impl Turmoil {
             partitioned: vec![false; count],
             held: vec![false; count],
             partition_epochs: vec![0; count],
+            latencies: vec![network.latency; count],
             store: Store::default(),
             synced_at: 0,
             id_floor: 0,
@@ -504,8 +508,11 @@ impl Turmoil {
         let agent = fault.agent().and_then(|name| self.shared.agent_named(name));
         let link = agent.map(host_name);
         match (fault, agent, link) {
+            // TCP does not lose what crosses a cut link: it retransmits until the cut heals
+            // or the keepalive gives up. turmoil's partition drops segments, so a cut is
+            // turmoil's hold, and the keepalive drops the connection.
             (Fault::Partition(_), Some(idx), Some(host)) if !self.partitioned[idx] => {
-                self.sim.partition("hub", host.as_str());
+                self.sim.hold("hub", host.as_str());
                 self.partitioned[idx] = true;
                 self.partition_epochs[idx] += 1;
                 let epoch = self.partition_epochs[idx];
@@ -513,17 +520,14 @@ impl Turmoil {
                 self.schedule(at, Due::Keepalive { host: idx, epoch });
             }
             (Fault::Repair(_), Some(idx), Some(host)) => {
-                self.sim.repair("hub", host.as_str());
                 self.partitioned[idx] = false;
-                if self.held[idx] {
-                    self.sim.hold("hub", host.as_str());
+                if !self.held[idx] {
+                    self.sim.release("hub", host.as_str());
                 }
             }
             (Fault::Hold(_), Some(idx), Some(host)) => {
                 self.held[idx] = true;
-                if !self.partitioned[idx] {
-                    self.sim.hold("hub", host.as_str());
-                }
+                self.sim.hold("hub", host.as_str());
             }
             (Fault::Release(_), Some(idx), Some(host)) => {
                 self.held[idx] = false;
@@ -543,12 +547,13 @@ impl Turmoil {
         }
     }
 
-    fn set_latency(&self, agent: Option<&str>, range: Range) {
+    fn set_latency(&mut self, agent: Option<&str>, range: Range) {
         let hosts: Vec<usize> = match agent {
             None => (0..self.shared.agents.len()).collect(),
             Some(name) => self.shared.agent_named(name).into_iter().collect(),
         };
         for idx in hosts {
+            self.latencies[idx] = range;
             let host = host_name(idx);
             self.sim
                 .set_link_latency("hub", host.as_str(), Duration::from_micros(range.min));
@@ -642,7 +647,13 @@ impl Turmoil {
     /// arrives: then the network counts as quiet once nothing moved for longer than the slowest
     /// link takes.
     fn settle(&mut self, deadline: u64) -> bool {
-        let latency = self.options.latency.max.div_ceil(1000) * 1000;
+        let slowest = self
+            .latencies
+            .iter()
+            .map(|range| range.max)
+            .max()
+            .unwrap_or(0);
+        let latency = slowest.div_ceil(1000) * 1000;
         let window = latency.saturating_add(self.tick.saturating_mul(3));
         let mut last = (self.shared.activity(), self.elapsed());
         loop {
@@ -758,7 +769,12 @@ impl Network for Turmoil {
         let id = state
             .host
             .command(Instant(self.elapsed()), command, &mut state.think);
-        state.unsent = true;
+        if state.connected {
+            state.unsent = true;
+        } else {
+            // Nothing goes out without a connection (the event driver counts it lost).
+            while state.host.poll_send().is_some() {}
+        }
         state.drain_results();
         agent.wake.notify_one();
         id
@@ -839,7 +855,6 @@ impl Network for Turmoil {
         self.restart();
         for idx in 0..self.shared.agents.len() {
             let host = host_name(idx);
-            self.sim.repair("hub", host.as_str());
             self.sim.release("hub", host.as_str());
             self.partitioned[idx] = false;
             self.held[idx] = false;
@@ -907,7 +922,8 @@ async fn agent_task(shared: Rc<Shared>, idx: usize) -> turmoil::Result {
     }
     let mut first = true;
     loop {
-        if let Ok(Ok(ws)) = tokio::time::timeout(CONNECT_TIMEOUT, open()).await {
+        let opened = offline(agent, tokio::time::timeout(CONNECT_TIMEOUT, open())).await;
+        if let Ok(Ok(ws)) = opened {
             {
                 let mut state = agent.state.borrow_mut();
                 state.host.connected();
@@ -939,21 +955,65 @@ async fn agent_task(shared: Rc<Shared>, idx: usize) -> turmoil::Result {
                 .connection_lost(Instant(sim_now()), &mut state.think);
             // Nothing goes out without a connection (the event driver counts it lost).
             while state.host.poll_send().is_some() {}
+            state.unsent = false;
             state.drain_results();
         }
         let Some(after) = shared.options.reconnect else {
-            agent.state.borrow_mut().reconnecting = false;
-            return Ok(());
+            return give_up(agent).await;
         };
-        {
+        let done = {
             let mut state = agent.state.borrow_mut();
-            if state.host.disconnected || state.host.id.is_none() {
-                state.reconnecting = false;
-                return Ok(());
-            }
-            state.reconnecting = true;
+            let done = state.host.disconnected || state.host.id.is_none();
+            state.reconnecting = !done;
+            done
+        };
+        if done {
+            return give_up(agent).await;
         }
-        tokio::time::sleep(Duration::from_micros(after)).await;
+        offline(agent, tokio::time::sleep(Duration::from_micros(after))).await;
+    }
+}
+
+/// Runs `work` while the host has no connection, handling its timers meanwhile (a model turn
+/// ends, an RPC times out): what it sends then is lost, as on the event-driven backend.
+async fn offline<F: std::future::Future>(agent: &Agent, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    loop {
+        let deadline = agent.state.borrow().host.poll_timeout();
+        tokio::select! {
+            biased;
+            output = &mut work => return output,
+            () = sleep_until(deadline) => offline_timeout(agent),
+        }
+    }
+}
+
+/// A timer of a host without a connection.
+fn offline_timeout(agent: &Agent) {
+    let mut state = agent.state.borrow_mut();
+    let state = &mut *state;
+    state
+        .host
+        .handle_timeout(Instant(sim_now()), &mut state.think);
+    while state.host.poll_send().is_some() {}
+    state.unsent = false;
+    state.drain_results();
+}
+
+/// The task stops connecting; the host's timers still run until none is left.
+async fn give_up(agent: &Agent) -> turmoil::Result {
+    {
+        let mut state = agent.state.borrow_mut();
+        state.reconnecting = false;
+        state.want_connect = false;
+    }
+    loop {
+        let deadline = agent.state.borrow().host.poll_timeout();
+        if deadline.is_none() {
+            return Ok(());
+        }
+        sleep_until(deadline).await;
+        offline_timeout(agent);
     }
 }
 

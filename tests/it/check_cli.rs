@@ -79,6 +79,7 @@ fn a_probe_no_seed_reaches_fails_the_sweep_with_a_repro() {
     let repro = Repro {
         file: "sims/net_inbox_overflow.yaml".into(),
         bugs: Vec::new(),
+        backend: hubsim::sim::Backend::Events,
     };
     let seeds = SeedRange { start: 0, end: 5 };
     let mut reached = sweep::sweep(&scenario, seeds, Bugs::default(), &repro);

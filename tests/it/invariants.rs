@@ -32,6 +32,7 @@ fn sweep_with(bug: &str) -> Vec<(String, String)> {
     let repro = Repro {
         file: path,
         bugs: vec![bug.to_string()],
+        backend: hubsim::sim::Backend::Events,
     };
     let tally = sweep::sweep(&scenario, SeedRange { start: 0, end: 3 }, bugs, &repro);
     tally
@@ -53,6 +54,7 @@ fn each_bug_switch_breaks_its_invariant_and_only_with_the_switch_on() {
             &Repro {
                 file: path.clone(),
                 bugs: Vec::new(),
+                backend: hubsim::sim::Backend::Events,
             },
         );
         assert!(
@@ -120,6 +122,51 @@ fn check_prints_a_repro_line_that_reproduces_the_violation() {
         assert!(
             again_stderr.contains(&format!("VIOLATION {kind}")),
             "{bug}: the repro line did not show {kind}:\n{again_stderr}"
+        );
+    }
+}
+
+#[test]
+fn each_bug_switch_is_caught_on_turmoil_and_its_repro_line_replays_there() {
+    let hubsim = env!("CARGO_BIN_EXE_hubsim");
+    for (bug, kind) in CASES {
+        let path = file(bug).display().to_string();
+        let clean = Command::new(hubsim)
+            .current_dir(root())
+            .args(["check", &path, "--net", "turmoil", "--seeds", "1"])
+            .output()
+            .expect("hubsim runs");
+        assert!(
+            clean.status.success(),
+            "{bug}: fails on turmoil without the bug:\n{}",
+            String::from_utf8_lossy(&clean.stderr)
+        );
+        let output = Command::new(hubsim)
+            .current_dir(root())
+            .args(["check", &path, "--net", "turmoil", "--seeds", "1"])
+            .args(["--inject-bug", bug])
+            .output()
+            .expect("hubsim runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{bug}: {stderr}");
+        assert!(
+            stderr.contains(&format!("FAIL {bug} (seed 0): {kind}")),
+            "{stderr}"
+        );
+        let command = repro_command(&stderr, bug);
+        assert!(
+            command.windows(2).any(|w| w == ["--net", "turmoil"]),
+            "{bug}: the repro line does not name turmoil: {command:?}"
+        );
+        let again = Command::new(hubsim)
+            .current_dir(root())
+            .args(&command[1..])
+            .output()
+            .expect("hubsim runs");
+        let again_stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(
+            again_stderr.contains(&format!("VIOLATION {kind}")),
+            "{bug}: the turmoil repro line did not show {kind}:\n{again_stderr}"
         );
     }
 }

@@ -29,6 +29,7 @@ fn check_scenario(rel: &str) {
     let repro = Repro {
         file: std::path::PathBuf::from(format!("sims/{rel}.yaml")),
         bugs: Vec::new(),
+        backend: hubsim::sim::Backend::Events,
     };
     let mut tally = sweep::sweep(&scenario, seeds, Bugs::default(), &repro);
     tally.finish(&scenario, seeds, &repro);

@@ -1,12 +1,15 @@
 //! Scenarios on turmoil with WebSocket framing (`hubsim run --net turmoil`) against the
 //! event-driven network driver: with zero latency and the reference's frozen clock, the traces
 //! are byte-identical, except where timers that tie in the event driver fall a few ticks apart
-//! on turmoil (pinned below); and one seed replays byte for byte.
+//! on turmoil (pinned below); one seed replays byte for byte; the hub crashes and restarts;
+//! and both backends log the same client events, which are what the checkers read.
 
 use crate::support::sim_path;
+use hubsim::sim::check::AgentLog;
+use hubsim::sim::log::Event;
 use hubsim::sim::scenario::{Range, Scenario};
 use hubsim::sim::{
-    run_on_network, Backend, NetRun, Outcome, RunOptions, TurmoilOptions, Unsupported,
+    run_on_network, Backend, LogLevel, NetRun, Outcome, RunOptions, TurmoilOptions, Unsupported,
 };
 use std::time::Duration;
 
@@ -196,4 +199,97 @@ steps:
     );
     assert!(net.run.mismatches.is_empty(), "{:#?}", net.run.mismatches);
     assert!(net.violations.is_empty(), "{:#?}", net.violations);
+}
+
+/// What agent `name` saw and did in a rendered event log, times dropped: its client's events,
+/// the frames it sent, the frames it received, each in order. (Across the three, events of one
+/// moment may interleave differently: turmoil's backend takes client events after each tick.)
+fn client_lines(timeline: &str, name: &str) -> [Vec<String>; 3] {
+    let (sent, received) = (
+        format!("{name} -> hub sent "),
+        format!("hub -> {name} delivered "),
+    );
+    let mut lines: [Vec<String>; 3] = Default::default();
+    for line in timeline.lines() {
+        let Some((_, rest)) = line.trim_start().split_once("  ") else {
+            continue;
+        };
+        let rest = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+        let slot = if rest.starts_with(&sent) {
+            1
+        } else if rest.starts_with(&received) {
+            2
+        } else if rest.starts_with(&format!("{name} ")) && !rest.contains(" -> ") {
+            0
+        } else {
+            continue;
+        };
+        lines[slot].push(rest);
+    }
+    lines
+}
+
+#[test]
+fn both_network_backends_log_the_same_client_events_and_the_checkers_read_that_log() {
+    for name in [
+        "consulting_happy",
+        "discussion_round_robin",
+        "workflow_graph",
+        "net_disconnect_replay",
+    ] {
+        let scenario = frozen(name);
+        let logged = |backend| RunOptions {
+            backend,
+            log: LogLevel::Frames,
+            ..RunOptions::default()
+        };
+        let events = hubsim::sim::run_network(&scenario, &logged(Backend::Events)).expect("runs");
+        let turmoil = hubsim::sim::run_network(&scenario, &logged(Backend::Turmoil(options(1))))
+            .expect("runs on turmoil");
+        let render = |run: &NetRun| hubsim::sim::trace::render_events(&run.run, &run.events);
+        let (events_text, turmoil_text) = (render(&events), render(&turmoil));
+        for agent in &scenario.agents {
+            let here = client_lines(&events_text, &agent.name);
+            let there = client_lines(&turmoil_text, &agent.name);
+            assert!(
+                here[0].iter().any(|l| l.contains(" received <env:"))
+                    && here[1]
+                        .iter()
+                        .any(|l| l.contains(" sent request post_envelope"))
+                    && here[2]
+                        .iter()
+                        .any(|l| l.contains(" delivered notify <env:")),
+                "{name}/{}: the log misses deliveries or posts:\n{events_text}",
+                agent.name
+            );
+            assert_eq!(
+                here, there,
+                "{name}/{}: the backends' logs differ",
+                agent.name
+            );
+        }
+        assert!(
+            !events_text.contains("0000000000000000"),
+            "{name}: a raw id in the log:\n{events_text}"
+        );
+        for run in [&events, &turmoil] {
+            // The checkers' view of each client is the client events of the log, folded.
+            for (idx, agent) in scenario.agents.iter().enumerate() {
+                let mut folded = AgentLog::new(&agent.name);
+                for logged in run.events.events() {
+                    if let Event::Host { agent, event } = &logged.event {
+                        if *agent == idx {
+                            folded.observe(event);
+                        }
+                    }
+                }
+                assert_eq!(
+                    format!("{folded:?}"),
+                    format!("{:?}", run.logs[idx]),
+                    "{name}/{}",
+                    agent.name
+                );
+            }
+        }
+    }
 }

@@ -3,8 +3,9 @@
 
 use crate::report::{self, ScenarioResult};
 use hubsim::hub::Bugs;
-use hubsim::sim::scenario::{Scenario, SeedRange};
+use hubsim::sim::scenario::{NetworkBackend, Scenario, SeedRange};
 use hubsim::sim::sweep::{self, Failure, Repro, Tally};
+use hubsim::sim::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -45,10 +46,21 @@ pub(crate) struct CheckArgs {
     /// Write a report: `--report junit FILE` or `--report json FILE`.
     #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
     report: Option<Vec<String>>,
+    /// The network backend the seeds run on. On turmoil, a scenario without `--seeds` runs
+    /// its first 3 seeds (turmoil runs 100-400 times slower than the event driver).
+    #[arg(long, value_enum, default_value_t = crate::Net::Events)]
+    net: crate::Net,
+    /// turmoil's tick in milliseconds (`--net turmoil`).
+    #[arg(long, default_value_t = 1)]
+    tick_ms: u64,
     /// Switch on a deliberate hub defect (tests of the invariant checkers).
     #[arg(long, hide = true)]
     inject_bug: Vec<String>,
 }
+
+/// Seeds of a scenario's own range that `check --net turmoil` runs when `--seeds` is not
+/// given.
+const TURMOIL_SEEDS_DEFAULT: u64 = 3;
 
 /// Parses `K/N` (1 <= K <= N).
 pub(crate) fn parse_shard(text: &str) -> Result<(usize, usize), String> {
@@ -88,6 +100,7 @@ enum Found {
 pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     let started = Instant::now();
     let bugs = Bugs::from_names(&args.inject_bug)?;
+    let backend = args.net.backend(args.tick_ms)?;
     let report = match args.report.as_deref() {
         None => None,
         Some([format, file]) => {
@@ -109,27 +122,56 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
             .map(|(_, file)| file)
             .collect();
     }
+    let net = match backend {
+        Backend::Turmoil(_) => NetworkBackend::Turmoil,
+        Backend::Events | Backend::InProcess => NetworkBackend::Events,
+    };
+    let mut skipped = Vec::new();
     let entries: Vec<Entry> = files
         .into_iter()
-        .map(|file| {
+        .filter_map(|file| {
             let scenario = Scenario::load(&file).map_err(|e| e.to_string());
+            if let Ok(scenario) = &scenario {
+                if !scenario.sweep.runs_on(net) {
+                    skipped.push(scenario.name.clone());
+                    return None;
+                }
+            }
             let seeds = match (&scenario, args.seeds) {
                 (_, Some(seeds)) => seeds,
-                (Ok(scenario), None) => scenario.seed_range(),
+                (Ok(scenario), None) => {
+                    let range = scenario.seed_range();
+                    match backend {
+                        Backend::Turmoil(_) => SeedRange {
+                            start: range.start,
+                            end: range.end.min(range.start + TURMOIL_SEEDS_DEFAULT),
+                        },
+                        _ => range,
+                    }
+                }
                 (Err(_), None) => SeedRange { start: 0, end: 1 },
             };
             let repro = Repro {
                 file: file.clone(),
                 bugs: args.inject_bug.clone(),
+                backend,
             };
-            Entry {
+            Some(Entry {
                 file,
                 scenario,
                 seeds,
                 repro,
-            }
+            })
         })
         .collect();
+    if !skipped.is_empty() {
+        eprintln!(
+            "hubsim: skipped {} scenarios whose `backends:` leave out {}: {}",
+            skipped.len(),
+            net.name(),
+            skipped.join(", ")
+        );
+    }
 
     let mut units = Vec::new();
     for (idx, entry) in entries.iter().enumerate() {

@@ -23,7 +23,7 @@ mod report;
 use clap::{Parser, Subcommand, ValueEnum};
 use hubsim::hub::Bugs;
 use hubsim::sim::scenario::Scenario;
-use hubsim::sim::{run_in_process, Backend, Outcome, RunOptions, TurmoilOptions};
+use hubsim::sim::{run_in_process, Backend, LogLevel, Outcome, RunOptions, TurmoilOptions};
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,29 +50,7 @@ enum Command {
     },
     /// Run a scenario on the simulated network (hub server, remote-mode clients, faults) with a
     /// seed, and print its normalised trace.
-    Run {
-        /// The scenario file.
-        file: PathBuf,
-        /// The seed every random draw of the run derives from (default: the scenario's `seed`).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Keep the hub clock on the scenario's mock clock (`network.clock: frozen`), as the
-        /// reference runner does.
-        #[arg(long)]
-        frozen_clock: bool,
-        /// Print the run's network counters to stderr.
-        #[arg(long)]
-        stats: bool,
-        /// The network backend: the event-driven driver, or turmoil with WebSocket framing.
-        #[arg(long, value_enum, default_value_t = Net::Events)]
-        net: Net,
-        /// turmoil's tick in milliseconds (`--net turmoil`).
-        #[arg(long, default_value_t = 1)]
-        tick_ms: u64,
-        /// Switch on a deliberate hub defect (tests of the invariant checkers).
-        #[arg(long, hide = true)]
-        inject_bug: Vec<String>,
-    },
+    Run(RunArgs),
     Check(check::CheckArgs),
     Fuzz(fuzz::FuzzArgs),
     Shrink(fuzz::ShrinkArgs),
@@ -103,9 +81,39 @@ enum Command {
     },
 }
 
+/// `hubsim run`'s arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file.
+    file: PathBuf,
+    /// The seed every random draw of the run derives from (default: the scenario's `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep the hub clock on the scenario's mock clock (`network.clock: frozen`), as the
+    /// reference runner does.
+    #[arg(long)]
+    frozen_clock: bool,
+    /// Print the run's network counters to stderr.
+    #[arg(long)]
+    stats: bool,
+    /// The network backend: the event-driven driver, or turmoil with WebSocket framing.
+    #[arg(long, value_enum, default_value_t = Net::Events)]
+    net: Net,
+    /// turmoil's tick in milliseconds (`--net turmoil`).
+    #[arg(long, default_value_t = 1)]
+    tick_ms: u64,
+    /// Switch on a deliberate hub defect (tests of the invariant checkers).
+    #[arg(long, hide = true)]
+    inject_bug: Vec<String>,
+    /// Write the run's event log (frames included) to this file, one line per event with the
+    /// trace's names.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+}
+
 /// The backend of `hubsim run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Net {
+pub(crate) enum Net {
     /// The event-driven network driver (FIFO links, a jumping mock clock).
     Events,
     /// turmoil's simulated TCP with real WebSocket framing.
@@ -133,15 +141,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace { file } => trace(&file),
-        Command::Run {
-            file,
-            seed,
-            frozen_clock,
-            stats,
-            net,
-            tick_ms,
-            inject_bug,
-        } => run(&file, seed, frozen_clock, stats, net, tick_ms, &inject_bug),
+        Command::Run(args) => run(&args),
         Command::Check(args) => check::check(args),
         Command::Fuzz(args) => fuzz::fuzz(args),
         Command::Shrink(args) => fuzz::shrink_file(args),
@@ -178,28 +178,39 @@ fn trace(file: &Path) -> Result<ExitCode, Box<dyn Error>> {
     print_outcome(&scenario, &run_in_process(&scenario))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    file: &Path,
-    seed: Option<u64>,
-    frozen_clock: bool,
-    stats: bool,
-    net: Net,
-    tick_ms: u64,
-    inject_bug: &[String],
-) -> Result<ExitCode, Box<dyn Error>> {
+fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
+    let RunArgs {
+        file,
+        seed,
+        frozen_clock,
+        stats,
+        net,
+        tick_ms,
+        inject_bug,
+        events,
+    } = args;
+    let (seed, frozen_clock, stats, net, tick_ms) = (*seed, *frozen_clock, *stats, *net, *tick_ms);
     let mut scenario = Scenario::load(file)?;
     scenario.network.frozen_clock |= frozen_clock;
     let seed = seed.unwrap_or(scenario.sweep.seed);
     let bugs = Bugs::from_names(inject_bug)?;
     let backend = net.backend(tick_ms)?;
+    let log = if events.is_some() {
+        LogLevel::Frames
+    } else {
+        LogLevel::Off
+    };
     let options = RunOptions {
         backend,
         seed,
         bugs,
-        ..RunOptions::default()
+        log,
     };
     let outcome = hubsim::sim::run(&scenario, &options)?;
+    if let Some(path) = events {
+        std::fs::write(path, &outcome.timeline)
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+    }
     if let (true, Some(s)) = (stats, &outcome.stats) {
         eprintln!(
             "simulated {:.3}s, {} messages delivered, {} lost, {} hub crashes, {} re-attaches",

@@ -22,7 +22,10 @@ mod steps;
 mod sweep;
 
 pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault, EVENTS_MAX};
-pub use sweep::{Chaos, ChaosKind, KnownViolation, SeedRange, SweepOptions, DEFAULT_SEEDS, PROBES};
+pub use sweep::{
+    Chaos, ChaosKind, KnownViolation, NetworkBackend, SeedRange, SweepOptions, DEFAULT_SEEDS,
+    PROBES,
+};
 
 use agents::{AgentsSeed, RuleFields};
 use steps::{check_step_agents, StepsSeed};
@@ -369,6 +372,7 @@ const SCENARIO_FIELDS: &[&str] = &[
     "known_violations",
     "expect_reached",
     "chaos",
+    "backends",
 ];
 
 struct RawScenario(Scenario);
@@ -451,6 +455,10 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
                 "chaos" => {
                     let fields: sweep::ChaosFields = map.next_value()?;
                     scenario.sweep.chaos = Some(sweep::chaos(fields).map_err(de::Error::custom)?);
+                }
+                "backends" => {
+                    let names: Vec<String> = map.next_value()?;
+                    scenario.sweep.backends = sweep::backends(&names).map_err(de::Error::custom)?;
                 }
                 other => return Err(de::Error::unknown_field(other, SCENARIO_FIELDS)),
             }

@@ -24,6 +24,51 @@ pub struct SweepOptions {
     pub expect_reached: Vec<String>,
     /// A random fault profile drawn per seed.
     pub chaos: Option<Chaos>,
+    /// The network backends the scenario is meant for (`backends:`; empty: every one). A
+    /// scenario whose faults are pinned to the event driver's timing (the fuzzer's findings:
+    /// a crash 1 ms into a run whose registration takes no time there, several ticks on
+    /// turmoil) names `events` alone.
+    pub backends: Vec<NetworkBackend>,
+}
+
+/// A network backend a scenario can name in `backends:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkBackend {
+    /// The event-driven backend.
+    Events,
+    /// turmoil.
+    Turmoil,
+}
+
+impl NetworkBackend {
+    /// The name scenarios use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkBackend::Events => "events",
+            NetworkBackend::Turmoil => "turmoil",
+        }
+    }
+}
+
+impl SweepOptions {
+    /// Whether the scenario is meant for `backend`.
+    pub fn runs_on(&self, backend: NetworkBackend) -> bool {
+        self.backends.is_empty() || self.backends.contains(&backend)
+    }
+}
+
+/// Parses `backends`.
+pub(super) fn backends(names: &[String]) -> Result<Vec<NetworkBackend>, String> {
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            "events" => Ok(NetworkBackend::Events),
+            "turmoil" => Ok(NetworkBackend::Turmoil),
+            other => Err(format!(
+                "backends: unknown backend `{other}`; expected `events` or `turmoil`"
+            )),
+        })
+        .collect()
 }
 
 impl Scenario {
@@ -197,6 +242,7 @@ impl Default for SweepOptions {
             invariants: Selection::ALL,
             known_violations: Vec::new(),
             expect_reached: Vec::new(),
+            backends: Vec::new(),
             chaos: None,
         }
     }
