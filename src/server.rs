@@ -86,9 +86,13 @@ impl HubServer {
         &self.hub
     }
 
-    /// The hub, for drivers that also call it directly.
-    pub fn hub_mut(&mut self) -> &mut Hub {
-        &mut self.hub
+    /// Calls the hub directly (an admin call: a sweep now, a post or close on the hub's own
+    /// authority, as ag2's test runners do), then queues what the call produced (notifies,
+    /// finished handshakes) like any other output.
+    pub fn admin<R>(&mut self, now: Now, call: impl FnOnce(&mut Hub, Now) -> R) -> R {
+        let result = call(&mut self.hub, now);
+        self.flush(now);
+        result
     }
 
     /// Accepts a new connection.
@@ -115,9 +119,8 @@ impl HubServer {
         self.hub.poll_timeout()
     }
 
-    /// Sends what direct calls on [`HubServer::hub_mut`] produced (notifies, finished
-    /// handshakes).
-    pub fn flush(&mut self, now: Now) {
+    /// Queues what the hub produced outside a frame or timer (see [`HubServer::admin`]).
+    fn flush(&mut self, now: Now) {
         self.pump(now);
         self.resume(now);
     }

@@ -7,11 +7,13 @@ use crate::ids::{AgentId, ChannelId};
 use crate::json::to_compact_python;
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
-/// Append-only audit records, in write order.
+/// Append-only audit records, in write order. Shared copy-on-write: a store snapshot holds
+/// the same records until the hub writes the next one.
 #[derive(Clone, Debug, Default)]
 pub struct AuditLog {
-    records: Vec<Value>,
+    records: Arc<Vec<Value>>,
 }
 
 /// A task's terminal transition, as the `task_terminated` record reports it.
@@ -34,7 +36,9 @@ pub struct TaskTermination<'a> {
 impl AuditLog {
     /// A log holding `records` (a hub rebuilt from its store).
     pub fn from_records(records: Vec<Value>) -> AuditLog {
-        AuditLog { records }
+        AuditLog {
+            records: Arc::new(records),
+        }
     }
 
     /// Every record, in write order.
@@ -57,7 +61,7 @@ impl AuditLog {
         for (key, value) in fields {
             record.insert(key.to_string(), value);
         }
-        self.records.push(Value::Object(record));
+        Arc::make_mut(&mut self.records).push(Value::Object(record));
     }
 
     /// `agent_registered` / `agent_unregistered`.

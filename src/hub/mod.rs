@@ -22,8 +22,8 @@ pub mod link;
 mod post;
 mod registry;
 pub mod rpc;
-mod sweep;
 mod tasks;
+mod timers;
 pub mod wire;
 
 pub use lifecycle::{CreateChannel, Created};

@@ -39,7 +39,7 @@ pub struct Store {
     /// Checkpoint writers recorded by wire `checkpoint_task` calls.
     pub(crate) checkpoint_writers: BTreeMap<String, Vec<AgentId>>,
     pub(crate) cursors: BTreeMap<AgentId, BTreeMap<String, String>>,
-    pub(crate) audit: Vec<Value>,
+    pub(crate) audit: super::audit::AuditLog,
     /// The highest id minted before the snapshot.
     pub(crate) last_id: u128,
 }
@@ -62,7 +62,7 @@ impl Store {
 
     /// The audit log as stored.
     pub fn audit(&self) -> &[Value] {
-        &self.audit
+        self.audit.records()
     }
 }
 
@@ -92,7 +92,7 @@ impl Hub {
             task_order: self.tasks.order.clone(),
             checkpoint_writers: self.tasks.checkpoint_writers.clone(),
             cursors: self.cursors.clone(),
-            audit: self.audit.records().to_vec(),
+            audit: self.audit.clone(),
             last_id: self.ids.last(),
         }
     }
@@ -166,7 +166,7 @@ impl Hub {
         }
         hub.tasks = tasks;
         hub.cursors = store.cursors.clone();
-        hub.audit = super::audit::AuditLog::from_records(store.audit.clone());
+        hub.audit = store.audit.clone();
         Ok(hub)
     }
 }

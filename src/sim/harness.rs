@@ -13,14 +13,13 @@ use super::chaos;
 use super::log::Event;
 use super::monitor::{Clocks, Monitor};
 use super::record::StepRecord;
+use super::record::{Run, RunAgent};
 use super::requests::{
     advance_seconds, advanced, channel_of, open_request, send_envelope, step_timeout,
 };
-use super::runner::{Run, RunAgent};
-use super::scenario::{Action, AgentSpec, Fault, Scenario, Step};
+use super::scenario::{Action, Fault, Scenario, Step};
 use crate::client::host::{Command, CommandId};
-use crate::client::ScriptedAgent;
-use crate::hub::{wire, Bugs, Hub, HubConfig};
+use crate::hub::{wire, Hub};
 use crate::ids::{AgentId, ChannelId};
 use crate::proto::envelope::map_of;
 use crate::proto::HubError;
@@ -106,31 +105,6 @@ pub(crate) struct Ending {
     pub(crate) notes: Vec<String>,
     /// The checkers and the event log.
     pub(crate) monitor: Monitor,
-}
-
-/// The hub configuration a scenario asks for (`sweepers`: the sweeper intervals of its
-/// `network:` block; the in-process driver runs none).
-pub(crate) fn hub_config(scenario: &Scenario, bugs: Bugs, sweepers: bool) -> HubConfig {
-    let interval = |micros: u64| if sweepers { micros } else { 0 };
-    HubConfig {
-        invite_ack_timeout_micros: (scenario.hub.invite_ack_timeout_seconds
-            * MICROS_PER_SECOND as f64) as u64,
-        ttl_sweep_interval_micros: interval(scenario.network.ttl_sweep),
-        expectation_sweep_interval_micros: interval(scenario.network.expectation_sweep),
-        auth: Default::default(),
-        bugs,
-    }
-}
-
-/// A scenario agent's script, not yet run.
-pub(crate) fn scripted(spec: &AgentSpec) -> ScriptedAgent {
-    ScriptedAgent {
-        name: spec.name.clone(),
-        handler: spec.handler,
-        tools: spec.tools.clone(),
-        turns: spec.replies.clone(),
-        used: 0,
-    }
 }
 
 /// What a finished network run leaves: the trace's material, counters, violations.

@@ -1,12 +1,42 @@
-//! A step's record: what the trace shows of each step (its index, op, echoed keys, result and
+//! What a finished run leaves for the trace ([`Run`]), and a step's record: what the trace shows of each step (its index, op, echoed keys, result and
 //! error, and for a background open when it finished). Drivers fill it; only
 //! [`crate::sim::trace`] renders it. Also the check of a step's outcome against its
 //! `expect_error`.
 
 use super::scenario::{Action, ExpectError, Step};
+use crate::client::ScriptedAgent;
+use crate::hub::Hub;
+use crate::ids::{AgentId, ChannelId};
 use crate::proto::HubError;
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// An agent as the trace shows it.
+#[derive(Clone, Debug)]
+pub struct RunAgent {
+    /// The registered id.
+    pub id: AgentId,
+    /// The script and how far it ran.
+    pub model: ScriptedAgent,
+}
+
+/// Everything a finished run leaves for the trace.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// The hub at the end.
+    pub hub: Hub,
+    /// Agents in registration order.
+    pub agents: Vec<RunAgent>,
+    /// Channel labels.
+    pub labels: BTreeMap<ChannelId, String>,
+    /// One record per step, raw (ids and timestamps not yet normalised).
+    pub steps: Vec<StepRecord>,
+    /// Steps whose outcome did not match their `expect_error`.
+    pub mismatches: Vec<String>,
+    /// The scenario epoch.
+    pub epoch: Timestamp,
+}
 
 /// One step as the trace shows it.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,15 +10,15 @@
 //! while they are written. Building a value tree first was most of a run's cost.
 
 use super::log::{Event, EventLog, FrameSummary};
+use super::record::Run;
 use super::record::{Completion, StepRecord};
-use super::runner::Run;
 use crate::client::host::HostEvent;
 use crate::hub::channel::ChannelMetadata;
 use crate::ids::{is_hex32, AgentId, EnvelopeId};
 use crate::json::{py_float_repr, write_json_string};
 use crate::proto::Envelope;
 use crate::time::{Timestamp, MICROS_PER_SECOND};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -354,6 +354,71 @@ impl Writer<'_> {
         }
     }
 
+    /// A step's record as the oracle prints it: a dict of its keys, sorted.
+    fn step(&mut self, record: &StepRecord) {
+        enum Field<'a> {
+            Value(&'a Value),
+            Text(&'a str),
+            Int(usize),
+            True,
+            Now(Timestamp),
+            Error(Option<&'a crate::proto::HubError>),
+        }
+        let normaliser = self.normaliser;
+        let mut fields: Vec<(std::borrow::Cow<'_, str>, Field<'_>)> = Vec::with_capacity(12);
+        fields.push(("i".into(), Field::Int(record.idx)));
+        fields.push(("op".into(), Field::Text(&record.op)));
+        for (key, value) in &record.echo {
+            fields.push((normaliser.text(key), Field::Value(value)));
+        }
+        if let Some(result) = &record.result {
+            fields.push(("result".into(), Field::Value(result)));
+        }
+        if let Some(event_type) = &record.event_type {
+            fields.push(("event_type".into(), Field::Value(event_type)));
+        }
+        if let Some(now) = record.now {
+            fields.push(("now".into(), Field::Now(now)));
+        }
+        if record.background {
+            fields.push(("background".into(), Field::True));
+        }
+        fields.push(("error".into(), Field::Error(record.error.as_ref())));
+        match record.completion {
+            Some(Completion::AfterStep(step)) => {
+                fields.push(("completed_after_step".into(), Field::Int(step)));
+            }
+            Some(Completion::PendingAtEnd) => {
+                fields.push(("still_pending_at_end".into(), Field::True));
+            }
+            None => {}
+        }
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        self.open('{');
+        for (key, field) in fields {
+            self.element();
+            write_json_string(&mut self.out, &key);
+            self.out.push_str(": ");
+            match field {
+                Field::Value(value) => self.value(value),
+                Field::Text(text) => self.normalised(text),
+                Field::Int(int) => self.int(int),
+                Field::True => self.raw("true"),
+                Field::Now(now) => self.normalised(&now.to_string()),
+                Field::Error(None) => self.raw("null"),
+                Field::Error(Some(error)) => {
+                    self.open('{');
+                    self.key("message");
+                    self.normalised(&error.message);
+                    self.key("type");
+                    self.normalised(&error.type_name);
+                    self.close('}');
+                }
+            }
+        }
+        self.close('}');
+    }
+
     fn time(&mut self, stamp: Option<Timestamp>) {
         match stamp {
             Some(stamp) => {
@@ -380,7 +445,7 @@ pub fn render(scenario_name: &str, run: &Run) -> String {
     };
     w.open('{');
     w.key("agents");
-    let agents: BTreeMap<&str, &super::runner::RunAgent> = run
+    let agents: BTreeMap<&str, &super::record::RunAgent> = run
         .agents
         .iter()
         .map(|agent| (agent.model.name.as_str(), agent))
@@ -445,49 +510,10 @@ pub fn render(scenario_name: &str, run: &Run) -> String {
     w.key("scenario");
     w.string(scenario_name);
     w.key("steps");
-    w.list(&run.steps, |w, record| w.map(&step_map(record)));
+    w.list(&run.steps, |w, record| w.step(record));
     w.close('}');
     w.out.push('\n');
     w.out
-}
-
-/// A step's record as the oracle prints it (its keys are sorted when written).
-fn step_map(record: &StepRecord) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("i".into(), Value::from(record.idx));
-    map.insert("op".into(), Value::from(record.op.as_str()));
-    for (key, value) in &record.echo {
-        map.insert(key.clone(), value.clone());
-    }
-    if let Some(result) = &record.result {
-        map.insert("result".into(), result.clone());
-    }
-    if let Some(event_type) = &record.event_type {
-        map.insert("event_type".into(), event_type.clone());
-    }
-    if let Some(now) = record.now {
-        map.insert("now".into(), Value::String(now.to_string()));
-    }
-    if record.background {
-        map.insert("background".into(), Value::Bool(true));
-    }
-    let error = record.error.as_ref().map_or(Value::Null, |error| {
-        let mut map = Map::new();
-        map.insert("type".into(), Value::from(error.type_name.as_str()));
-        map.insert("message".into(), Value::from(error.message.as_str()));
-        Value::Object(map)
-    });
-    map.insert("error".into(), error);
-    match record.completion {
-        Some(Completion::AfterStep(step)) => {
-            map.insert("completed_after_step".into(), Value::from(step));
-        }
-        Some(Completion::PendingAtEnd) => {
-            map.insert("still_pending_at_end".into(), Value::Bool(true));
-        }
-        None => {}
-    }
-    map
 }
 
 fn write_channel(w: &mut Writer<'_>, metadata: &ChannelMetadata, wal: &[std::sync::Arc<Envelope>]) {

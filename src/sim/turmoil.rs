@@ -29,7 +29,7 @@ use super::harness::{self, Ending, Network, Until};
 use super::log::{CloseReason, Event, EventLog, FrameSummary};
 use super::monitor::{Clocks, Monitor};
 use super::random::Think;
-use super::runner::RunAgent;
+use super::record::RunAgent;
 use super::scenario::{Fault, NetworkOptions, Range, Scenario};
 use super::NetStats;
 use crate::client::host::{AgentHost, Command, CommandId};
@@ -292,7 +292,7 @@ impl Turmoil {
         options: &TurmoilOptions,
     ) -> Turmoil {
         let network = scenario.network.clone();
-        let config = harness::hub_config(scenario, bugs, true);
+        let config = scenario.hub_config(bugs, true);
         let mock = Rc::new(Cell::new(scenario.hub.epoch));
         let elapsed = Rc::new(Cell::new(0));
         let agents = scenario
@@ -300,7 +300,7 @@ impl Turmoil {
             .iter()
             .map(|spec| Agent {
                 state: RefCell::new(AgentState {
-                    host: AgentHost::new(harness::scripted(spec), network.rpc_timeout),
+                    host: AgentHost::new(spec.scripted(), network.rpc_timeout),
                     think: Think::new(seed, &spec.name, network.model_time),
                     results: BTreeMap::new(),
                     unsent: false,
@@ -817,11 +817,7 @@ impl Network for Turmoil {
 
     fn admin<R>(&mut self, call: impl FnOnce(&mut Hub, Now) -> R) -> Option<R> {
         let hub = self.shared.hub()?;
-        Some(hub.with(|server, now| {
-            let result = call(server.hub_mut(), now);
-            server.flush(now);
-            result
-        }))
+        Some(hub.with(|server, now| server.admin(now, call)))
     }
 
     fn read_hub<R>(&self, read: impl FnOnce(&Hub) -> R) -> Option<R> {

@@ -23,7 +23,7 @@ use super::harness::{self, Ending, Network, Until};
 use super::log::{CloseReason, DropReason, Event, EventLog, FrameSummary};
 use super::monitor::{Clocks, Monitor};
 use super::random::{draw, stream, Think};
-use super::runner::RunAgent;
+use super::record::RunAgent;
 use super::scenario::{Fault, NetworkOptions, Range, Scenario};
 use super::NetStats;
 use crate::client::host::{AgentHost, Command, CommandId};
@@ -164,11 +164,11 @@ struct World {
 impl World {
     fn new(scenario: &Scenario, seed: u64, bugs: Bugs, log: EventLog) -> World {
         let options = scenario.network.clone();
-        let config = harness::hub_config(scenario, bugs, true);
+        let config = scenario.hub_config(bugs, true);
         let hosts: Vec<AgentHost> = scenario
             .agents
             .iter()
-            .map(|spec| AgentHost::new(harness::scripted(spec), options.rpc_timeout))
+            .map(|spec| AgentHost::new(spec.scripted(), options.rpc_timeout))
             .collect();
         let thinks = scenario
             .agents
@@ -662,8 +662,7 @@ impl Network for World {
     fn admin<R>(&mut self, call: impl FnOnce(&mut Hub, Now) -> R) -> Option<R> {
         let now = self.hub_clock();
         let server = self.hub.server.as_mut()?;
-        let result = call(server.hub_mut(), now);
-        server.flush(now);
+        let result = server.admin(now, call);
         self.hub.dirty = true;
         self.drain_hub();
         Some(result)

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-pub(crate) mod steps;
+pub(crate) mod ops;
 
 /// Hard cap on scheduler events in one run, so a runaway script cannot wedge the driver.
 pub const EVENTS_MAX: u64 = 10_000_000;
@@ -64,31 +64,7 @@ struct Background {
     outcome: Option<Result<(), HubError>>,
 }
 
-/// An agent as the trace shows it.
-#[derive(Clone, Debug)]
-pub struct RunAgent {
-    /// The registered id.
-    pub id: AgentId,
-    /// The script and how far it ran.
-    pub model: ScriptedAgent,
-}
-
-/// Everything a finished run leaves for the trace.
-#[derive(Clone, Debug)]
-pub struct Run {
-    /// The hub at the end.
-    pub hub: Hub,
-    /// Agents in registration order.
-    pub agents: Vec<RunAgent>,
-    /// Channel labels.
-    pub labels: BTreeMap<ChannelId, String>,
-    /// One record per step, raw (ids and timestamps not yet normalised).
-    pub steps: Vec<crate::sim::record::StepRecord>,
-    /// Steps whose outcome did not match their `expect_error`.
-    pub mismatches: Vec<String>,
-    /// The scenario epoch.
-    pub epoch: Timestamp,
-}
+pub use crate::sim::record::{Run, RunAgent};
 
 /// Runs a scenario to the end.
 pub fn run(scenario: &Scenario) -> Run {
@@ -129,7 +105,7 @@ struct Driver {
 
 impl Driver {
     fn new(scenario: &Scenario) -> Driver {
-        let config = crate::sim::harness::hub_config(scenario, Default::default(), false);
+        let config = scenario.hub_config(Default::default(), false);
         Driver {
             hub: Hub::new(config, Instant::default()),
             wall: scenario.hub.epoch,
@@ -176,7 +152,7 @@ impl Driver {
             self.by_name.insert(spec.name.clone(), self.agents.len());
             self.by_id.insert(id, self.agents.len());
             self.agents.push(AgentRuntime {
-                model: crate::sim::harness::scripted(spec),
+                model: spec.scripted(),
                 id,
                 endpoint,
                 disconnected: false,

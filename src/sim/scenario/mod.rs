@@ -17,15 +17,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod agents;
+mod checking;
 mod network;
 mod steps;
-mod sweep;
 
-pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault, EVENTS_MAX};
-pub use sweep::{
+pub use checking::{
     Chaos, ChaosKind, KnownViolation, NetworkBackend, SeedRange, SweepOptions, DEFAULT_SEEDS,
     PROBES,
 };
+pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault, EVENTS_MAX};
 
 use agents::{AgentsSeed, RuleFields};
 use steps::{check_step_agents, StepsSeed};
@@ -83,6 +83,21 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The hub configuration the scenario asks for (`sweepers`: the sweeper intervals of its
+    /// `network:` block; the in-process driver runs none), with the deliberate defects `bugs`.
+    pub fn hub_config(&self, bugs: crate::hub::Bugs, sweepers: bool) -> crate::hub::HubConfig {
+        let interval = |micros: u64| if sweepers { micros } else { 0 };
+        crate::hub::HubConfig {
+            invite_ack_timeout_micros: (self.hub.invite_ack_timeout_seconds
+                * crate::time::MICROS_PER_SECOND as f64)
+                as u64,
+            ttl_sweep_interval_micros: interval(self.network.ttl_sweep),
+            expectation_sweep_interval_micros: interval(self.network.expectation_sweep),
+            auth: Default::default(),
+            bugs,
+        }
+    }
+
     /// True when the scenario injects faults, waits on simulated time or has a human
     /// participant, which only the network driver can run (the reference runner has none).
     pub fn network_only(&self) -> bool {
@@ -123,6 +138,19 @@ pub struct AgentSpec {
     pub tools: Vec<ToolSpec>,
     /// One entry per model turn.
     pub replies: Vec<Vec<TurnItem>>,
+}
+
+impl AgentSpec {
+    /// The agent's script, not yet run.
+    pub fn scripted(&self) -> crate::client::ScriptedAgent {
+        crate::client::ScriptedAgent {
+            name: self.name.clone(),
+            handler: self.handler,
+            tools: self.tools.clone(),
+            turns: self.replies.clone(),
+            used: 0,
+        }
+    }
 }
 
 /// What a failing step must fail with.
@@ -435,30 +463,33 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
                 "seed" => scenario.sweep.seed = map.next_value()?,
                 "seeds" => {
                     let value: serde_yaml::Value = map.next_value()?;
-                    scenario.sweep.seeds = Some(sweep::seeds(&value).map_err(de::Error::custom)?);
+                    scenario.sweep.seeds =
+                        Some(checking::seeds(&value).map_err(de::Error::custom)?);
                 }
                 "invariants" => {
                     let names: Vec<String> = map.next_value()?;
                     scenario.sweep.invariants =
-                        sweep::invariants(&names).map_err(de::Error::custom)?;
+                        checking::invariants(&names).map_err(de::Error::custom)?;
                 }
                 "known_violations" => {
-                    let entries: Vec<sweep::KnownFields> = map.next_value()?;
+                    let entries: Vec<checking::KnownFields> = map.next_value()?;
                     scenario.sweep.known_violations =
-                        sweep::known(entries).map_err(de::Error::custom)?;
+                        checking::known(entries).map_err(de::Error::custom)?;
                 }
                 "expect_reached" => {
                     let names: Vec<String> = map.next_value()?;
-                    sweep::probes(&names).map_err(de::Error::custom)?;
+                    checking::probes(&names).map_err(de::Error::custom)?;
                     scenario.sweep.expect_reached = names;
                 }
                 "chaos" => {
-                    let fields: sweep::ChaosFields = map.next_value()?;
-                    scenario.sweep.chaos = Some(sweep::chaos(fields).map_err(de::Error::custom)?);
+                    let fields: checking::ChaosFields = map.next_value()?;
+                    scenario.sweep.chaos =
+                        Some(checking::chaos(fields).map_err(de::Error::custom)?);
                 }
                 "backends" => {
                     let names: Vec<String> = map.next_value()?;
-                    scenario.sweep.backends = sweep::backends(&names).map_err(de::Error::custom)?;
+                    scenario.sweep.backends =
+                        checking::backends(&names).map_err(de::Error::custom)?;
                 }
                 other => return Err(de::Error::unknown_field(other, SCENARIO_FIELDS)),
             }
