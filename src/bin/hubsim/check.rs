@@ -22,7 +22,7 @@ const PRINTED_PER_SCENARIO: usize = 5;
 
 /// Sweep scenarios over their seeds, checking invariants, determinism and reference traces.
 ///
-/// Each scenario (files or folders; default `sims/`) runs over its seeds on the network driver
+/// Each scenario (files or folders; default `sims/`) runs over its seeds on a network backend (`--net`)
 /// with its invariants, each seed twice; a reference-format scenario also runs in process
 /// against its reference trace. Prints a summary table and one repro line per failure; exits
 /// non-zero on any failure.

@@ -1,5 +1,5 @@
 //! Adapter rules as tables: (state reached by prior sends, event, sender) -> (accepted?, next
-//! state, close reason), after `../shared/reference/ag2-hub-spec.md` §3.
+//! state, close reason), after ag2 1.2.1's adapter rules.
 
 use super::*;
 use crate::hub::channel::{ChannelMetadata, ChannelState, Participant, ParticipantRole};

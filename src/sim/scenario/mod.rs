@@ -1,4 +1,4 @@
-//! Scenario files: the reference runner's format (`../shared/oracle/README.md`), read from YAML.
+//! Scenario files: the reference runner's format (documented in `sims/README.md`), read from YAML.
 //!
 //! This module (with `agents.rs` and `steps.rs`) is the only code that knows YAML (serde_yaml is archived upstream; a swap to a fork
 //! touches this file alone). Every mapping refuses unknown keys with the list of known ones, and
@@ -76,7 +76,7 @@ pub struct Scenario {
     pub agents: Vec<AgentSpec>,
     /// Steps, run in order.
     pub steps: Vec<Step>,
-    /// Network settings (`network:`), used by the network driver only.
+    /// Network settings (`network:`), used by the network backends only.
     pub network: NetworkOptions,
     /// How `hubsim check` sweeps it: seeds, invariants, known violations, probes, chaos.
     pub sweep: SweepOptions,
@@ -99,7 +99,7 @@ impl Scenario {
     }
 
     /// True when the scenario injects faults, waits on simulated time or has a human
-    /// participant, which only the network driver can run (the reference runner has none).
+    /// participant, which only the network backends can run (the reference runner has none).
     pub fn network_only(&self) -> bool {
         !self.network.faults.is_empty()
             || self
@@ -293,13 +293,13 @@ pub enum Action {
         /// The task id.
         task: String,
     },
-    /// `next_envelope`: the next envelope from a human's pull queue (network driver only); the
+    /// `next_envelope`: the next envelope from a human's pull queue (network backends only); the
     /// step records its id and event type.
     NextEnvelope {
         /// The human.
         agent: String,
     },
-    /// `wait`: simulated time passes (network driver only), in microseconds.
+    /// `wait`: simulated time passes (network backends only), in microseconds.
     Wait(u64),
     /// A fault op (`partition`, `repair`, `hold`, `release`, `disconnect`, `crash`, `restart`).
     Fault(Fault),

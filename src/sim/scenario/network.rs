@@ -1,4 +1,4 @@
-//! The `network:` block, an extension of the reference format read only by the network driver
+//! The `network:` block, an extension of the reference format read only by the network backends
 //! (`hubsim run`): latencies, model time, the hub clock and sweepers, keepalive, reconnect, the
 //! store's sync interval, and timed faults.
 
