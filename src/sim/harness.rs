@@ -15,7 +15,7 @@ use super::monitor::{Clocks, Monitor};
 use super::record::StepRecord;
 use super::record::{Run, RunAgent};
 use super::requests::{
-    advance_seconds, advanced, channel_of, open_request, send_envelope, step_timeout,
+    advance_seconds, advanced, channel_of, open_label, open_request, send_envelope, step_timeout,
 };
 use super::scenario::{Action, Fault, Scenario, Step};
 use crate::client::host::{Command, CommandId};
@@ -74,10 +74,10 @@ pub(crate) trait Network {
     fn read_hub<R>(&self, read: impl FnOnce(&Hub) -> R) -> Option<R>;
     /// Agent `host`'s registered id.
     fn agent_id(&self, host: usize) -> Option<AgentId>;
-    /// Applies a fault now.
-    fn apply(&mut self, fault: &Fault);
-    /// Schedules the chaos phase's faults at their (absolute) times.
-    fn schedule_chaos(&mut self, faults: Vec<(u64, Fault)>);
+    /// Applies a fault now (`chaos`: drawn by the chaos profile).
+    fn apply_fault(&mut self, fault: &Fault, chaos: bool);
+    /// Schedules a fault at an (absolute) time; `chaos`: drawn by the chaos profile.
+    fn schedule_fault(&mut self, at: u64, fault: Fault, chaos: bool);
     /// Drops the chaos faults not yet applied.
     fn drop_chaos(&mut self);
     /// Makes the hub's state durable now.
@@ -155,11 +155,11 @@ pub(crate) fn run<N: Network>(network: N, scenario: &Scenario, seed: u64) -> Net
         let start = harness.network.now();
         harness.chaos_start = Some(start);
         let names: Vec<String> = scenario.agents.iter().map(|a| a.name.clone()).collect();
-        let faults = chaos::schedule(chaos, seed, &names, scenario.network.latency)
-            .into_iter()
-            .map(|(at, fault)| (start.saturating_add(at), fault))
-            .collect();
-        harness.network.schedule_chaos(faults);
+        for (at, fault) in chaos::schedule(chaos, seed, &names, scenario.network.latency) {
+            harness
+                .network
+                .schedule_fault(start.saturating_add(at), fault, true);
+        }
         start.saturating_add(chaos.until)
     });
     for (idx, step) in scenario.steps.iter().enumerate() {
@@ -409,7 +409,7 @@ impl<N: Network> Harness<'_, N> {
                 Ok(())
             }
             Action::Fault(fault) => {
-                self.network.apply(fault);
+                self.network.apply_fault(fault, false);
                 Ok(())
             }
         }
@@ -451,9 +451,7 @@ impl<N: Network> Harness<'_, N> {
         else {
             unreachable!("open() runs open steps")
         };
-        let label = label
-            .clone()
-            .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
+        let label = open_label(label.as_ref(), &self.labels);
         let host = self.host_named(by);
         let request = open_request(&step.action, &|name| self.id_of(name)).expect("an open step");
         let before = self

@@ -5,9 +5,11 @@
 //! the clients' side from their events; nothing in the hub or the clients is kept for it.
 
 use super::check::{AgentLog, Checker, Invariant, Selection, View, Violation};
+use super::harness::seconds;
 use super::log::{Event, EventLog};
 use crate::client::host::HostEvent;
 use crate::hub::Hub;
+use crate::proto::HubError;
 use crate::time::Timestamp;
 
 /// The clocks a check reads (see [`View`]).
@@ -120,6 +122,27 @@ impl Monitor {
         let view = view(hub, &self.agents, clocks, None);
         self.checker.record(&view, kind, message);
         self.log_violations(clocks.now);
+    }
+
+    /// The hub could not restart from its store (ag2 raises in `hydrate`): a `settle`
+    /// violation if that is checked, else a note for the run's report (returned).
+    pub(crate) fn hub_not_restarted(&mut self, clocks: Clocks, error: &HubError) -> Option<String> {
+        let message = format!(
+            "the hub did not restart from its store: {}: {}",
+            error.type_name, error.message
+        );
+        self.record(
+            clocks.now,
+            Event::HubNotRestarted {
+                message: message.clone(),
+            },
+        );
+        if self.has(Invariant::Settle) {
+            self.violation(None, clocks, "settle/hub_not_restarted", message);
+            None
+        } else {
+            Some(format!("at {}: {message}", seconds(clocks.now)))
+        }
     }
 
     /// The hub restarted from a store that may be older than what the checkers saw.

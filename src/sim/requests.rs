@@ -31,6 +31,13 @@ pub(crate) fn channel_of(
     )))
 }
 
+/// An `open` step's label: its `as:`, or `chN` for the Nth label.
+pub(crate) fn open_label(label: Option<&String>, labels: &BTreeMap<ChannelId, String>) -> String {
+    label
+        .cloned()
+        .unwrap_or_else(|| format!("ch{}", labels.len() + 1))
+}
+
 /// `{$id: name}` becomes that agent's id (or `null` for an unknown name), anywhere in `data`.
 pub(crate) fn resolve_refs(data: &Value, id_of: &dyn Fn(&str) -> Option<AgentId>) -> Value {
     match data {

@@ -246,9 +246,15 @@ fn bump(counter: &Cell<u64>) {
 /// A fault, or a keepalive check, due at a time.
 #[derive(Clone, Debug)]
 enum Due {
-    Fault(Fault),
-    Chaos(Fault),
-    Keepalive { host: usize, epoch: u64 },
+    /// A fault (`chaos`: drawn by the chaos profile, dropped when its phase ends).
+    Fault {
+        fault: Fault,
+        chaos: bool,
+    },
+    Keepalive {
+        host: usize,
+        epoch: u64,
+    },
 }
 
 /// The backend. See the module docs.
@@ -370,7 +376,7 @@ impl Turmoil {
             options: network,
         };
         for timed in backend.options.faults.clone() {
-            backend.schedule(timed.at, Due::Fault(timed.fault));
+            backend.schedule_fault(timed.at, timed.fault, false);
         }
         backend
     }
@@ -403,8 +409,7 @@ impl Turmoil {
                 break;
             }
             match entry.remove() {
-                Due::Fault(fault) => self.apply_fault(&fault, false),
-                Due::Chaos(fault) => self.apply_fault(&fault, true),
+                Due::Fault { fault, chaos } => self.inject(&fault, chaos),
                 Due::Keepalive { host, epoch } => {
                     if self.partitioned[host] && self.partition_epochs[host] == epoch {
                         self.drop_connection(host, CloseReason::Keepalive);
@@ -496,7 +501,7 @@ impl Turmoil {
             .record(self.elapsed(), Event::ConnectionClosed { agent: host, why });
     }
 
-    fn apply_fault(&mut self, fault: &Fault, chaos: bool) {
+    fn inject(&mut self, fault: &Fault, chaos: bool) {
         let now = self.elapsed();
         self.monitor.record(
             now,
@@ -621,23 +626,9 @@ impl Turmoil {
                 self.refusals_seen = 0;
             }
             Err(error) => {
-                let message = format!(
-                    "the hub did not restart from its store: {}: {}",
-                    error.type_name, error.message
-                );
-                self.monitor.record(
-                    now,
-                    Event::HubNotRestarted {
-                        message: message.clone(),
-                    },
-                );
-                if self.monitor.has(crate::sim::check::Invariant::Settle) {
-                    let clocks = self.clocks();
-                    self.monitor
-                        .violation(None, clocks, "settle/hub_not_restarted", message);
-                } else {
-                    self.notes
-                        .push(format!("at {}: {message}", harness::seconds(now)));
+                let clocks = self.clocks();
+                if let Some(note) = self.monitor.hub_not_restarted(clocks, &error) {
+                    self.notes.push(note);
                 }
             }
         }
@@ -829,18 +820,17 @@ impl Network for Turmoil {
         self.shared.agents[host].state.borrow().host.id
     }
 
-    fn apply(&mut self, fault: &Fault) {
-        self.apply_fault(fault, false);
+    fn apply_fault(&mut self, fault: &Fault, chaos: bool) {
+        self.inject(fault, chaos);
     }
 
-    fn schedule_chaos(&mut self, faults: Vec<(u64, Fault)>) {
-        for (at, fault) in faults {
-            self.schedule(at, Due::Chaos(fault));
-        }
+    fn schedule_fault(&mut self, at: u64, fault: Fault, chaos: bool) {
+        self.schedule(at, Due::Fault { fault, chaos });
     }
 
     fn drop_chaos(&mut self) {
-        self.due.retain(|_, due| !matches!(due, Due::Chaos(_)));
+        self.due
+            .retain(|_, due| !matches!(due, Due::Fault { chaos: true, .. }));
     }
 
     fn sync(&mut self) {

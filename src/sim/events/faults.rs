@@ -91,7 +91,7 @@ impl World {
         }
     }
 
-    pub(super) fn apply_fault(&mut self, fault: &Fault, chaos: bool) {
+    pub(super) fn inject(&mut self, fault: &Fault, chaos: bool) {
         self.monitor.record(
             self.now,
             Event::Fault {
@@ -176,23 +176,9 @@ impl World {
                 self.hub.dirty = false;
             }
             Err(error) => {
-                let message = format!(
-                    "the hub did not restart from its store: {}: {}",
-                    error.type_name, error.message
-                );
-                self.monitor.record(
-                    self.now,
-                    Event::HubNotRestarted {
-                        message: message.clone(),
-                    },
-                );
-                if self.monitor.has(crate::sim::check::Invariant::Settle) {
-                    let clocks = self.clocks();
-                    self.monitor
-                        .violation(None, clocks, "settle/hub_not_restarted", message);
-                } else {
-                    self.notes
-                        .push(format!("at {}: {message}", harness::seconds(self.now)));
+                let clocks = self.clocks();
+                if let Some(note) = self.monitor.hub_not_restarted(clocks, &error) {
+                    self.notes.push(note);
                 }
             }
         }

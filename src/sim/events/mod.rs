@@ -95,9 +95,11 @@ enum Ev {
         epoch: u64,
     },
     Reconnect(usize),
-    Fault(Fault),
-    /// A fault of the chaos phase (dropped when it ends).
-    Chaos(Fault),
+    /// A fault (`chaos`: drawn by the chaos profile, dropped when its phase ends).
+    Fault {
+        fault: Fault,
+        chaos: bool,
+    },
 }
 
 /// The hub's host: the server while it is up, its durable store and when it last synced.
@@ -226,7 +228,7 @@ impl World {
             options,
         };
         for timed in world.options.faults.clone() {
-            world.schedule(timed.at, Ev::Fault(timed.fault));
+            world.schedule_fault(timed.at, timed.fault, false);
         }
         world
     }
@@ -445,8 +447,7 @@ impl World {
                 }
             }
             Ev::Reconnect(host) => self.reconnect(host),
-            Ev::Fault(fault) => self.apply_fault(&fault, false),
-            Ev::Chaos(fault) => self.apply_fault(&fault, true),
+            Ev::Fault { fault, chaos } => self.inject(&fault, chaos),
         }
     }
 
@@ -676,20 +677,18 @@ impl Network for World {
         self.agents.hosts[host].id
     }
 
-    fn apply(&mut self, fault: &Fault) {
-        self.apply_fault(fault, false);
+    fn apply_fault(&mut self, fault: &Fault, chaos: bool) {
+        self.inject(fault, chaos);
     }
 
-    fn schedule_chaos(&mut self, faults: Vec<(u64, Fault)>) {
-        for (at, fault) in faults {
-            self.schedule(at, Ev::Chaos(fault));
-        }
+    fn schedule_fault(&mut self, at: u64, fault: Fault, chaos: bool) {
+        self.schedule(at, Ev::Fault { fault, chaos });
     }
 
     fn drop_chaos(&mut self) {
         self.net
             .queue
-            .retain(|_, event| !matches!(event, Ev::Chaos(_)));
+            .retain(|_, event| !matches!(event, Ev::Fault { chaos: true, .. }));
     }
 
     fn sync(&mut self) {

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::sim::record::StepRecord;
-use crate::sim::requests::{advance_seconds, advanced, channel_of, resolve_refs, step_timeout};
+use crate::sim::requests::{
+    advance_seconds, advanced, channel_of, open_label, resolve_refs, send_envelope, step_timeout,
+};
 
 impl Driver {
     pub(super) fn run_step(&mut self, idx: usize, step: &Step) {
@@ -39,30 +41,13 @@ impl Driver {
                 channel,
                 unknown_channel,
                 by,
-                text,
-                audience,
-                event_type,
-                event_data,
-                depth,
                 via_hub,
+                ..
             } => {
                 let agent = &self.agents[self.by_name[by]];
                 let channel = self.channel_of(idx, channel, *unknown_channel)?;
-                let audience = audience.as_ref().map(|names| {
-                    names
-                        .iter()
-                        .map(|n| self.agents[self.by_name[n]].id)
-                        .collect()
-                });
-                let data = match event_data {
-                    Some(data) => match self.resolve_refs(data) {
-                        Value::Object(map) => map,
-                        _ => unreachable!("event_data is a mapping (checked at load)"),
-                    },
-                    None => crate::proto::envelope::map_of([("text", Value::from(text.as_str()))]),
-                };
-                let mut envelope = Envelope::new(channel, agent.id, audience, event_type, data);
-                envelope.depth = depth.unwrap_or(0);
+                let id_of = |name: &str| self.by_name.get(name).map(|idx| self.agents[*idx].id);
+                let envelope = send_envelope(&step.action, channel, &id_of).expect("a send step");
                 if !via_hub {
                     self.hub.get_channel(channel)?;
                     if agent.disconnected {
@@ -148,9 +133,7 @@ impl Driver {
         else {
             unreachable!("open() runs open steps")
         };
-        let label = label
-            .clone()
-            .unwrap_or_else(|| format!("ch{}", self.labels.len() + 1));
+        let label = open_label(label.as_ref(), &self.labels);
         let background = !wait;
         let creator = &self.agents[self.by_name[by]];
         let attempt = (|| {
