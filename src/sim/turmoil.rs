@@ -285,6 +285,10 @@ struct Turmoil {
     refusals_seen: u64,
     stats: NetStats,
     notes: Vec<String>,
+    /// Ticks stepped so far: each counts toward `network.events_max`.
+    ticks: u64,
+    /// The run stepped more than `network.events_max` ticks and was stopped.
+    runaway: bool,
     /// The simulation failed (shared with [`run`], which reports it).
     failed: Rc<Cell<Option<String>>>,
 }
@@ -372,6 +376,8 @@ impl Turmoil {
             refusals_seen: 0,
             stats: NetStats::default(),
             notes: Vec::new(),
+            ticks: 0,
+            runaway: false,
             failed: Rc::new(Cell::new(None)),
             options: network,
         };
@@ -416,6 +422,12 @@ impl Turmoil {
                     }
                 }
             }
+        }
+        self.ticks += 1;
+        if self.ticks > self.options.events_max {
+            // A run that never ends (a wait of years): stop it and report it.
+            self.runaway = true;
+            return;
         }
         if let Err(error) = self.sim.step() {
             // Past turmoil's duration cap: nothing more can run.
@@ -849,6 +861,9 @@ impl Network for Turmoil {
     }
 
     fn aborted(&self) -> bool {
+        if self.runaway {
+            return true;
+        }
         let failed = self.failed.take();
         let aborted = failed.is_some();
         self.failed.set(failed);
