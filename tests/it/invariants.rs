@@ -133,7 +133,16 @@ fn each_bug_switch_is_caught_on_turmoil_and_its_repro_line_replays_there() {
         let path = file(bug).display().to_string();
         let clean = Command::new(hubsim)
             .current_dir(root())
-            .args(["check", &path, "--net", "turmoil", "--seeds", "1"])
+            .args([
+                "check",
+                &path,
+                "--net",
+                "turmoil",
+                "--tick-ms",
+                "10",
+                "--seeds",
+                "1",
+            ])
             .output()
             .expect("hubsim runs");
         assert!(
@@ -143,7 +152,16 @@ fn each_bug_switch_is_caught_on_turmoil_and_its_repro_line_replays_there() {
         );
         let output = Command::new(hubsim)
             .current_dir(root())
-            .args(["check", &path, "--net", "turmoil", "--seeds", "1"])
+            .args([
+                "check",
+                &path,
+                "--net",
+                "turmoil",
+                "--tick-ms",
+                "10",
+                "--seeds",
+                "1",
+            ])
             .args(["--inject-bug", bug])
             .output()
             .expect("hubsim runs");
@@ -155,7 +173,9 @@ fn each_bug_switch_is_caught_on_turmoil_and_its_repro_line_replays_there() {
         );
         let command = repro_command(&stderr, bug);
         assert!(
-            command.windows(2).any(|w| w == ["--net", "turmoil"]),
+            command
+                .windows(4)
+                .any(|w| w == ["--net", "turmoil", "--tick-ms", "10"]),
             "{bug}: the repro line does not name turmoil: {command:?}"
         );
         let again = Command::new(hubsim)
