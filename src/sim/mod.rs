@@ -95,7 +95,7 @@ pub struct Outcome {
 /// The backend cannot run the scenario (turmoil's simulation failed).
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, Unsupported> {
     let run = match options.backend {
-        Backend::InProcess => return Ok(run_in_process(scenario)),
+        Backend::InProcess => return Ok(in_process(scenario, options.log)),
         Backend::Events => run_network(scenario, options)?,
         Backend::Turmoil(_) => run_network(scenario, options)?,
     };
@@ -139,14 +139,23 @@ fn outcome(scenario: &Scenario, run: NetRun) -> Outcome {
 
 /// Runs `scenario` in process and renders its trace.
 pub fn run_in_process(scenario: &Scenario) -> Outcome {
-    let run = runner::run(scenario);
+    in_process(scenario, LogLevel::Off)
+}
+
+fn in_process(scenario: &Scenario, level: LogLevel) -> Outcome {
+    let (run, events) = runner::run_logged(scenario, EventLog::new(level));
+    let timeline = if events.enabled() {
+        trace::render_events(&run, &events)
+    } else {
+        String::new()
+    };
     Outcome {
         trace: trace::render(&scenario.name, &run),
         mismatches: run.mismatches,
         stats: None,
         violations: Vec::new(),
-        events: EventLog::off(),
-        timeline: String::new(),
+        events,
+        timeline,
     }
 }
 

@@ -143,3 +143,28 @@ fn the_sim_clock_moves_the_hub_clock_with_simulated_time() {
     frozen.network.frozen_clock = true;
     assert!(!run_on_network(&frozen, 0).trace.contains("<T+0.25s>"));
 }
+
+#[test]
+fn the_in_process_backend_logs_steps_deliveries_and_turns() {
+    let scenario = Scenario::load(&sim_path("consulting_happy")).expect("loads");
+    let options = hubsim::sim::RunOptions {
+        backend: hubsim::sim::Backend::InProcess,
+        log: hubsim::sim::LogLevel::Events,
+        ..hubsim::sim::RunOptions::default()
+    };
+    let outcome = hubsim::sim::run(&scenario, &options).expect("runs");
+    assert_eq!(outcome.trace, run_in_process(&scenario).trace);
+    let timeline = &outcome.timeline;
+    for expected in [
+        "harness        step 0 open",
+        "harness        step 1 failed: ProtocolError",
+        "bob            received <env:c1#",
+        "bob            model turn for <env:c1#",
+    ] {
+        assert!(
+            timeline.contains(expected),
+            "no `{expected}` in:\n{timeline}"
+        );
+    }
+    assert!(!timeline.contains("0000000000"), "a raw id in:\n{timeline}");
+}

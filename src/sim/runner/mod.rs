@@ -9,8 +9,10 @@
 //! is left to do ("settle"). The hub clock is the scenario's mock clock; the monotonic clock moves
 //! only while a blocking step waits for a timer, as real time does in the reference runner.
 
+use super::log::{Event as LogEvent, EventLog};
 use super::scenario::{Action, Scenario, Step};
 use crate::client::handler::{finish_turn, react, Reaction};
+use crate::client::host::HostEvent;
 use crate::client::{ScriptedAgent, TurnOutcome};
 use crate::hub::{CreateChannel, Created, Hub, Output, Passport, Resume};
 use crate::ids::{AgentId, ChannelId, EndpointId};
@@ -68,7 +70,14 @@ pub use crate::sim::record::{Run, RunAgent};
 
 /// Runs a scenario to the end.
 pub fn run(scenario: &Scenario) -> Run {
+    run_logged(scenario, EventLog::off()).0
+}
+
+/// [`run`], keeping `log`: steps, deliveries to each agent's inbox, model turns, at the
+/// monotonic clock (which moves only while a blocking open waits for a timer).
+pub fn run_logged(scenario: &Scenario, log: EventLog) -> (Run, EventLog) {
     let mut driver = Driver::new(scenario);
+    driver.log = log;
     driver.register_agents(scenario);
     for (idx, step) in scenario.steps.iter().enumerate() {
         if driver.aborted {
@@ -79,7 +88,8 @@ pub fn run(scenario: &Scenario) -> Run {
         }
         driver.run_step(idx, step);
     }
-    driver.finish(scenario)
+    let log = std::mem::take(&mut driver.log);
+    (driver.finish(scenario), log)
 }
 
 struct Driver {
@@ -101,6 +111,7 @@ struct Driver {
     labels: BTreeMap<ChannelId, String>,
     steps: Vec<crate::sim::record::StepRecord>,
     mismatches: Vec<String>,
+    log: EventLog,
 }
 
 impl Driver {
@@ -124,6 +135,7 @@ impl Driver {
             labels: BTreeMap::new(),
             steps: Vec::new(),
             mismatches: Vec::new(),
+            log: EventLog::off(),
         }
     }
 
@@ -184,6 +196,14 @@ impl Driver {
         let Some(&idx) = self.by_id.get(&recipient) else {
             return;
         };
+        if self.log.enabled() {
+            let event = HostEvent::Received {
+                connection: 1,
+                envelope: envelope.clone(),
+            };
+            self.log
+                .push(self.mono.0, LogEvent::Host { agent: idx, event });
+        }
         let agent = &mut self.agents[idx];
         agent.inbox.push_back(envelope);
         if matches!(agent.status, Status::Idle) {
@@ -216,6 +236,11 @@ impl Driver {
                     let Status::Busy { trigger, outcome } = status else {
                         unreachable!("a finishing turn belongs to a busy agent")
                     };
+                    if let (true, Some(id)) = (self.log.enabled(), trigger.envelope_id) {
+                        let event = HostEvent::TurnEnded(id);
+                        self.log
+                            .push(self.mono.0, LogEvent::Host { agent: idx, event });
+                    }
                     let (now, agent, disconnected) = (
                         self.now(),
                         self.agents[idx].id,
@@ -253,6 +278,11 @@ impl Driver {
                     }
                 }
                 Reaction::Turn => {
+                    if let (true, Some(id)) = (self.log.enabled(), envelope.envelope_id) {
+                        let event = HostEvent::TurnStarted(id);
+                        self.log
+                            .push(self.mono.0, LogEvent::Host { agent: idx, event });
+                    }
                     let outcome = self.agents[idx].model.ask();
                     let delay = outcome.iterations.max(1);
                     self.agents[idx].status = Status::Busy {

@@ -9,10 +9,20 @@ use crate::sim::requests::{
 
 impl Driver {
     pub(super) fn run_step(&mut self, idx: usize, step: &Step) {
+        if self.log.enabled() {
+            let op = step.op.clone();
+            self.log
+                .push(self.mono.0, LogEvent::StepStarted { step: idx, op });
+        }
         let mut record = StepRecord::new(idx, step);
         let result = self.perform(idx, step, &mut record);
         self.pump();
         self.settle();
+        if self.log.enabled() {
+            let error = result.as_ref().err().cloned();
+            self.log
+                .push(self.mono.0, LogEvent::StepEnded { step: idx, error });
+        }
         if let Some(message) = record.close(step, result) {
             self.mismatches.push(message);
         }
