@@ -125,6 +125,7 @@ pub mod ids;
 pub mod json;
 pub mod net;
 pub mod proto;
+pub mod report;
 pub mod server;
 pub mod sim;
 pub mod time;

@@ -3,17 +3,18 @@
 //! their outcomes, frames sent, delivered and dropped, connections opened, closed and
 //! re-attached, faults, what each agent's client saw and did (deliveries, model turns), hub
 //! timers, store syncs, crashes and restarts, and each invariant violation at the moment it was
-//! found. Ids stay raw here; [`crate::sim::trace::render_events`] prints them with the trace's
+//! found. Ids stay raw here; [`crate::sim::timeline::Timeline`] shows them with the trace's
 //! normalised names (`<agent:bob>`, `<channel:c1>`, `<env:c1#2>`).
 //!
 //! A log that is not kept ([`EventLog::off`]) records nothing and costs one branch per event.
 
 use crate::client::host::HostEvent;
-use crate::ids::EnvelopeId;
+use crate::ids::{ChannelId, EnvelopeId};
 use crate::proto::frame::{Frame, FrameKind};
 use crate::proto::HubError;
 use crate::sim::scenario::Fault;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// What a run logs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,22 +31,46 @@ pub enum LogLevel {
 /// One frame, summarised for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSummary {
+    /// The frame's number in the run, from 1, the same at its send and at its delivery or drop
+    /// (0 where a backend cannot pair them: turmoil logs the agents' ends only).
+    pub seq: u64,
     /// The frame's kind.
     pub kind: FrameKind,
     /// A request's op.
     pub op: Option<String>,
-    /// A notify's envelope.
+    /// A notify's envelope, or the envelope a receipt acknowledges.
     pub envelope: Option<EnvelopeId>,
     /// A notify's event type.
     pub event_type: Option<String>,
+    /// The channel a notify's envelope or a request's `channel_id` names.
+    pub channel: Option<ChannelId>,
+    /// The frame as it crosses the wire (its JSON text, raw ids).
+    pub text: Arc<str>,
 }
 
 impl FrameSummary {
-    /// Summarises `frame`.
-    pub fn of(frame: &Frame) -> FrameSummary {
-        let text = |value: &Value| value.as_str().map(str::to_string);
-        let (op, envelope, event_type) = match frame.kind {
-            FrameKind::Request => (text(frame.get("op")), None, None),
+    /// Summarises `frame`, frame number `seq`.
+    pub fn of(seq: u64, frame: &Frame) -> FrameSummary {
+        FrameSummary::with_text(seq, frame, frame.encode().into())
+    }
+
+    /// Summarises a text message (`None` if it does not decode).
+    pub fn of_text(seq: u64, text: &str) -> Option<FrameSummary> {
+        Frame::decode(text)
+            .ok()
+            .map(|frame| FrameSummary::with_text(seq, &frame, text.into()))
+    }
+
+    fn with_text(seq: u64, frame: &Frame, text: Arc<str>) -> FrameSummary {
+        let string = |value: &Value| value.as_str().map(str::to_string);
+        let channel = |value: &Value| value.as_str().and_then(ChannelId::parse);
+        let (op, envelope, event_type, channel) = match frame.kind {
+            FrameKind::Request => (
+                string(frame.get("op")),
+                None,
+                None,
+                frame.get("params").get("channel_id").and_then(channel),
+            ),
             FrameKind::Notify => {
                 let envelope = frame.get("envelope");
                 (
@@ -54,24 +79,30 @@ impl FrameSummary {
                         .get("envelope_id")
                         .and_then(Value::as_str)
                         .and_then(EnvelopeId::parse),
-                    envelope.get("event_type").and_then(text),
+                    envelope.get("event_type").and_then(string),
+                    envelope.get("channel_id").and_then(channel),
                 )
             }
-            _ => (None, None, None),
+            FrameKind::Receipt => (
+                None,
+                frame
+                    .get("envelope_id")
+                    .as_str()
+                    .and_then(EnvelopeId::parse),
+                None,
+                None,
+            ),
+            _ => (None, None, None, None),
         };
         FrameSummary {
+            seq,
             kind: frame.kind,
             op,
             envelope,
             event_type,
+            channel,
+            text,
         }
-    }
-
-    /// Summarises a text message (`None` if it does not decode).
-    pub fn of_text(text: &str) -> Option<FrameSummary> {
-        Frame::decode(text)
-            .ok()
-            .map(|frame| FrameSummary::of(&frame))
     }
 }
 

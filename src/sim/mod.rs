@@ -22,6 +22,7 @@ pub(crate) mod requests;
 pub mod runner;
 pub mod scenario;
 pub mod sweep;
+pub mod timeline;
 pub mod trace;
 pub mod turmoil;
 
@@ -84,9 +85,9 @@ pub struct Outcome {
     pub violations: Vec<check::Violation>,
     /// The run's event log (network runs only; empty unless asked for).
     pub events: EventLog,
-    /// The event log rendered with the trace's names ([`trace::render_events`]; empty unless
-    /// asked for).
-    pub timeline: String,
+    /// The run as a person sees it: the event log joined with the trace's names (`None`
+    /// unless a log was kept).
+    pub timeline: Option<timeline::Timeline>,
 }
 
 /// Runs `scenario` as `options` say and renders its trace.
@@ -99,7 +100,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, Unsuppo
         Backend::Events => run_network(scenario, options)?,
         Backend::Turmoil(_) => run_network(scenario, options)?,
     };
-    Ok(outcome(scenario, run))
+    Ok(outcome(scenario, run, options))
 }
 
 /// Runs `scenario` on a network backend, with everything the run left.
@@ -119,14 +120,13 @@ pub fn run_network(scenario: &Scenario, options: &RunOptions) -> Result<NetRun, 
     }
 }
 
-fn outcome(scenario: &Scenario, run: NetRun) -> Outcome {
+fn outcome(scenario: &Scenario, run: NetRun, options: &RunOptions) -> Outcome {
     let mut mismatches = run.run.mismatches.clone();
     mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
-    let timeline = if run.events.enabled() {
-        trace::render_events(&run.run, &run.events)
-    } else {
-        String::new()
-    };
+    let timeline = run.events.enabled().then(|| {
+        let origin = timeline::Origin::of(scenario, options);
+        timeline::Timeline::new(&origin, &run.run, &run.events, &run.violations)
+    });
     Outcome {
         trace: trace::render(&scenario.name, &run.run),
         mismatches,
@@ -144,11 +144,14 @@ pub fn run_in_process(scenario: &Scenario) -> Outcome {
 
 fn in_process(scenario: &Scenario, level: LogLevel) -> Outcome {
     let (run, events) = runner::run_logged(scenario, EventLog::new(level));
-    let timeline = if events.enabled() {
-        trace::render_events(&run, &events)
-    } else {
-        String::new()
-    };
+    let timeline = events.enabled().then(|| {
+        let options = RunOptions {
+            backend: Backend::InProcess,
+            ..RunOptions::default()
+        };
+        let origin = timeline::Origin::of(scenario, &options);
+        timeline::Timeline::new(&origin, &run, &events, &[])
+    });
     Outcome {
         trace: trace::render(&scenario.name, &run),
         mismatches: run.mismatches,
@@ -166,5 +169,14 @@ pub fn run_on_network(scenario: &Scenario, seed: u64) -> Outcome {
 
 /// [`run_on_network`] on a hub with deliberate defects switched on.
 pub fn run_on_network_with(scenario: &Scenario, seed: u64, bugs: crate::hub::Bugs) -> Outcome {
-    outcome(scenario, events::run(scenario, seed, bugs, EventLog::off()))
+    let options = RunOptions {
+        seed,
+        bugs,
+        ..RunOptions::default()
+    };
+    outcome(
+        scenario,
+        events::run(scenario, seed, bugs, EventLog::off()),
+        &options,
+    )
 }

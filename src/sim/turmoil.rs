@@ -1093,7 +1093,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn log_frame(shared: &Shared, agent: usize, up: bool, text: &str) {
     let Some(frame) = shared
         .log_frames
-        .then(|| FrameSummary::of_text(text))
+        .then(|| FrameSummary::of_text(0, text))
         .flatten()
     else {
         return;

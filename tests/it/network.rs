@@ -154,12 +154,16 @@ fn the_in_process_backend_logs_steps_deliveries_and_turns() {
     };
     let outcome = hubsim::sim::run(&scenario, &options).expect("runs");
     assert_eq!(outcome.trace, run_in_process(&scenario).trace);
-    let timeline = &outcome.timeline;
+    let timeline = outcome
+        .timeline
+        .as_ref()
+        .expect("a log was kept")
+        .render(&hubsim::sim::timeline::Filter::default());
     for expected in [
-        "harness        step 0 open",
-        "harness        step 1 failed: ProtocolError",
-        "bob            received <env:c1#",
-        "bob            model turn for <env:c1#",
+        "harness          step 0 open",
+        "harness          step 1 failed: ProtocolError",
+        "bob              received <env:c1#",
+        "bob              model turn for <env:c1#",
     ] {
         assert!(
             timeline.contains(expected),

@@ -8,6 +8,7 @@ use crate::support::sim_path;
 use hubsim::sim::check::AgentLog;
 use hubsim::sim::log::Event;
 use hubsim::sim::scenario::{Range, Scenario};
+use hubsim::sim::timeline::{Filter, Kind, Origin, Timeline};
 use hubsim::sim::{
     run_on_network, Backend, LogLevel, NetRun, Outcome, RunOptions, TurmoilOptions, Unsupported,
 };
@@ -201,30 +202,20 @@ steps:
     assert!(net.violations.is_empty(), "{:#?}", net.violations);
 }
 
-/// What agent `name` saw and did in a rendered event log, times dropped: its client's events,
+/// What agent `name` saw and did in a run's timeline, times dropped: its client's events,
 /// the frames it sent, the frames it received, each in order. (Across the three, events of one
 /// moment may interleave differently: turmoil's backend takes client events after each tick.)
-fn client_lines(timeline: &str, name: &str) -> [Vec<String>; 3] {
-    let (sent, received) = (
-        format!("{name} -> hub sent "),
-        format!("hub -> {name} delivered "),
-    );
+fn client_lines(timeline: &Timeline, name: &str) -> [Vec<String>; 3] {
+    let (sent, received) = (format!("{name} -> hub"), format!("hub -> {name}"));
     let mut lines: [Vec<String>; 3] = Default::default();
-    for line in timeline.lines() {
-        let Some((_, rest)) = line.trim_start().split_once("  ") else {
-            continue;
+    for entry in &timeline.entries {
+        let slot = match entry.kind {
+            Kind::Sent if entry.who == sent => 1,
+            Kind::Delivered if entry.who == received => 2,
+            _ if entry.who == name => 0,
+            _ => continue,
         };
-        let rest = rest.split_whitespace().collect::<Vec<_>>().join(" ");
-        let slot = if rest.starts_with(&sent) {
-            1
-        } else if rest.starts_with(&received) {
-            2
-        } else if rest.starts_with(&format!("{name} ")) && !rest.contains(" -> ") {
-            0
-        } else {
-            continue;
-        };
-        lines[slot].push(rest);
+        lines[slot].push(entry.what.clone());
     }
     lines
 }
@@ -246,19 +237,28 @@ fn both_network_backends_log_the_same_client_events_and_the_checkers_read_that_l
         let events = hubsim::sim::run_network(&scenario, &logged(Backend::Events)).expect("runs");
         let turmoil = hubsim::sim::run_network(&scenario, &logged(Backend::Turmoil(options(1))))
             .expect("runs on turmoil");
-        let render = |run: &NetRun| hubsim::sim::trace::render_events(&run.run, &run.events);
-        let (events_text, turmoil_text) = (render(&events), render(&turmoil));
+        let timeline = |run: &NetRun, backend| {
+            let origin = Origin {
+                scenario: &scenario.name,
+                seed: 0,
+                backend,
+                invariants: Vec::new(),
+            };
+            Timeline::new(&origin, &run.run, &run.events, &run.violations)
+        };
+        let (here_all, there_all) = (timeline(&events, "events"), timeline(&turmoil, "turmoil"));
+        let events_text = here_all.render(&Filter::default());
         for agent in &scenario.agents {
-            let here = client_lines(&events_text, &agent.name);
-            let there = client_lines(&turmoil_text, &agent.name);
+            let here = client_lines(&here_all, &agent.name);
+            let there = client_lines(&there_all, &agent.name);
             assert!(
-                here[0].iter().any(|l| l.contains(" received <env:"))
+                here[0].iter().any(|l| l.starts_with("received <env:"))
                     && here[1]
                         .iter()
-                        .any(|l| l.contains(" sent request post_envelope"))
+                        .any(|l| l.starts_with("sent request post_envelope"))
                     && here[2]
                         .iter()
-                        .any(|l| l.contains(" delivered notify <env:")),
+                        .any(|l| l.starts_with("delivered notify <env:")),
                 "{name}/{}: the log misses deliveries or posts:\n{events_text}",
                 agent.name
             );

@@ -23,6 +23,7 @@ mod report;
 use clap::{Parser, Subcommand, ValueEnum};
 use hubsim::hub::Bugs;
 use hubsim::sim::scenario::Scenario;
+use hubsim::sim::timeline::Filter;
 use hubsim::sim::{run_in_process, Backend, LogLevel, Outcome, RunOptions, TurmoilOptions};
 use std::error::Error;
 use std::io::Write;
@@ -105,10 +106,39 @@ struct RunArgs {
     /// Switch on a deliberate hub defect (tests of the invariant checkers).
     #[arg(long, hide = true)]
     inject_bug: Vec<String>,
-    /// Write the run's event log (frames included) to this file, one line per event with the
-    /// trace's names.
+    /// Write the run's timeline (every event, frames included) to this file.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Print the run's timeline instead of its trace: one numbered line per event (steps,
+    /// frames, connections, faults, model turns, timers, crashes, violations) with the trace's
+    /// names, after the chaos schedule the seed drew.
+    #[arg(long)]
+    timeline: bool,
+    /// With --timeline: only the events of these agents (repeat, or separate with commas;
+    /// `hub` for the hub's own).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    only: Vec<String>,
+    /// With --timeline: only the events of these channels (labels, as in the trace).
+    #[arg(long, value_name = "LABEL", value_delimiter = ',')]
+    channel: Vec<String>,
+    /// With --timeline: from this simulated time (`40s`, `1500ms`, `2m`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<u64>,
+    /// With --timeline: up to this simulated time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    to: Option<u64>,
+    /// Write the run as one self-contained HTML page: a sequence diagram of the hub and the
+    /// agents, fault periods, model turns, violations, each channel's WAL.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+/// A simulated time on the command line (`40s`, `1500ms`, `2m`, seconds), in µs.
+fn parse_time(text: &str) -> Result<u64, String> {
+    hubsim::sim::scenario::duration_seconds(text)
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(|seconds| (seconds * 1e6).round() as u64)
+        .ok_or_else(|| format!("`{text}` is not a time: expected e.g. 40s, 1500ms, 2m"))
 }
 
 /// The backend of `hubsim run`.
@@ -188,6 +218,12 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         tick_ms,
         inject_bug,
         events,
+        timeline,
+        only,
+        channel,
+        from,
+        to,
+        html,
     } = args;
     let (seed, frozen_clock, stats, net, tick_ms) = (*seed, *frozen_clock, *stats, *net, *tick_ms);
     let mut scenario = Scenario::load(file)?;
@@ -195,7 +231,18 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
     let seed = seed.unwrap_or(scenario.sweep.seed);
     let bugs = Bugs::from_names(inject_bug)?;
     let backend = net.backend(tick_ms)?;
-    let log = if events.is_some() {
+    let filter = Filter {
+        agents: only.clone(),
+        channels: channel.clone(),
+        from: *from,
+        to: *to,
+    };
+    if !*timeline && !filter.is_empty() {
+        return Err(
+            "--only, --channel, --from and --to filter the timeline: add --timeline".into(),
+        );
+    }
+    let log = if events.is_some() || *timeline || html.is_some() {
         LogLevel::Frames
     } else {
         LogLevel::Off
@@ -207,9 +254,16 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         log,
     };
     let outcome = hubsim::sim::run(&scenario, &options)?;
-    if let Some(path) = events {
-        std::fs::write(path, &outcome.timeline)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
+    if let Some(seen) = &outcome.timeline {
+        seen.check_filter(&filter)?;
+        if let Some(path) = events {
+            std::fs::write(path, seen.render(&Filter::default()))
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+        }
+        if let Some(path) = html {
+            std::fs::write(path, hubsim::report::html::page(seen))
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+        }
     }
     if let (true, Some(s)) = (stats, &outcome.stats) {
         eprintln!(
@@ -221,7 +275,23 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
             s.reconnects
         );
     }
-    let mut code = if scenario.network_only() {
+    let mut code = if *timeline {
+        let seen = outcome.timeline.as_ref().ok_or("no event log was kept")?;
+        std::io::stdout().write_all(seen.render(&filter).as_bytes())?;
+        let label = if scenario.network_only() {
+            "EXPECTATION MISMATCH"
+        } else {
+            "remote-mode difference:"
+        };
+        for mismatch in &outcome.mismatches {
+            eprintln!("{}: {label} {mismatch}", scenario.name);
+        }
+        if scenario.network_only() && !outcome.mismatches.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    } else if scenario.network_only() {
         print_outcome(&scenario, &outcome)?
     } else {
         // A reference-format scenario's `expect_error`s describe ag2 in process (`hubsim

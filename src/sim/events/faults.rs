@@ -11,15 +11,15 @@ impl World {
         }
         let c = &mut self.net.conns[conn];
         c.alive = false;
-        let held: Vec<(bool, Msg)> = c
+        let held: Vec<(bool, u64, Msg)> = c
             .up_held
             .drain(..)
-            .map(|msg| (true, msg))
-            .chain(c.down_held.drain(..).map(|msg| (false, msg)))
+            .map(|(seq, msg)| (true, seq, msg))
+            .chain(c.down_held.drain(..).map(|(seq, msg)| (false, seq, msg)))
             .collect();
         let (host, endpoint) = (c.host, c.endpoint);
-        for (up, msg) in held {
-            self.lost(host, up, &msg, DropReason::ConnectionClosed);
+        for (up, seq, msg) in held {
+            self.lost(host, up, seq, &msg, DropReason::ConnectionClosed);
         }
         if let Some(server) = &mut self.hub.server {
             server.disconnect(endpoint);
@@ -83,11 +83,11 @@ impl World {
         };
         let up = std::mem::take(&mut self.net.conns[conn].up_held);
         let down = std::mem::take(&mut self.net.conns[conn].down_held);
-        for msg in up {
-            self.send(conn, true, msg);
+        for (seq, msg) in up {
+            self.transmit(conn, true, seq, msg);
         }
-        for msg in down {
-            self.send(conn, false, msg);
+        for (seq, msg) in down {
+            self.transmit(conn, false, seq, msg);
         }
     }
 

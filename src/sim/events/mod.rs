@@ -68,8 +68,9 @@ struct Conn {
     alive: bool,
     up_last: u64,
     down_last: u64,
-    up_held: Vec<Msg>,
-    down_held: Vec<Msg>,
+    /// Messages a cut or held link keeps, with their frame numbers.
+    up_held: Vec<(u64, Msg)>,
+    down_held: Vec<(u64, Msg)>,
 }
 
 /// A message on a link: text (the exact bytes, `network.wire: text`) or a frame carried
@@ -84,10 +85,12 @@ enum Msg {
 enum Ev {
     ToHub {
         conn: usize,
+        seq: u64,
         msg: Msg,
     },
     ToHost {
         conn: usize,
+        seq: u64,
         msg: Msg,
     },
     Keepalive {
@@ -134,6 +137,8 @@ struct Links {
     seq: u64,
     /// Messages scheduled for delivery.
     in_flight: usize,
+    /// Frames sent so far (each frame's number in the event log).
+    frames: u64,
 }
 
 /// The agents' clients and what their commands returned.
@@ -214,6 +219,7 @@ impl World {
                 queue: BTreeMap::new(),
                 seq: 0,
                 in_flight: 0,
+                frames: 0,
             },
             agents: Agents {
                 hosts,
@@ -389,15 +395,15 @@ impl World {
 
     fn fire(&mut self, event: Ev) {
         match event {
-            Ev::ToHub { conn, msg } => {
+            Ev::ToHub { conn, seq, msg } => {
                 self.net.in_flight -= 1;
                 let host = self.net.conns[conn].host;
                 if !self.net.conns[conn].alive {
-                    self.lost(host, true, &msg, DropReason::ConnectionClosed);
+                    self.lost(host, true, seq, &msg, DropReason::ConnectionClosed);
                     return;
                 }
                 self.stats.messages += 1;
-                self.log_frame(host, true, &msg, None);
+                self.log_frame(host, true, seq, &msg, None);
                 let (now, endpoint) = (self.hub_clock(), self.net.conns[conn].endpoint);
                 let Some(server) = &mut self.hub.server else {
                     return;
@@ -418,19 +424,19 @@ impl World {
                 }
                 self.drain_hub();
             }
-            Ev::ToHost { conn, msg } => {
+            Ev::ToHost { conn, seq, msg } => {
                 self.net.in_flight -= 1;
                 let host = self.net.conns[conn].host;
                 if !self.net.conns[conn].alive {
-                    self.lost(host, false, &msg, DropReason::ConnectionClosed);
+                    self.lost(host, false, seq, &msg, DropReason::ConnectionClosed);
                     return;
                 }
                 if self.net.links[host].conn != Some(conn) {
-                    self.lost(host, false, &msg, DropReason::StaleConnection);
+                    self.lost(host, false, seq, &msg, DropReason::StaleConnection);
                     return;
                 }
                 self.stats.messages += 1;
-                self.log_frame(host, false, &msg, None);
+                self.log_frame(host, false, seq, &msg, None);
                 let (now, think) = (Instant(self.now), &mut self.agents.thinks[host]);
                 match msg {
                     Msg::Text(text) => self.agents.hosts[host].receive(now, &text, think),
@@ -452,17 +458,19 @@ impl World {
     }
 
     /// A message that will never arrive.
-    fn lost(&mut self, host: usize, up: bool, msg: &Msg, why: DropReason) {
+    fn lost(&mut self, host: usize, up: bool, seq: u64, msg: &Msg, why: DropReason) {
         self.stats.lost += 1;
-        self.log_frame(host, up, msg, Some(why));
+        self.log_frame(host, up, seq, msg, Some(why));
     }
 
-    /// Logs a frame delivered (or dropped, with `why`), if frames are logged.
-    fn log_frame(&mut self, agent: usize, up: bool, msg: &Msg, why: Option<DropReason>) {
+    /// Logs frame `seq` delivered (or dropped, with `why`), if frames are logged.
+    fn log_frame(&mut self, agent: usize, up: bool, seq: u64, msg: &Msg, why: Option<DropReason>) {
         if !self.monitor.frames() {
             return;
         }
-        let Some(frame) = summary(msg) else { return };
+        let Some(frame) = summary(seq, msg) else {
+            return;
+        };
         let event = match why {
             None => Event::FrameDelivered { agent, up, frame },
             Some(why) => Event::FrameDropped {
@@ -475,27 +483,38 @@ impl World {
         self.monitor.record(self.now, event);
     }
 
+    /// The next frame's number, for the log.
+    fn number(&mut self) -> u64 {
+        self.net.frames += 1;
+        self.net.frames
+    }
+
+    /// Sends `msg` on `conn`: a new frame, numbered and logged as sent.
     fn send(&mut self, conn: usize, up: bool, msg: Msg) {
+        let seq = self.number();
+        if self.monitor.frames() {
+            if let Some(frame) = summary(seq, &msg) {
+                let agent = self.net.conns[conn].host;
+                self.monitor
+                    .record(self.now, Event::FrameSent { agent, up, frame });
+            }
+        }
+        self.transmit(conn, up, seq, msg);
+    }
+
+    /// Puts frame `seq` on its link: held while the link is cut or held, else scheduled after
+    /// a drawn latency, FIFO per direction.
+    fn transmit(&mut self, conn: usize, up: bool, seq: u64, msg: Msg) {
         let host = self.net.conns[conn].host;
         let link = &self.net.links[host];
         if link.held || link.partitioned {
             let c = &mut self.net.conns[conn];
             if up {
-                c.up_held.push(msg);
+                c.up_held.push((seq, msg));
             } else {
-                c.down_held.push(msg);
+                c.down_held.push((seq, msg));
             }
             return;
-        }
-        if self.monitor.frames() {
-            if let Some(frame) = summary(&msg) {
-                let event = Event::FrameSent {
-                    agent: host,
-                    up,
-                    frame,
-                };
-                self.monitor.record(self.now, event);
-            }
         }
         let latency = draw(&mut self.net.net_rng, link.latency);
         let c = &mut self.net.conns[conn];
@@ -504,9 +523,9 @@ impl World {
         *last = at;
         self.net.in_flight += 1;
         let event = if up {
-            Ev::ToHub { conn, msg }
+            Ev::ToHub { conn, seq, msg }
         } else {
-            Ev::ToHost { conn, msg }
+            Ev::ToHost { conn, seq, msg }
         };
         self.schedule(at, event);
     }
@@ -547,7 +566,10 @@ impl World {
             let Some(msg) = msg else { break };
             match self.net.links[host].conn {
                 Some(conn) if self.net.conns[conn].alive => self.send(conn, true, msg),
-                _ => self.lost(host, true, &msg, DropReason::NoConnection),
+                _ => {
+                    let seq = self.number();
+                    self.lost(host, true, seq, &msg, DropReason::NoConnection);
+                }
             }
         }
         while let Some((id, result)) = self.agents.hosts[host].poll_result() {
@@ -740,9 +762,9 @@ fn serve(hub: Hub, carry_frames: bool) -> HubServer {
     server
 }
 
-fn summary(msg: &Msg) -> Option<FrameSummary> {
+fn summary(seq: u64, msg: &Msg) -> Option<FrameSummary> {
     match msg {
-        Msg::Text(text) => FrameSummary::of_text(text),
-        Msg::Frame(frame) => Some(FrameSummary::of(frame)),
+        Msg::Text(text) => FrameSummary::of_text(seq, text),
+        Msg::Frame(frame) => Some(FrameSummary::of(seq, frame)),
     }
 }
