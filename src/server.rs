@@ -1,15 +1,16 @@
 //! The hub served over connections, sans-IO: text messages in, text messages out.
 //!
 //! [`HubServer`] owns a [`Hub`] and one queue per connection. Like ag2's `_handle_endpoint`, it
-//! handles a connection's frames strictly one at a time: a `create_channel` waiting for acks holds
-//! every later frame of that connection (its receipts and pings included) until the handshake
-//! ends. A message over 1 MiB closes the connection (the `websockets` limit); a message that does
-//! not decode is dropped and the connection stays open, as in ag2. Drivers move the text over
-//! whatever they have (an in-memory link, a simulated network, real sockets).
+//! handles a connection's frames strictly one at a time: while the connection waits on a
+//! `create_channel` ([`Hub::waiting_on`]), every later frame of it (its receipts and pings
+//! included) stays queued. A handshake that ended is answered once the frame (or timer, or admin
+//! call) that ended it has been handled, and the frames its connection queued meanwhile run
+//! right after. A message over 1 MiB closes the connection (the `websockets` limit); a message
+//! that does not decode is dropped and the connection stays open, as in ag2. Drivers move the
+//! text over whatever they have (an in-memory link, a simulated network, real sockets).
 
-use crate::hub::rpc::RpcOutcome;
-use crate::hub::{Hub, Output};
-use crate::ids::{ChannelId, EndpointId};
+use crate::hub::{Hub, Output, Refused};
+use crate::ids::EndpointId;
 use crate::proto::frame::{Frame, FrameError, FrameKind};
 use crate::time::{Instant, Now};
 use serde_json::Value;
@@ -47,8 +48,6 @@ pub enum ServerOutput {
 #[derive(Clone, Debug, Default)]
 struct Connection {
     queue: VecDeque<Frame>,
-    /// The channel whose `create_channel` this connection is waiting on.
-    waiting: Option<ChannelId>,
 }
 
 /// A hub with its connections. See the module docs.
@@ -56,10 +55,10 @@ struct Connection {
 pub struct HubServer {
     hub: Hub,
     connections: BTreeMap<EndpointId, Connection>,
-    /// Handshakes that ended while another frame was being handled: answered right after it.
-    resolved: Vec<(ChannelId, Result<(), crate::proto::HubError>)>,
     outputs: VecDeque<ServerOutput>,
     frames: bool,
+    /// The hub's refusals, kept for [`HubServer::poll_refused`] (`None`: not kept).
+    refused: Option<VecDeque<Refused>>,
 }
 
 impl HubServer {
@@ -68,9 +67,9 @@ impl HubServer {
         HubServer {
             hub,
             connections: BTreeMap::new(),
-            resolved: Vec::new(),
             outputs: VecDeque::new(),
             frames: false,
+            refused: None,
         }
     }
 
@@ -79,6 +78,19 @@ impl HubServer {
     /// message limit applies only to text.
     pub fn carry_frames(&mut self, frames: bool) {
         self.frames = frames;
+    }
+
+    /// Keeps the requests the hub refuses ([`Output::Refused`]) for
+    /// [`HubServer::poll_refused`]: for drivers that check the hub from outside. A driver that
+    /// turns this on must poll them.
+    pub fn keep_refused(&mut self, keep: bool) {
+        self.refused = keep.then(VecDeque::new);
+    }
+
+    /// The next request the hub refused, in the order it refused them (when kept, see
+    /// [`HubServer::keep_refused`]).
+    pub fn poll_refused(&mut self) -> Option<Refused> {
+        self.refused.as_mut()?.pop_front()
     }
 
     /// The hub.
@@ -165,55 +177,26 @@ impl HubServer {
     /// Handles `endpoint`'s queued frames until it blocks on a handshake or runs dry.
     fn process(&mut self, now: Now, endpoint: EndpointId) {
         loop {
+            if self.hub.waiting_on(endpoint).is_some() {
+                return;
+            }
             let Some(connection) = self.connections.get_mut(&endpoint) else {
                 return;
             };
-            if connection.waiting.is_some() {
-                return;
-            }
             let Some(frame) = connection.queue.pop_front() else {
                 return;
             };
-            let unhandled = self.hub.handle_frame(now, endpoint, frame);
+            self.hub.handle_frame(now, endpoint, frame);
             self.pump(now);
-            let Some(crate::hub::link::Unhandled::Request(request)) = unhandled else {
-                continue;
-            };
-            match self.hub.handle_request(now, endpoint, &request) {
-                RpcOutcome::Response(response) => {
-                    self.pump(now);
-                    self.send(endpoint, response);
-                }
-                RpcOutcome::Pending { channel, .. } => {
-                    self.pump(now);
-                    if let Some(connection) = self.connections.get_mut(&endpoint) {
-                        connection.waiting = Some(channel);
-                    }
-                }
-            }
         }
     }
 
-    /// Answers handshakes that ended and lets their connections go on.
+    /// Answers the handshakes that ended, in the order they ended, and lets their connections
+    /// go on.
     fn resume(&mut self, now: Now) {
-        while !self.resolved.is_empty() {
-            let resolved = std::mem::take(&mut self.resolved);
-            for (channel, result) in resolved {
-                let waiting = self
-                    .connections
-                    .iter()
-                    .find(|(_, c)| c.waiting == Some(channel))
-                    .map(|(e, _)| *e);
-                let response = self.hub.resolve_pending(channel, &result);
-                let Some(endpoint) = waiting else { continue };
-                if let Some(response) = response {
-                    self.send(endpoint, response);
-                }
-                if let Some(connection) = self.connections.get_mut(&endpoint) {
-                    connection.waiting = None;
-                }
-                self.process(now, endpoint);
-            }
+        while let Some(answer) = self.hub.poll_answer() {
+            self.send(answer.endpoint, answer.frame);
+            self.process(now, answer.endpoint);
         }
     }
 
@@ -236,8 +219,12 @@ impl HubServer {
                     self.send(endpoint, frame);
                 }
                 Output::Frame { endpoint, frame } => self.send(endpoint, frame),
-                Output::OpenResolved { channel, result } => self.resolved.push((channel, result)),
-                Output::InboxPressure { .. } => {}
+                Output::Refused(refused) => {
+                    if let Some(kept) = &mut self.refused {
+                        kept.push_back(refused);
+                    }
+                }
+                Output::OpenResolved { .. } | Output::InboxPressure { .. } => {}
             }
         }
     }

@@ -43,7 +43,8 @@ pub struct CreateChannel {
 pub enum Created {
     /// Active already (no invitees).
     Active(ChannelId),
-    /// Pending: the outcome arrives as [`Output::OpenResolved`].
+    /// Pending: the outcome arrives as [`Output::OpenResolved`] (or, for a wire request, as the
+    /// answer [`Hub::poll_answer`] gives).
     Pending(ChannelId),
 }
 
@@ -312,10 +313,7 @@ impl Hub {
         let posted = self.post_envelope(now, opened);
         debug_assert!(posted.is_ok(), "opened post failed: {posted:?}");
         if self.waiters.remove(&channel).is_some() {
-            self.outputs.push_back(Output::OpenResolved {
-                channel,
-                result: Ok(()),
-            });
+            self.open_resolved(channel, Ok(()));
         }
     }
 
@@ -342,6 +340,17 @@ impl Hub {
         Ok(())
     }
 
+    /// A pending open's handshake ended with `result`: queued for [`Hub::poll_answer`] if a
+    /// wire request waits on `channel`, else handed out as [`Output::OpenResolved`].
+    fn open_resolved(&mut self, channel: ChannelId, result: Result<(), HubError>) {
+        if self.rpc_waiters.contains_key(&channel) {
+            self.answers.push_back((channel, result));
+        } else {
+            self.outputs
+                .push_back(Output::OpenResolved { channel, result });
+        }
+    }
+
     /// Stops waiting for a pending open (its caller was cancelled). The channel stays PENDING.
     pub fn cancel_open(&mut self, channel: ChannelId) {
         self.waiters.remove(&channel);
@@ -351,12 +360,8 @@ impl Hub {
     pub(super) fn expire_invites(&mut self, now: Now, channel: ChannelId) {
         self.waiters.remove(&channel);
         self.transition(now, channel, ChannelState::Closed, "invite_timeout");
-        self.outputs.push_back(Output::OpenResolved {
-            channel,
-            result: Err(HubError::protocol(format!(
-                "channel '{channel}' ack timeout"
-            ))),
-        });
+        let timeout = HubError::protocol(format!("channel '{channel}' ack timeout"));
+        self.open_resolved(channel, Err(timeout));
     }
 
     /// ag2's `_transition_channel` to a terminal state: cascade tasks, stamp, release the open's
@@ -383,12 +388,8 @@ impl Hub {
         entry.fired.clear();
         self.active.remove(&channel);
         if self.waiters.remove(&channel).is_some() && was_pending {
-            self.outputs.push_back(Output::OpenResolved {
-                channel,
-                result: Err(HubError::protocol(format!(
-                    "channel '{channel}' closed during handshake: {reason}"
-                ))),
-            });
+            let closed = format!("channel '{channel}' closed during handshake: {reason}");
+            self.open_resolved(channel, Err(HubError::protocol(closed)));
         }
         let expired = state == ChannelState::Expired;
         let event_type = if expired {

@@ -1,7 +1,7 @@
 //! The hub's side of connections: endpoints, bindings, the hello handshake (NoAuth and
 //! ApiKeyAuth), receipts and delivery cursors, replay after a hello, ping. Frames come in decoded
-//! ([`Frame`]) and go out as [`Output::Frame`] / [`Output::Notify`]; control-plane requests are
-//! handed back to the caller.
+//! ([`Frame`]) and go out as [`Output::Frame`] / [`Output::Notify`]; control-plane requests go
+//! to the RPC layer (`rpc`).
 
 use super::{Hub, Output};
 use crate::ids::{AgentId, EndpointId};
@@ -73,13 +73,6 @@ impl AuthConfig {
     }
 }
 
-/// What [`Hub::handle_frame`] leaves to its caller.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Unhandled {
-    /// A well-formed control-plane request (the RPC layer answers it).
-    Request(Frame),
-}
-
 impl Hub {
     /// Registers a new connection (ag2's `attach_endpoint`).
     pub fn attach_endpoint(&mut self, endpoint: EndpointId) {
@@ -130,27 +123,23 @@ impl Hub {
     }
 
     /// ag2's `_dispatch_frame` for one decoded frame from `endpoint`: hello, receipt and ping are
-    /// handled here; a request is returned for the RPC layer; frames a client should not send
-    /// (welcome, response, notify, error, pong) are ignored.
-    pub fn handle_frame(
-        &mut self,
-        now: Now,
-        endpoint: EndpointId,
-        frame: Frame,
-    ) -> Option<Unhandled> {
+    /// handled here, a request by the RPC layer; frames a client should not send (welcome,
+    /// response, notify, error, pong) are ignored. What the hub says in return is queued
+    /// ([`Hub::poll_output`], and [`Hub::poll_answer`] for a `create_channel` that waits for
+    /// acks).
+    pub fn handle_frame(&mut self, now: Now, endpoint: EndpointId, frame: Frame) {
         if let Some(field) = malformed_field(&frame) {
             let message = format!("malformed {} frame: {field}", frame.kind.as_str());
             self.send_error(endpoint, "protocol_error", &message);
-            return None;
+            return;
         }
         match frame.kind {
-            FrameKind::Request => return Some(Unhandled::Request(frame)),
+            FrameKind::Request => self.handle_request(now, endpoint, &frame),
             FrameKind::Hello => self.on_hello(now, endpoint, &frame),
             FrameKind::Receipt => self.on_receipt(endpoint, &frame),
             FrameKind::Ping => self.send_frame(endpoint, Frame::new(FrameKind::Pong, vec![])),
             _ => {}
         }
-        None
     }
 
     fn send_frame(&mut self, endpoint: EndpointId, frame: Frame) {

@@ -1,10 +1,13 @@
 //! The hub core: a pure, deterministic state machine reproducing ag2 1.2.1's `Hub`.
 //!
-//! It is fed calls stamped with [`Now`] and hands back results plus queued [`Output`]s (notify
-//! frames, handshake outcomes) and its next deadline ([`Hub::poll_timeout`]). It never reads a
-//! clock, never spawns, never does IO, and iterates only ordered maps, so the same calls give the
-//! same outputs byte for byte. Drivers (in-process, simulated network, real sockets) own the
-//! links and timers around it.
+//! It is fed calls stamped with [`Now`] (direct calls, which return their result, and wire frames,
+//! [`Hub::handle_frame`], which return nothing) and queues what it says: [`Output`]s
+//! ([`Hub::poll_output`]: notifies, frames, refused requests, handshake outcomes), the answers to
+//! wire `create_channel` requests that waited for acks ([`Hub::poll_answer`], with
+//! [`Hub::waiting_on`] telling which connection waits), and its next deadline
+//! ([`Hub::poll_timeout`]). It never reads a clock, never spawns, never does IO, and iterates only
+//! ordered maps, so the same calls give the same outputs byte for byte. Drivers (in-process,
+//! simulated network, real sockets) own the links and timers around it.
 //!
 //! Submodules: `registry` (agents), `lifecycle` (channel creation, handshake, transitions),
 //! `post` (`post_envelope` and dispatch), `sweep` (TTL and expectations, timers), `tasks`
@@ -125,7 +128,7 @@ impl Default for HubConfig {
     }
 }
 
-/// Something the hub hands its driver.
+/// Something the hub hands its driver ([`Hub::poll_output`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     /// Deliver `envelope` to `recipient` over `endpoint` (ag2's `NotifyFrame`).
@@ -137,7 +140,9 @@ pub enum Output {
         /// The envelope, shared (ag2 passes the same object to every recipient in-process).
         envelope: Arc<Envelope>,
     },
-    /// A pending `create_channel` finished: `Ok` on activation, or the error its caller sees.
+    /// A pending `create_channel` that no connection waits on (an in-process open) finished:
+    /// `Ok` on activation, or the error its caller sees. The answer to a wire `create_channel`
+    /// comes from [`Hub::poll_answer`] instead.
     OpenResolved {
         /// The channel whose handshake ended.
         channel: ChannelId,
@@ -161,6 +166,38 @@ pub enum Output {
         /// Its `max_pending`.
         cap: i64,
     },
+    /// A request the hub answered with an error (the response itself goes out as an
+    /// [`Output::Frame`] just before this).
+    Refused(Refused),
+}
+
+/// A well-formed request from a connection that the hub refused, and what it left behind: the
+/// hub's [`Hub::trace_counters`] before and after it (a refused post must leave them as they
+/// were).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    /// The connection that sent it.
+    pub endpoint: EndpointId,
+    /// Its op (`post_envelope`, ...).
+    pub op: String,
+    /// The error its response carries.
+    pub error: HubError,
+    /// (WAL appends, audit records) before the request.
+    pub before: (u64, usize),
+    /// (WAL appends, audit records) after it.
+    pub after: (u64, usize),
+}
+
+impl Refused {
+    /// A `post_envelope` refused for a full inbox.
+    pub fn inbox_full(&self) -> bool {
+        self.op == "post_envelope" && self.error.kind == crate::proto::ErrorKind::InboxFull
+    }
+
+    /// A `post_envelope` that changed the WAL or the audit log although it was refused.
+    pub fn post_left_trace(&self) -> bool {
+        self.op == "post_envelope" && self.before != self.after
+    }
 }
 
 /// A registered agent.
@@ -212,29 +249,11 @@ pub(crate) struct OpenWaiter {
     pub(crate) deadline: Instant,
 }
 
-/// `post_envelope` requests the hub answered with an error, and those that changed its WAL or
-/// audit log anyway.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Refusals {
-    /// Refused requests.
-    pub count: u64,
-    /// Refused requests that left a trace.
-    pub with_trace: u64,
-    /// Refused for a full inbox.
-    pub inbox_full: u64,
-    /// The last of those: (WAL appends, audit records) before and after it.
-    pub last_trace: Option<((u64, usize), (u64, usize))>,
-}
-
-impl Refusals {
-    fn record(&mut self, before: (u64, usize), after: (u64, usize), inbox_full: bool) {
-        self.count += 1;
-        self.inbox_full += u64::from(inbox_full);
-        if before != after {
-            self.with_trace += 1;
-            self.last_trace = Some((before, after));
-        }
-    }
+/// A wire `create_channel` waiting for its handshake: who asked, and the request to answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RpcWaiter {
+    pub(crate) endpoint: EndpointId,
+    pub(crate) request_id: String,
 }
 
 /// A turn the protocol expects from an agent (`pending_turns_for`).
@@ -271,11 +290,12 @@ pub struct Hub {
     pub(crate) outputs: VecDeque<Output>,
     pub(crate) next_ttl_sweep: Option<Instant>,
     pub(crate) next_expectation_sweep: Option<Instant>,
-    /// Wire `create_channel` requests waiting for their handshake: channel to request id.
-    pub(crate) rpc_waiters: BTreeMap<ChannelId, String>,
-    /// Refused `post_envelope` requests (for the `inbox` invariant).
-    pub(crate) refusals: Refusals,
-    /// WAL appends since this hub started (for the `inbox` invariant).
+    /// Wire `create_channel` requests not answered yet, by channel.
+    pub(crate) rpc_waiters: BTreeMap<ChannelId, RpcWaiter>,
+    /// Wire `create_channel` requests whose handshake ended, in the order they ended, with the
+    /// outcome: [`Hub::poll_answer`] answers them.
+    pub(crate) answers: VecDeque<(ChannelId, Result<(), HubError>)>,
+    /// WAL appends since this hub started (see [`Hub::trace_counters`]).
     pub(crate) wal_entries: u64,
     /// The `drop_dispatch` bug switch has dropped its notify.
     pub(crate) dropped_dispatch: bool,
@@ -303,7 +323,7 @@ impl Hub {
             audit: AuditLog::default(),
             outputs: VecDeque::new(),
             rpc_waiters: BTreeMap::new(),
-            refusals: Refusals::default(),
+            answers: VecDeque::new(),
             wal_entries: 0,
             dropped_dispatch: false,
         }
@@ -314,14 +334,20 @@ impl Hub {
         self.outputs.pop_front()
     }
 
-    /// WAL appends and audit records so far (what a refused post must not change).
+    /// WAL appends since this hub started and audit records so far (what a refused post must
+    /// not change).
     pub fn trace_counters(&self) -> (u64, usize) {
         (self.wal_entries, self.audit.records().len())
     }
 
-    /// Refused `post_envelope` requests.
-    pub fn refusals(&self) -> &Refusals {
-        &self.refusals
+    /// The channel whose `create_channel` `endpoint` sent and has not had its answer yet
+    /// (pending, or ended and waiting for [`Hub::poll_answer`]). ag2 handles a connection's
+    /// frames one at a time, so a driver holds that connection's later frames until then.
+    pub fn waiting_on(&self, endpoint: EndpointId) -> Option<ChannelId> {
+        self.rpc_waiters
+            .iter()
+            .find(|(_, waiter)| waiter.endpoint == endpoint)
+            .map(|(channel, _)| *channel)
     }
 
     /// The audit log.

@@ -1,6 +1,7 @@
 //! [`SharedHub`]: a hub server that the owner loop of [`serve_shared`](super::serve_shared)
 //! and code on the same thread (a turmoil harness) both reach.
 
+use crate::hub::Refused;
 use crate::ids::EndpointId;
 use crate::server::HubServer;
 use crate::time::Now;
@@ -78,6 +79,14 @@ impl SharedHub {
     /// Reads the server.
     pub fn read<R>(&self, f: impl FnOnce(&HubServer) -> R) -> R {
         f(&self.inner.server.borrow())
+    }
+
+    /// The requests the hub refused since the last call, when the server keeps them
+    /// ([`HubServer::keep_refused`]). Unlike [`SharedHub::with`], this does not wake the owner
+    /// loop: taking them produces nothing to send.
+    pub fn take_refused(&self) -> Vec<Refused> {
+        let mut server = self.inner.server.borrow_mut();
+        std::iter::from_fn(|| server.poll_refused()).collect()
     }
 
     /// Whether something [`SharedHub::with`] produced still waits for the owner loop.

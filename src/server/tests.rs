@@ -115,6 +115,107 @@ fn create_channel_answers_after_the_last_ack_and_holds_the_connection_meanwhile(
     assert_eq!(sent[4].0, a);
 }
 
+/// bob's ack and a close for alice's channel wait behind bob's own pending open; once carol acks
+/// bob's, his queue runs (the ack activates alice's channel, the close closes it), and only then
+/// is alice answered, with the channel as it is by then (ag2's handler reads the metadata when it
+/// resumes).
+#[test]
+fn an_open_is_answered_after_the_connection_that_ended_its_handshake_ran_dry() {
+    let mut server = server();
+    let (a, b, c) = (server.connect(), server.connect(), server.connect());
+    let alice = register(&mut server, a, "alice");
+    let bob = register(&mut server, b, "bob");
+    let carol = register(&mut server, c, "carol");
+    let consulting = |creator: &str, invitee: &str| json!({"creator_id": creator, "manifest_type": "consulting", "participants": [invitee]});
+    server.receive(
+        now(),
+        b,
+        &request("b-open", "create_channel", consulting(&bob, &carol)),
+    );
+    server.receive(
+        now(),
+        a,
+        &request("a-open", "create_channel", consulting(&alice, &bob)),
+    );
+    let invites: Vec<Value> = drain(&mut server)
+        .into_iter()
+        .map(|(_, sent)| sent["envelope"].clone())
+        .collect();
+    assert_eq!(invites.len(), 2);
+    let ack = |invite: &Value, sender: &str| {
+        json!({"envelope": {
+            "channel_id": invite["channel_id"], "sender_id": sender, "audience": null,
+            "event_type": "ag2.channel.invite.ack", "event_data": {},
+        }})
+    };
+    let alices = invites[1]["channel_id"].clone();
+    server.receive(
+        now(),
+        b,
+        &request("b-ack", "post_envelope", ack(&invites[1], &bob)),
+    );
+    let close = json!({"channel_id": alices, "reason": "changed my mind"});
+    server.receive(now(), b, &request("b-close", "close_channel", close));
+    assert!(drain(&mut server).is_empty(), "bob waits on his own open");
+    assert_eq!(
+        server.hub().waiting_on(a).map(|c| c.to_string()),
+        alices.as_str().map(str::to_string)
+    );
+    server.receive(
+        now(),
+        c,
+        &request("c-ack", "post_envelope", ack(&invites[0], &carol)),
+    );
+    let sent = drain(&mut server);
+    let responses: Vec<(EndpointId, String)> = sent
+        .iter()
+        .filter(|(_, v)| v["kind"] == json!("response"))
+        .map(|(to, v)| (*to, v["request_id"].as_str().unwrap_or("?").to_string()))
+        .collect();
+    assert_eq!(
+        responses,
+        [
+            (c, "c-ack".to_string()),
+            (b, "b-open".to_string()),
+            (b, "b-ack".to_string()),
+            (b, "b-close".to_string()),
+            (a, "a-open".to_string()),
+        ]
+    );
+    let answer = &sent
+        .iter()
+        .rev()
+        .find(|(to, _)| *to == a)
+        .expect("answered")
+        .1;
+    assert_eq!(answer["result"]["state"], json!("closed"));
+    assert_eq!(answer["result"]["close_reason"], json!("changed my mind"));
+    assert_eq!(server.hub().waiting_on(a), None);
+}
+
+/// A server keeps the hub's refusals only when asked to.
+#[test]
+fn refused_requests_are_kept_only_when_asked() {
+    for keep in [false, true] {
+        let mut server = server();
+        server.keep_refused(keep);
+        let a = server.connect();
+        server.receive(
+            now(),
+            a,
+            &request("r", "get_agent", json!({"name_or_id": "zed"})),
+        );
+        assert_eq!(drain(&mut server)[0].1["ok"], json!(false));
+        let refused = server.poll_refused();
+        assert_eq!(refused.is_some(), keep);
+        if let Some(refused) = refused {
+            assert_eq!((refused.endpoint, refused.op.as_str()), (a, "get_agent"));
+            assert_eq!(refused.error.wire_code(), "not_found");
+        }
+        assert_eq!(server.poll_refused(), None);
+    }
+}
+
 #[test]
 fn a_handshake_that_times_out_answers_and_releases_the_connection() {
     let mut server = server();

@@ -99,6 +99,8 @@ pub(crate) struct Ending {
     pub(crate) hub: Hub,
     /// Every agent, in scenario order.
     pub(crate) agents: Vec<RunAgent>,
+    /// `post_envelope` requests that hub refused for a full inbox since it started.
+    pub(crate) refused_inbox_full: u64,
     /// Counters.
     pub(crate) stats: super::NetStats,
     /// Things the backend could not do.
@@ -112,6 +114,8 @@ pub(crate) struct Ending {
 pub struct NetRun {
     /// What the trace is rendered from.
     pub run: Run,
+    /// `post_envelope` requests the hub at the end refused for a full inbox since it started.
+    pub refused_inbox_full: u64,
     /// Counters.
     pub stats: super::NetStats,
     /// Things the harness could not do (a restart whose store does not hydrate, ...).
@@ -563,6 +567,7 @@ impl<N: Network> Harness<'_, N> {
                 mismatches: self.mismatches,
                 epoch: self.scenario.hub.epoch,
             },
+            refused_inbox_full: ending.refused_inbox_full,
             stats: ending.stats,
             notes,
             violations,

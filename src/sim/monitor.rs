@@ -1,14 +1,15 @@
 //! The observer of a network run, shared by every backend: it keeps the [`EventLog`], folds
 //! what each agent's client reports into the checkers' [`AgentLog`]s, and runs the invariant
 //! [`Checker`] when a backend asks (after a step, after hub timers, at the end). Like
-//! TigerBeetle's checkers watching a replica, it reads the hub's state from outside and takes
+//! TigerBeetle's checkers watching a replica, it reads the hub's state from outside, takes the
+//! requests the hub refused from its outputs ([`Refused`], passed on by the server), and takes
 //! the clients' side from their events; nothing in the hub or the clients is kept for it.
 
 use super::check::{AgentLog, Checker, Invariant, Selection, View, Violation};
 use super::harness::seconds;
 use super::log::{Event, EventLog};
 use crate::client::host::HostEvent;
-use crate::hub::Hub;
+use crate::hub::{Hub, Refused};
 use crate::proto::HubError;
 use crate::time::Timestamp;
 
@@ -93,6 +94,15 @@ impl Monitor {
         let view = view(hub, &self.agents, clocks, step);
         self.checker.check(&view);
         self.log_violations(clocks.now);
+    }
+
+    /// Requests the hub refused, in the order it refused them (what its server handed out for
+    /// one message, or since the last check): the last refused post among them that changed the
+    /// hub's WAL or audit log is checked ([`Monitor::check_refusal`]).
+    pub(crate) fn refused(&mut self, hub: Option<&Hub>, clocks: Clocks, refused: &[Refused]) {
+        if let Some(last) = refused.iter().rev().find(|r| r.post_left_trace()) {
+            self.check_refusal(hub, clocks, last.before, last.after);
+        }
     }
 
     /// A refused post: `before` and `after` are the hub's (WAL appends, audit records) around it.

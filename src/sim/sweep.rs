@@ -75,7 +75,7 @@ pub fn run_seed_on(scenario: &Scenario, seed: u64, bugs: Bugs, backend: Backend)
         ("message_lost", stats.lost > 0),
         (
             "inbox_full",
-            run.run.hub.refusals().inbox_full > 0 || rendered.contains("\"InboxFull\""),
+            run.refused_inbox_full > 0 || rendered.contains("\"InboxFull\""),
         ),
         ("channel_expired", channel_expired(&run.run.hub)),
         ("duplicate_delivery", duplicate_delivery(&run)),

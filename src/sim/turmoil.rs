@@ -34,7 +34,7 @@ use super::scenario::{Fault, NetworkOptions, Range, Scenario};
 use super::NetStats;
 use crate::client::host::{AgentHost, Command, CommandId};
 use crate::hub::store::Store;
-use crate::hub::{Bugs, Hub, HubConfig};
+use crate::hub::{Bugs, Hub, HubConfig, Refused};
 use crate::ids::AgentId;
 use crate::net::{serve_shared, Received, SharedHub, WsClient};
 use crate::proto::HubError;
@@ -281,8 +281,9 @@ struct Turmoil {
     clock_floor: u64,
     /// Hub activity (messages in and out, its next deadline) at the last check.
     hub_mark: (u64, Option<Instant>, u64),
-    /// Refused posts that left a trace, as counted by the hub at the last check.
-    refusals_seen: u64,
+    /// `post_envelope` requests refused for a full inbox by the hub now running since it
+    /// started (or by the last one, while the hub is down).
+    refused_inbox_full: u64,
     stats: NetStats,
     notes: Vec<String>,
     /// Ticks stepped so far: each counts toward `network.events_max`.
@@ -373,7 +374,7 @@ impl Turmoil {
             last_hub: None,
             clock_floor: 0,
             hub_mark: (0, None, 0),
-            refusals_seen: 0,
+            refused_inbox_full: 0,
             stats: NetStats::default(),
             notes: Vec::new(),
             ticks: 0,
@@ -460,28 +461,27 @@ impl Turmoil {
         }
     }
 
-    /// The hub handled something (messages, timers): the checkers, a refused post's trace, the
-    /// store sync.
+    /// The hub handled something (messages, timers): the checkers, the requests it refused
+    /// since the last check, the store sync.
     fn hub_changed(&mut self) {
         let Some(hub) = self.shared.hub() else { return };
         let clocks = self.clocks();
-        let refusal = hub.read(|server| {
-            let refusals = server.hub().refusals();
-            (refusals.with_trace, refusals.last_trace)
-        });
+        let refused = self.take_refused(&hub);
         hub.read(|server| {
             let hub = Some(server.hub());
-            if let (with_trace, Some((before, after))) = refusal {
-                if with_trace > self.refusals_seen {
-                    self.monitor.check_refusal(hub, clocks, before, after);
-                }
-            }
+            self.monitor.refused(hub, clocks, &refused);
             self.monitor.check(hub, clocks, None);
         });
-        self.refusals_seen = refusal.0;
         if self.options.sync > 0 && clocks.now >= self.synced_at.saturating_add(self.options.sync) {
             self.sync_store();
         }
+    }
+
+    /// The requests `hub` refused since the last call, counting those refused for a full inbox.
+    fn take_refused(&mut self, hub: &SharedHub) -> Vec<Refused> {
+        let refused = hub.take_refused();
+        self.refused_inbox_full += refused.iter().filter(|r| r.inbox_full()).count() as u64;
+        refused
     }
 
     fn sync_store(&mut self) {
@@ -587,6 +587,7 @@ impl Turmoil {
             return;
         };
         self.stats.crashes += 1;
+        self.take_refused(&hub);
         let carried = self.shared.carried.get();
         self.shared
             .carried
@@ -635,7 +636,7 @@ impl Turmoil {
                 self.monitor.record(now, Event::HubRestarted);
                 self.synced_at = now;
                 self.hub_mark = (0, None, 0);
-                self.refusals_seen = 0;
+                self.refused_inbox_full = 0;
             }
             Err(error) => {
                 let clocks = self.clocks();
@@ -710,7 +711,9 @@ fn shared_hub(shared: &Rc<Shared>, hub: Hub) -> SharedHub {
             mono: Instant(now),
         }
     };
-    SharedHub::new(HubServer::new(hub), clock)
+    let mut server = HubServer::new(hub);
+    server.keep_refused(true);
+    SharedHub::new(server, clock)
 }
 
 fn build_sim(scenario: &Scenario, seed: u64, options: &TurmoilOptions) -> turmoil::Sim<'static> {
@@ -881,6 +884,9 @@ impl Network for Turmoil {
     fn finish(mut self) -> Ending {
         let now = self.elapsed();
         self.take_reports(now);
+        if let Some(hub) = self.shared.hub() {
+            self.take_refused(&hub);
+        }
         let hub = match (self.shared.hub(), self.last_hub.take()) {
             (Some(hub), _) => hub.read(|server| server.hub().clone()),
             (None, Some(hub)) => hub,
@@ -907,6 +913,7 @@ impl Network for Turmoil {
         Ending {
             hub,
             agents,
+            refused_inbox_full: self.refused_inbox_full,
             stats: self.stats,
             notes: self.notes,
             monitor: self.monitor,

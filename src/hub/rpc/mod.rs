@@ -8,11 +8,15 @@
 //! and the op is authorised against the agents bound to the calling connection (ag2's
 //! `_authorize_request`; in-process calls skip all of it, as in ag2).
 //!
+//! A request comes in through [`Hub::handle_frame`]; its response goes out as an
+//! [`Output::Frame`], and a refused request is also handed out as an [`Output::Refused`].
 //! `create_channel` with invitees answers only once every invitee has acked (or the handshake
-//! failed): [`Hub::handle_request`] returns [`RpcOutcome::Pending`], and the driver turns the
-//! later [`Output::OpenResolved`](super::Output::OpenResolved) into the response with
-//! [`Hub::resolve_pending`]. ag2 serves one connection's requests in order, so a driver should
-//! hold that connection's later requests until the pending one is answered.
+//! failed): until then [`Hub::waiting_on`] names the channel for the calling connection, and once
+//! the handshake ended [`Hub::poll_answer`] gives the answer, built from the channel as it is when
+//! polled (ag2's handler reads the channel's metadata when it resumes, after the frame that ended
+//! the handshake and whatever the event loop runs before it). ag2 serves one connection's
+//! requests in order, so a driver should hold that connection's later requests until it has the
+//! answer.
 //!
 //! Every path returns a response: bad input never panics.
 
@@ -26,7 +30,7 @@ mod task_ops;
 mod tests;
 
 use super::wire;
-use super::Hub;
+use super::{Hub, Output, Refused, RpcWaiter};
 use crate::ids::{ChannelId, EndpointId};
 use crate::proto::frame::{Frame, FrameKind};
 use crate::proto::HubError;
@@ -34,20 +38,13 @@ use crate::time::Now;
 use params::Params;
 use serde_json::Value;
 
-/// What [`Hub::handle_request`] produced.
+/// The answer to a `create_channel` a connection waited on ([`Hub::poll_answer`]).
 #[derive(Clone, Debug, PartialEq)]
-pub enum RpcOutcome {
-    /// The response to send on the calling connection now.
-    Response(Frame),
-    /// A `create_channel` waiting for its invitees' acks; its response comes from
-    /// [`Hub::resolve_pending`] when the hub reports [`super::Output::OpenResolved`] for
-    /// `channel`.
-    Pending {
-        /// The channel whose handshake is under way.
-        channel: ChannelId,
-        /// The request to answer.
-        request_id: String,
-    },
+pub struct OpenAnswered {
+    /// The connection that sent the request.
+    pub endpoint: EndpointId,
+    /// Its response: the channel's metadata, or the handshake's error.
+    pub frame: Frame,
 }
 
 /// An op's result before it becomes a response.
@@ -78,16 +75,18 @@ fn response(request_id: Value, result: Result<Value, HubError>) -> Frame {
 }
 
 impl Hub {
-    /// ag2's `_handle_request` for one request frame from `endpoint`.
+    /// ag2's `_handle_request` for one request frame from `endpoint`: the response is queued
+    /// as an [`Output::Frame`] (an error also as an [`Output::Refused`]), or, for a
+    /// `create_channel` waiting for acks, answered later by [`Hub::poll_answer`].
     ///
     /// A frame [`Hub::handle_frame`] would call malformed (a non-string `request_id` or `op`,
     /// non-object `params`), or one that is not a request, is answered with a `protocol_error`
     /// response here, where ag2 sends an `error` frame before ever reaching this point.
-    pub fn handle_request(&mut self, now: Now, endpoint: EndpointId, frame: &Frame) -> RpcOutcome {
+    pub(super) fn handle_request(&mut self, now: Now, endpoint: EndpointId, frame: &Frame) {
         if frame.kind != FrameKind::Request {
             let error =
                 HubError::protocol(format!("malformed {} frame: kind", frame.kind.as_str()));
-            return RpcOutcome::Response(response(Value::Null, Err(error)));
+            return self.respond(endpoint, response(Value::Null, Err(error)));
         }
         let request_id = frame.get("request_id");
         let (Some(id), Some(op), Value::Object(params)) = (
@@ -97,47 +96,60 @@ impl Hub {
         ) else {
             let field = super::link::malformed_field(frame).unwrap_or("request_id");
             let error = HubError::protocol(format!("malformed request frame: {field}"));
-            return RpcOutcome::Response(response(request_id.clone(), Err(error)));
+            return self.respond(endpoint, response(request_id.clone(), Err(error)));
         };
-        let before = (op == "post_envelope").then(|| self.trace_counters());
+        let before = self.trace_counters();
         match self.run_op(now, endpoint, op, Params(params)) {
             Ok(Reply::Done(result)) => {
-                RpcOutcome::Response(response(request_id.clone(), Ok(result)))
+                self.respond(endpoint, response(request_id.clone(), Ok(result)));
             }
-            Ok(Reply::Shared(result)) => RpcOutcome::Response(
-                response(request_id.clone(), Ok(Value::Null)).with_shared_result(result),
-            ),
+            Ok(Reply::Shared(result)) => {
+                let frame =
+                    response(request_id.clone(), Ok(Value::Null)).with_shared_result(result);
+                self.respond(endpoint, frame);
+            }
             Ok(Reply::Pending(channel)) => {
-                self.rpc_waiters.insert(channel, id.to_string());
-                RpcOutcome::Pending {
-                    channel,
+                let waiter = RpcWaiter {
+                    endpoint,
                     request_id: id.to_string(),
-                }
+                };
+                self.rpc_waiters.insert(channel, waiter);
             }
             Err(error) => {
-                if let Some(before) = before {
-                    let full = error.kind == crate::proto::ErrorKind::InboxFull;
-                    self.refusals.record(before, self.trace_counters(), full);
-                }
-                RpcOutcome::Response(response(request_id.clone(), Err(error)))
+                let after = self.trace_counters();
+                self.respond(endpoint, response(request_id.clone(), Err(error.clone())));
+                self.outputs.push_back(Output::Refused(Refused {
+                    endpoint,
+                    op: op.to_string(),
+                    error,
+                    before,
+                    after,
+                }));
             }
         }
     }
 
-    /// The deferred response of a pending `create_channel`, from the hub's
-    /// [`super::Output::OpenResolved`] for `channel`: the channel's metadata as it is now, or the
-    /// handshake's error. `None` when no wire request waits on `channel` (an in-process open).
-    pub fn resolve_pending(
-        &mut self,
-        channel: ChannelId,
-        result: &Result<(), HubError>,
-    ) -> Option<Frame> {
-        let request_id = self.rpc_waiters.remove(&channel)?;
+    fn respond(&mut self, endpoint: EndpointId, frame: Frame) {
+        self.outputs.push_back(Output::Frame { endpoint, frame });
+    }
+
+    /// The answer to the next wire `create_channel` whose handshake ended (in the order they
+    /// ended): the channel's metadata as it is now, or the handshake's error. Its connection is
+    /// no longer [`Hub::waiting_on`] it.
+    pub fn poll_answer(&mut self) -> Option<OpenAnswered> {
+        let (channel, result) = self.answers.pop_front()?;
+        let waiter = self
+            .rpc_waiters
+            .remove(&channel)
+            .expect("an ended handshake's waiter stays until answered");
         let result = match result {
             Ok(()) => self.get_channel(channel).map(wire::channel_json),
-            Err(error) => Err(error.clone()),
+            Err(error) => Err(error),
         };
-        Some(response(Value::String(request_id), result))
+        Some(OpenAnswered {
+            endpoint: waiter.endpoint,
+            frame: response(Value::String(waiter.request_id), result),
+        })
     }
 
     fn run_op(

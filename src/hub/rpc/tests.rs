@@ -5,7 +5,6 @@
 mod cases;
 mod robustness;
 
-use super::RpcOutcome;
 use crate::hub::{Hub, HubConfig, Output};
 use crate::ids::{ChannelId, EndpointId};
 use crate::proto::frame::{Frame, FrameKind};
@@ -40,12 +39,28 @@ fn request(request_id: &str, op: &str, params: Value) -> Frame {
     )
 }
 
+/// What a request got back.
+#[derive(Clone, Debug, PartialEq)]
+enum Reply {
+    /// Its response.
+    Response(Frame),
+    /// A `create_channel` waiting for acks ([`Hub::waiting_on`]).
+    Pending {
+        /// The channel whose handshake is under way.
+        channel: ChannelId,
+        /// The request to answer.
+        request_id: String,
+    },
+}
+
 /// A hub with connections and the ids of what lives on it.
 struct World {
     hub: Hub,
     endpoints: Vec<EndpointId>,
     /// `$A`, `$B`, `$C`, `$CH` to ids.
     ids: Vec<(&'static str, String)>,
+    /// Outputs other than the responses [`World::send`] took.
+    held: Vec<Output>,
 }
 
 impl World {
@@ -57,6 +72,7 @@ impl World {
             hub,
             endpoints,
             ids: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -65,16 +81,40 @@ impl World {
         self.endpoints[idx]
     }
 
-    fn send(&mut self, connection: &str, request_id: &str, op: &str, params: Value) -> RpcOutcome {
+    /// Sends a request on `connection`: its response, or the channel it waits on.
+    fn send(&mut self, connection: &str, request_id: &str, op: &str, params: Value) -> Reply {
         let endpoint = self.endpoint(connection);
         self.hub
-            .handle_request(at(0), endpoint, &request(request_id, op, params))
+            .handle_frame(at(0), endpoint, request(request_id, op, params));
+        let mut response = None;
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                Output::Frame {
+                    endpoint: to,
+                    frame,
+                } if response.is_none()
+                    && to == endpoint
+                    && frame.kind == FrameKind::Response
+                    && frame.get("request_id") == &json!(request_id) =>
+                {
+                    response = Some(frame);
+                }
+                other => self.held.push(other),
+            }
+        }
+        match response {
+            Some(frame) => Reply::Response(frame),
+            None => Reply::Pending {
+                channel: self.hub.waiting_on(endpoint).expect("answered or waiting"),
+                request_id: request_id.to_string(),
+            },
+        }
     }
 
     #[track_caller]
     fn call(&mut self, connection: &str, op: &str, params: Value) -> Frame {
         match self.send(connection, "r", op, params) {
-            RpcOutcome::Response(frame) => frame,
+            Reply::Response(frame) => frame,
             pending => panic!("{op} did not answer: {pending:?}"),
         }
     }
@@ -101,9 +141,18 @@ impl World {
             .fold(text.to_string(), |text, (key, id)| text.replace(key, id))
     }
 
-    /// The outputs queued so far, drained.
+    /// The outputs queued so far (those [`World::send`] held first), drained.
     fn outputs(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.hub.poll_output()).collect()
+        let mut outputs = std::mem::take(&mut self.held);
+        outputs.extend(std::iter::from_fn(|| self.hub.poll_output()));
+        outputs
+    }
+
+    /// The answers to the handshakes that ended, drained.
+    fn answers(&mut self) -> Vec<(EndpointId, Frame)> {
+        std::iter::from_fn(|| self.hub.poll_answer())
+            .map(|answer| (answer.endpoint, answer.frame))
+            .collect()
     }
 }
 
@@ -120,18 +169,12 @@ fn world() -> World {
     let carol = world.register("c", "carol", json!({}));
     let params =
         json!({"creator_id": alice, "manifest_type": "conversation", "participants": [bob]});
-    let RpcOutcome::Pending { channel, .. } = world.send("a", "r", "create_channel", params) else {
+    let Reply::Pending { channel, .. } = world.send("a", "r", "create_channel", params) else {
         panic!("an open with an invitee waits for its ack");
     };
     ack(&mut world, "b", channel, &bob, &alice);
-    for output in world.outputs() {
-        if let Output::OpenResolved { channel, result } = output {
-            world
-                .hub
-                .resolve_pending(channel, &result)
-                .expect("a wire open");
-        }
-    }
+    assert_eq!(world.answers().len(), 1, "a wire open is answered");
+    assert_eq!(world.hub.waiting_on(world.endpoints[0]), None);
     world.ids = vec![
         ("$A", alice),
         ("$B", bob),
@@ -156,7 +199,7 @@ fn every_case_answers_with_ag2s_bytes() {
         let params: Value = serde_json::from_str(&world.substitute(params)).expect("params");
         let request_id = format!("c{idx}");
         let outcome = world.send(connection, &request_id, op, params);
-        let RpcOutcome::Response(frame) = outcome else {
+        let Reply::Response(frame) = outcome else {
             panic!("case {idx} ({op}) did not answer: {outcome:?}");
         };
         assert_eq!(frame.encode(), *expected, "case {idx}: {connection} {op}");
@@ -315,7 +358,7 @@ fn responses_match_ag2_byte_for_byte() {
         "creator_id": alice, "manifest_type": "conversation", "participants": [bob],
         "intent": "chat", "labels": {"z": 1, "a": 2}
     });
-    let RpcOutcome::Pending {
+    let Reply::Pending {
         channel,
         request_id,
     } = send(&mut world, "a", "create_channel", open)
@@ -327,43 +370,35 @@ fn responses_match_ag2_byte_for_byte() {
         "channel_id": channel.to_string(), "sender_id": bob, "audience": [alice],
         "event_type": "ag2.channel.invite.ack", "event_data": {}
     }});
-    let RpcOutcome::Response(ack_frame) = send(&mut world, "b", "post_envelope", ack) else {
+    let Reply::Response(ack_frame) = send(&mut world, "b", "post_envelope", ack) else {
         panic!("answered");
     };
-    let resolved: Vec<Frame> = world
-        .outputs()
-        .into_iter()
-        .filter_map(|output| match output {
-            Output::OpenResolved { channel, result } => world.hub.resolve_pending(channel, &result),
-            _ => None,
-        })
-        .collect();
+    let resolved: Vec<Frame> = world.answers().into_iter().map(|(_, f)| f).collect();
     let text = json!({"envelope": {
         "channel_id": channel.to_string(), "sender_id": alice, "audience": null,
         "event_type": "ag2.msg.text", "event_data": {"text": "hi", "b": 1, "a": {"z": 1, "y": 2}}
     }});
     send(&mut world, "a", "post_envelope", text);
     let read = json!({"channel_id": channel.to_string(), "since": -1});
-    let RpcOutcome::Response(wal) = send(&mut world, "a", "read_wal", read) else {
+    let Reply::Response(wal) = send(&mut world, "a", "read_wal", read) else {
         panic!()
     };
     let resume = json!({"agent_id": alice, "resume": {
         "summary": "s", "examples": [{"title": "t"}], "observed": {"z": {"n": 1}, "a": {"n": 2}}
     }});
     send(&mut world, "a", "set_resume", resume);
-    let RpcOutcome::Response(resume) =
-        send(&mut world, "a", "get_resume", json!({"agent_id": alice}))
+    let Reply::Response(resume) = send(&mut world, "a", "get_resume", json!({"agent_id": alice}))
     else {
         panic!()
     };
     let denied = json!({"channel_id": channel.to_string()});
-    let RpcOutcome::Response(denied) = send(&mut world, "c", "get_channel", denied) else {
+    let Reply::Response(denied) = send(&mut world, "c", "get_channel", denied) else {
         panic!()
     };
-    let RpcOutcome::Response(key) = send(&mut world, "a", "get_agent", json!({})) else {
+    let Reply::Response(key) = send(&mut world, "a", "get_agent", json!({})) else {
         panic!()
     };
-    let RpcOutcome::Response(first) = &replies[0] else {
+    let Reply::Response(first) = &replies[0] else {
         panic!()
     };
     let got = [
@@ -391,36 +426,41 @@ const GOLDEN: [&str; 7] = [
 ];
 
 /// A pending open answers with the handshake's error when an invitee rejects or the acks time
-/// out, and only a wire open has a response to resolve.
+/// out; an in-process open has no answer, only an [`Output::OpenResolved`].
 #[test]
 fn a_failed_handshake_answers_with_its_protocol_error() {
     let mut world = World::with_connections(3);
     let alice = world.register("a", "alice", json!({}));
     let bob = world.register("b", "bob", json!({}));
     let open = json!({"creator_id": alice, "manifest_type": "consulting", "participants": [bob]});
-    let RpcOutcome::Pending { channel, .. } = world.send("a", "r1", "create_channel", open.clone())
+    let Reply::Pending { channel, .. } = world.send("a", "r1", "create_channel", open.clone())
     else {
         panic!("pending");
     };
+    assert_eq!(world.hub.waiting_on(world.endpoints[0]), Some(channel));
     let reject = json!({"envelope": {
         "channel_id": channel.to_string(), "sender_id": bob, "audience": [alice],
         "event_type": "ag2.channel.invite.reject", "event_data": {}
     }});
     world.ok("b", "post_envelope", reject);
-    let results: Vec<_> = world
-        .outputs()
-        .into_iter()
-        .filter_map(|output| match output {
-            Output::OpenResolved { channel, result } => Some((channel, result)),
-            _ => None,
-        })
-        .collect();
-    let frame = world
-        .hub
-        .resolve_pending(channel, &results[0].1)
-        .expect("wire open");
+    assert!(
+        !world
+            .outputs()
+            .iter()
+            .any(|output| matches!(output, Output::OpenResolved { .. })),
+        "a wire open is answered, not resolved"
+    );
     assert_eq!(
-        answer(&frame),
+        world.hub.waiting_on(world.endpoints[0]),
+        Some(channel),
+        "until its answer is polled"
+    );
+    let answers = world.answers();
+    assert_eq!(answers.len(), 1);
+    let (endpoint, frame) = &answers[0];
+    assert_eq!(*endpoint, world.endpoints[0]);
+    assert_eq!(
+        answer(frame),
         (
             false,
             "protocol_error".to_string(),
@@ -428,24 +468,82 @@ fn a_failed_handshake_answers_with_its_protocol_error() {
         )
     );
     assert_eq!(frame.get("request_id"), &json!("r1"));
-    assert_eq!(world.hub.resolve_pending(channel, &results[0].1), None);
+    assert_eq!(world.hub.waiting_on(world.endpoints[0]), None);
+    assert!(world.answers().is_empty());
 
-    let RpcOutcome::Pending { channel, .. } = world.send("a", "r2", "create_channel", open) else {
+    let Reply::Pending { channel, .. } = world.send("a", "r2", "create_channel", open) else {
         panic!("pending");
     };
     world.outputs();
     world.hub.handle_timeout(at(31));
-    let timed_out = world.outputs().into_iter().find_map(|output| match output {
-        Output::OpenResolved { channel, result } => Some((channel, result)),
-        _ => None,
-    });
-    let (resolved, result) = timed_out.expect("the ack timeout resolves the open");
-    assert_eq!(resolved, channel);
-    let frame = world
+    let answers = world.answers();
+    assert_eq!(answers.len(), 1, "the ack timeout ends the handshake");
+    assert_eq!(
+        answer(&answers[0].1).2,
+        format!("channel '{channel}' ack timeout")
+    );
+
+    let id = |text: &str| crate::ids::AgentId::parse(text).expect("id");
+    let in_process = crate::hub::CreateChannel {
+        creator: id(&alice),
+        manifest_type: "consulting".to_string(),
+        manifest_version: 1,
+        participants: vec![id(&bob)],
+        required_acks: None,
+        ttl: None,
+        knobs: serde_json::Map::new(),
+        intent: None,
+        labels: serde_json::Map::new(),
+    };
+    world
         .hub
-        .resolve_pending(channel, &result)
-        .expect("wire open");
-    assert_eq!(answer(&frame).2, format!("channel '{channel}' ack timeout"));
+        .create_channel(at(40), in_process)
+        .expect("pending");
+    world.outputs();
+    world.hub.handle_timeout(at(71));
+    assert!(world.answers().is_empty());
+    assert!(world
+        .outputs()
+        .iter()
+        .any(|output| matches!(output, Output::OpenResolved { result: Err(_), .. })));
+}
+
+/// A refused request is answered and handed out as an [`Output::Refused`] with the hub's
+/// counters around it.
+#[test]
+fn a_refused_request_is_an_output() {
+    let mut world = world();
+    let params = world.substitute(
+        r#"{"envelope": {"channel_id": "$CH", "sender_id": "$A",
+        "audience": null, "event_type": "ag2.msg.text", "event_data": {"text": "hi"}}}"#,
+    );
+    world.ok(
+        "a",
+        "post_envelope",
+        serde_json::from_str(&params).expect("json"),
+    );
+    world.outputs();
+    let counters = world.hub.trace_counters();
+    let frame = world.call(
+        "c",
+        "post_envelope",
+        serde_json::from_str(&params).expect("json"),
+    );
+    assert_eq!(frame.get("ok"), &json!(false));
+    let refused: Vec<_> = world
+        .outputs()
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Refused(refused) => Some(refused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].endpoint, world.endpoints[2]);
+    assert_eq!(refused[0].op, "post_envelope");
+    assert_eq!(refused[0].error.wire_code(), "access_denied");
+    assert_eq!((refused[0].before, refused[0].after), (counters, counters));
+    assert!(!refused[0].post_left_trace() && !refused[0].inbox_full());
 }
 
 #[test]
@@ -504,12 +602,17 @@ fn malformed_frames_still_get_a_response() {
             ("params", json!({})),
         ],
     );
-    let RpcOutcome::Response(answer_frame) = world.hub.handle_request(at(0), endpoint, &frame)
+    world.hub.handle_request(at(0), endpoint, &frame);
+    let answers = world.outputs();
+    let [Output::Frame {
+        frame: answer_frame,
+        ..
+    }] = answers.as_slice()
     else {
-        panic!("answered");
+        panic!("answered: {answers:?}");
     };
     assert_eq!(
-        answer(&answer_frame),
+        answer(answer_frame),
         (
             false,
             "protocol_error".to_string(),
@@ -517,8 +620,9 @@ fn malformed_frames_still_get_a_response() {
         )
     );
     let ping = Frame::new(FrameKind::Ping, vec![]);
+    world.hub.handle_request(at(0), endpoint, &ping);
     assert!(matches!(
-        world.hub.handle_request(at(0), endpoint, &ping),
-        RpcOutcome::Response(_)
+        world.outputs().as_slice(),
+        [Output::Frame { frame, .. }] if frame.kind == FrameKind::Response
     ));
 }

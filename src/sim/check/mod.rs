@@ -464,7 +464,7 @@ impl Checker {
         }
     }
 
-    /// A hub input that posted (or tried to): `refused` tells whether the hub counted a refusal,
+    /// A hub input that posted (or tried to): `refused` tells whether the hub refused it,
     /// `before` and `after` are its (WAL appends, audit records) around the input.
     pub fn check_refusal(
         &mut self,

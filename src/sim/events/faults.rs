@@ -140,6 +140,7 @@ impl World {
     }
 
     fn crash(&mut self) {
+        self.hub.take_refused();
         let Some(server) = self.hub.server.take() else {
             return;
         };
@@ -169,6 +170,7 @@ impl World {
         match hydrated {
             Ok(hub) => {
                 self.hub.server = Some(serve(hub, self.hub.carry_frames));
+                self.hub.refused_inbox_full = 0;
                 self.clock_floor = self.now;
                 self.monitor.hub_restarted();
                 self.monitor.record(self.now, Event::HubRestarted);

@@ -28,7 +28,7 @@ use super::scenario::{Fault, NetworkOptions, Range, Scenario};
 use super::NetStats;
 use crate::client::host::{AgentHost, Command, CommandId};
 use crate::hub::store::Store;
-use crate::hub::{Bugs, Hub, HubConfig};
+use crate::hub::{Bugs, Hub, HubConfig, Refused};
 use crate::ids::{AgentId, EndpointId};
 use crate::proto::frame::Frame;
 use crate::proto::HubError;
@@ -119,11 +119,25 @@ struct HubHost {
     id_floor: u128,
     /// Frames, not text, on the links (`network.wire: frames`).
     carry_frames: bool,
+    /// `post_envelope` requests refused for a full inbox by the hub now running since it
+    /// started (or by the last one, while the hub is down).
+    refused_inbox_full: u64,
 }
 
 impl HubHost {
     fn hub(&self) -> Option<&Hub> {
         self.server.as_ref().map(HubServer::hub)
+    }
+
+    /// The requests the hub refused since the last call, counting those refused for a full
+    /// inbox.
+    fn take_refused(&mut self) -> Vec<Refused> {
+        let Some(server) = &mut self.server else {
+            return Vec::new();
+        };
+        let refused: Vec<Refused> = std::iter::from_fn(|| server.poll_refused()).collect();
+        self.refused_inbox_full += refused.iter().filter(|r| r.inbox_full()).count() as u64;
+        refused
     }
 }
 
@@ -210,6 +224,7 @@ impl World {
                 dirty: false,
                 id_floor: 0,
                 carry_frames: !options.text_wire,
+                refused_inbox_full: 0,
             },
             net: Links {
                 links,
@@ -408,20 +423,14 @@ impl World {
                 let Some(server) = &mut self.hub.server else {
                     return;
                 };
-                let refused = server.hub().refusals().with_trace;
                 match msg {
                     Msg::Text(text) => server.receive(now, endpoint, &text),
                     Msg::Frame(frame) => server.receive_frame(now, endpoint, frame),
                 }
                 self.hub.dirty = true;
-                let refusals = server.hub().refusals();
-                if let (true, Some((before, after))) =
-                    (refusals.with_trace > refused, refusals.last_trace)
-                {
-                    let clocks = self.clocks();
-                    self.monitor
-                        .check_refusal(self.hub.hub(), clocks, before, after);
-                }
+                let refused = self.hub.take_refused();
+                let clocks = self.clocks();
+                self.monitor.refused(self.hub.hub(), clocks, &refused);
                 self.drain_hub();
             }
             Ev::ToHost { conn, seq, msg } => {
@@ -530,8 +539,10 @@ impl World {
         self.schedule(at, event);
     }
 
-    /// Routes what the hub produced.
+    /// Routes what the hub produced. Requests it refused outside a received message (while
+    /// handling timers or an admin call) are counted, not checked.
     fn drain_hub(&mut self) {
+        self.hub.take_refused();
         while let Some(output) = self.hub.server.as_mut().and_then(HubServer::poll_output) {
             match output {
                 ServerOutput::Send { endpoint, text } => self.route_down(endpoint, Msg::Text(text)),
@@ -749,6 +760,7 @@ impl Network for World {
         Ending {
             hub,
             agents,
+            refused_inbox_full: self.hub.refused_inbox_full,
             stats: self.stats,
             notes: self.notes,
             monitor: self.monitor,
@@ -759,6 +771,7 @@ impl Network for World {
 fn serve(hub: Hub, carry_frames: bool) -> HubServer {
     let mut server = HubServer::new(hub);
     server.carry_frames(carry_frames);
+    server.keep_refused(true);
     server
 }
 

@@ -187,7 +187,7 @@ impl Driver {
                 Output::OpenResolved { channel, result } => {
                     self.opens.insert(channel, result);
                 }
-                Output::InboxPressure { .. } | Output::Frame { .. } => {}
+                Output::InboxPressure { .. } | Output::Frame { .. } | Output::Refused(_) => {}
             }
         }
     }
