@@ -77,11 +77,12 @@ pub struct NetStats {
 pub struct Outcome {
     /// The trace, printed exactly as the reference runner prints it.
     pub trace: String,
-    /// Steps whose result did not match their `expect_error`, and harness notes.
+    /// Steps whose result did not match their `expect_error`, and harness notes, with the
+    /// trace's names for ids and timestamps.
     pub mismatches: Vec<String>,
     /// Network counters (network runs only).
     pub stats: Option<NetStats>,
-    /// Broken invariants (network runs only).
+    /// Broken invariants (network runs only), their messages with the trace's names.
     pub violations: Vec<check::Violation>,
     /// The run's event log (network runs only; empty unless asked for).
     pub events: EventLog,
@@ -121,8 +122,7 @@ pub fn run_network(scenario: &Scenario, options: &RunOptions) -> Result<NetRun, 
 }
 
 fn outcome(scenario: &Scenario, run: NetRun, options: &RunOptions) -> Outcome {
-    let mut mismatches = run.run.mismatches.clone();
-    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    let (violations, mismatches) = sweep::reported(&run);
     let timeline = run.events.enabled().then(|| {
         let origin = timeline::Origin::of(scenario, options);
         timeline::Timeline::new(&origin, &run.run, &run.events, &run.violations)
@@ -131,7 +131,7 @@ fn outcome(scenario: &Scenario, run: NetRun, options: &RunOptions) -> Outcome {
         trace: trace::render(&scenario.name, &run.run),
         mismatches,
         stats: Some(run.stats),
-        violations: run.violations,
+        violations,
         events: run.events,
         timeline,
     }
@@ -152,9 +152,15 @@ fn in_process(scenario: &Scenario, level: LogLevel) -> Outcome {
         let origin = timeline::Origin::of(scenario, &options);
         timeline::Timeline::new(&origin, &run, &events, &[])
     });
+    let mismatches = if run.mismatches.is_empty() {
+        Vec::new()
+    } else {
+        let names = trace::Normaliser::for_messages(&run, []);
+        run.mismatches.iter().map(|m| names.message(m)).collect()
+    };
     Outcome {
         trace: trace::render(&scenario.name, &run),
-        mismatches: run.mismatches,
+        mismatches,
         stats: None,
         violations: Vec::new(),
         events,

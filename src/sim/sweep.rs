@@ -1,11 +1,15 @@
 //! Sweeps: a scenario run on a network backend over a range of seeds, each run checked against
 //! the scenario's invariants (and run twice for `determinism`), every failure with the one
 //! command line that reproduces it. Seeds can be split into chunks run on any thread; merging
-//! the chunks in seed order gives the same report whatever the split.
+//! the chunks in seed order gives the same report whatever the split. What a seed reports
+//! (violations, mismatches, notes) names ids as the trace does ([`reported`]).
 
-use super::check::{first_divergence, Invariant, Selection, Violation};
+use super::check::{
+    first_divergence, first_divergent_event, Divergence, Invariant, Selection, Violation,
+};
 use super::scenario::{Scenario, SeedRange};
-use super::{trace, Backend, NetRun, RunOptions};
+use super::trace::Normaliser;
+use super::{trace, Backend, LogLevel, NetRun, RunOptions};
 use crate::hub::Bugs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,12 +21,12 @@ pub struct SeedOutcome {
     pub seed: u64,
     /// The normalised trace.
     pub trace: String,
-    /// `expect_error` mismatches and harness notes.
+    /// `expect_error` mismatches and harness notes, with the trace's names.
     pub mismatches: Vec<String>,
-    /// Every broken invariant, known or not.
+    /// Every broken invariant, known or not, its message with the trace's names.
     pub violations: Vec<Violation>,
-    /// Where a second run of the seed diverged (line, first run's line, second run's line).
-    pub divergence: Option<(usize, String, String)>,
+    /// Where a second run of the seed diverged.
+    pub divergence: Option<Divergence>,
     /// The probes and violation kinds this seed reached.
     pub reached: BTreeSet<String>,
     /// The backend could not run the seed (the reason is in `mismatches`).
@@ -61,8 +65,15 @@ pub fn run_seed_on(scenario: &Scenario, seed: u64, bugs: Bugs, backend: Backend)
     let rendered = trace::render(&scenario.name, &run.run);
     let divergence = if scenario.sweep.invariants.has(Invariant::Determinism) {
         match super::run_network(scenario, &options) {
-            Ok(again) => first_divergence(&rendered, &trace::render(&scenario.name, &again.run)),
-            Err(error) => Some((0, String::new(), format!("the second run failed: {error}"))),
+            Ok(again) => first_divergence(&rendered, &trace::render(&scenario.name, &again.run))
+                .map(|trace| Divergence {
+                    trace,
+                    event: event_divergence(scenario, &options, &options),
+                }),
+            Err(error) => Some(Divergence {
+                trace: (0, String::new(), format!("the second run failed: {error}")),
+                event: None,
+            }),
         }
     } else {
         None
@@ -85,16 +96,67 @@ pub fn run_seed_on(scenario: &Scenario, seed: u64, bugs: Bugs, backend: Backend)
         }
     }
     reached.extend(run.violations.iter().map(|v| v.kind.to_string()));
-    let mut mismatches = run.run.mismatches.clone();
-    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    let (violations, mismatches) = reported(&run);
     SeedOutcome {
         seed,
         trace: rendered,
         mismatches,
-        violations: run.violations,
+        violations,
         divergence,
         reached,
         failed: false,
+    }
+}
+
+/// What a network run reports: its violations and its `expect_error` mismatches and harness
+/// notes (`hubsim: ...`), with the trace's names for ids and timestamps
+/// ([`Normaliser::for_messages`], which also names the envelopes the clients received that
+/// the final WALs do not hold). The run keeps its raw messages; names are made only when there
+/// is something to report.
+pub fn reported(run: &NetRun) -> (Vec<Violation>, Vec<String>) {
+    let mut mismatches = run.run.mismatches.clone();
+    mismatches.extend(run.notes.iter().map(|note| format!("hubsim: {note}")));
+    if run.violations.is_empty() && mismatches.is_empty() {
+        return (Vec::new(), mismatches);
+    }
+    let seen = run
+        .logs
+        .iter()
+        .flat_map(|log| log.received.iter().map(|delivery| &*delivery.envelope));
+    let names = Normaliser::for_messages(&run.run, seen);
+    let violations = run
+        .violations
+        .iter()
+        .map(|violation| violation.clone().named(&names))
+        .collect();
+    let mismatches = mismatches.iter().map(|m| names.message(m)).collect();
+    (violations, mismatches)
+}
+
+/// Runs `scenario` as `first` and as `second` say, each with its event log on (frames
+/// included), and names the first line where the two logs, rendered with the trace's names,
+/// differ (`None`: they agree, or a run failed). Compares two runs of one seed whose traces
+/// diverged, on any backend.
+pub fn event_divergence(
+    scenario: &Scenario,
+    first: &RunOptions,
+    second: &RunOptions,
+) -> Option<(usize, String, String)> {
+    let timeline = |options: &RunOptions| {
+        let logged = RunOptions {
+            log: LogLevel::Frames,
+            ..*options
+        };
+        super::run(scenario, &logged).map(|outcome| {
+            outcome
+                .timeline
+                .map(|seen| seen.entry_lines())
+                .unwrap_or_default()
+        })
+    };
+    match (timeline(first), timeline(second)) {
+        (Ok(a), Ok(b)) => first_divergent_event(&a, &b),
+        _ => None,
     }
 }
 
@@ -244,13 +306,11 @@ impl Tally {
                 fail(format!("expectation mismatch: {mismatch}"));
             }
         }
-        if let Some((line, first, second)) = &outcome.divergence {
+        if let Some(divergence) = &outcome.divergence {
             // One run cannot show it; a sweep of this seed runs it twice.
             self.failures.push(Failure {
                 seed: Some(seed),
-                what: format!(
-                    "determinism: two runs diverge at trace line {line}: `{first}` vs `{second}`"
-                ),
+                what: format!("determinism: {divergence}"),
                 repro: repro.sweep(SeedRange {
                     start: seed,
                     end: seed + 1,
@@ -320,10 +380,16 @@ pub fn check_in_process(
         .iter()
         .map(|m| format!("expectation mismatch (in process): {m}"))
         .collect();
-    if let Some((line, a, b)) = first_divergence(&first.trace, &second.trace) {
-        problems.push(format!(
-            "determinism: two in-process runs diverge at trace line {line}: `{a}` vs `{b}`"
-        ));
+    if let Some(trace) = first_divergence(&first.trace, &second.trace) {
+        let in_process = RunOptions {
+            backend: Backend::InProcess,
+            ..RunOptions::default()
+        };
+        let divergence = Divergence {
+            trace,
+            event: event_divergence(scenario, &in_process, &in_process),
+        };
+        problems.push(format!("determinism (in process): {divergence}"));
     }
     let expected_path = reference.join(format!("{}.json", scenario.name));
     let compared = match std::fs::read_to_string(&expected_path) {

@@ -309,6 +309,16 @@ impl Timeline {
         })
     }
 
+    /// Every entry, one line each (line N is entry #N), without the header: what two runs of
+    /// one seed are compared by.
+    pub fn entry_lines(&self) -> String {
+        let mut out = String::new();
+        for entry in &self.entries {
+            write_entry(&mut out, entry);
+        }
+        out
+    }
+
     /// The text timeline: a header (scenario, seed, the chaos schedule the seed drew), then one
     /// line per entry `filter` keeps: number, simulated time, who, what.
     pub fn render(&self, filter: &Filter) -> String {
@@ -444,7 +454,18 @@ impl<'r> Builder<'r> {
         Builder {
             run,
             log,
-            normaliser: Normaliser::new(run),
+            normaliser: Normaliser::for_messages(
+                run,
+                log.events()
+                    .iter()
+                    .filter_map(|logged| match &logged.event {
+                        Event::Host {
+                            event: HostEvent::Received { envelope, .. },
+                            ..
+                        } => Some(&**envelope),
+                        _ => None,
+                    }),
+            ),
             channel_of,
             entries: Vec::new(),
             bands: Vec::new(),
@@ -512,7 +533,7 @@ impl<'r> Builder<'r> {
                         Some(error) => format!(
                             "step {step} failed: {}: {}",
                             error.type_name,
-                            self.normaliser.text(&error.message)
+                            self.normaliser.message(&error.message)
                         ),
                     };
                     if let Some(&started) = self.steps.get(step) {
@@ -671,12 +692,12 @@ impl<'r> Builder<'r> {
                     entry.kind = Kind::Crash;
                     entry.who = "hub".into();
                     entry.lane = Some(HUB_LANE);
-                    entry.what = format!("did not restart: {}", self.normaliser.text(message));
+                    entry.what = format!("did not restart: {}", self.normaliser.message(message));
                 }
                 Event::Violation { kind, message } => {
                     entry.kind = Kind::Violation;
                     entry.who = "checker".into();
-                    entry.what = format!("VIOLATION {kind}: {}", self.normaliser.text(message));
+                    entry.what = format!("VIOLATION {kind}: {}", self.normaliser.message(message));
                     entry.refs = self.concerns(message);
                     entry.agents = self.agents_in(message);
                     entry.lane = entry
@@ -703,15 +724,14 @@ impl<'r> Builder<'r> {
         let final_violations = violations
             .iter()
             .filter(|v| {
-                let what = format!("VIOLATION {}: {}", v.kind, self.normaliser.text(&v.message));
+                let what = format!(
+                    "VIOLATION {}: {}",
+                    v.kind,
+                    self.normaliser.message(&v.message)
+                );
                 !logged.contains(&(what, String::new()))
             })
-            .map(|v| {
-                (
-                    v.kind.to_string(),
-                    self.normaliser.text(&v.message).into_owned(),
-                )
-            })
+            .map(|v| (v.kind.to_string(), self.normaliser.message(&v.message)))
             .collect();
         let mut lanes = vec!["hub".to_string()];
         lanes.extend(self.run.agents.iter().map(|a| a.model.name.clone()));
@@ -787,14 +807,14 @@ impl<'r> Builder<'r> {
                     format!(
                         "{kind} to {op}: {}: {}",
                         field("error_code"),
-                        self.normaliser.text(field("error_message"))
+                        self.normaliser.message(field("error_message"))
                     )
                 }
             }
             FrameKind::Error => format!(
                 "{kind} {}: {}",
                 field("code"),
-                self.normaliser.text(field("message"))
+                self.normaliser.message(field("message"))
             ),
             FrameKind::Notify => format!(
                 "{kind} {} {}",

@@ -12,12 +12,12 @@
 use super::record::Run;
 use super::record::{Completion, StepRecord};
 use crate::hub::channel::ChannelMetadata;
-use crate::ids::{is_hex32, AgentId};
+use crate::ids::{is_hex32, AgentId, EnvelopeId, UNKNOWN_CHANNEL};
 use crate::json::{py_float_repr, write_json_string};
 use crate::proto::Envelope;
 use crate::time::{Timestamp, MICROS_PER_SECOND};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Maps raw ids and timestamps to their placeholders.
@@ -26,6 +26,8 @@ pub struct Normaliser {
     names: BTreeMap<AgentId, String>,
     /// Every minted id of the run (agents, channels, envelopes share one counter).
     placeholders: BTreeMap<u128, String>,
+    /// Names for messages of ids the trace cannot name ([`Normaliser::for_messages`]).
+    unnamed: BTreeMap<u128, String>,
 }
 
 impl Normaliser {
@@ -53,7 +55,73 @@ impl Normaliser {
             epoch: run.epoch,
             names,
             placeholders,
+            unnamed: BTreeMap::new(),
         }
+    }
+
+    /// The maps of a finished run for messages (violations, expectation mismatches, notes),
+    /// which [`Normaliser::message`] rewrites. Besides the trace's names, an envelope the trace
+    /// cannot name (not in its channel's final WAL: lost in a hub crash, say) but that `seen`
+    /// holds (what the clients received) or a `send` step returned is named
+    /// `<env:LABEL#?K>`: the K-th such envelope of channels labelled LABEL, in id order
+    /// (`<env:?K>` when its channel has no label). A channel only such an envelope names is
+    /// `<channel:?K>`.
+    pub fn for_messages<'e>(run: &Run, seen: impl IntoIterator<Item = &'e Envelope>) -> Normaliser {
+        let mut names = Normaliser::new(run);
+        // Unnamed envelope ids with their channel's label, if it has one.
+        let mut lost: BTreeMap<u128, Option<String>> = BTreeMap::new();
+        let mut channels = BTreeSet::new();
+        for envelope in seen {
+            let Some(id) = envelope.envelope_id else {
+                continue;
+            };
+            if names.placeholders.contains_key(&id.0) {
+                continue;
+            }
+            let label = run.labels.get(&envelope.channel_id).cloned();
+            if label.is_none() && !names.placeholders.contains_key(&envelope.channel_id.0) {
+                channels.insert(envelope.channel_id.0);
+            }
+            lost.entry(id.0).or_insert(label);
+        }
+        let labels: BTreeSet<&str> = run.labels.values().map(String::as_str).collect();
+        for record in run.steps.iter().filter(|record| record.op == "send") {
+            let Some(id) = record
+                .result
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(EnvelopeId::parse)
+            else {
+                continue;
+            };
+            if names.placeholders.contains_key(&id.0) {
+                continue;
+            }
+            let label = record
+                .echo
+                .get("channel")
+                .and_then(Value::as_str)
+                .filter(|label| labels.contains(label))
+                .map(str::to_string);
+            lost.entry(id.0).or_insert(label);
+        }
+        let mut counts: BTreeMap<Option<String>, usize> = BTreeMap::new();
+        for (id, label) in lost {
+            let count = counts.entry(label.clone()).or_insert(0);
+            *count += 1;
+            let name = match label {
+                Some(label) => format!("<env:{label}#?{count}>"),
+                None => format!("<env:?{count}>"),
+            };
+            names.unnamed.insert(id, name);
+        }
+        for (idx, channel) in channels.into_iter().enumerate() {
+            names
+                .unnamed
+                .entry(channel)
+                .or_insert_with(|| format!("<channel:?{}>", idx + 1));
+        }
+        names
     }
 
     fn id(&self, raw: &str) -> String {
@@ -61,6 +129,23 @@ impl Normaliser {
             .ok()
             .and_then(|id| self.placeholders.get(&id).cloned())
             .unwrap_or_else(|| "<id:unknown>".to_string())
+    }
+
+    /// A message's name for a raw id: the trace's, one [`Normaliser::for_messages`] gave it,
+    /// `<channel:unknown_channel>` for the id no hub mints, else `<id:?N>`, N its place in
+    /// mint order (every id comes from one counter), so two ids the run cannot name still read
+    /// apart.
+    fn message_id(&self, raw: &str) -> String {
+        let Ok(id) = u128::from_str_radix(raw, 16) else {
+            return "<id:unknown>".to_string();
+        };
+        if let Some(name) = self.placeholders.get(&id).or_else(|| self.unnamed.get(&id)) {
+            return name.clone();
+        }
+        if id == UNKNOWN_CHANNEL.0 {
+            return "<channel:unknown_channel>".to_string();
+        }
+        format!("<id:?{id}>")
     }
 
     fn name(&self, agent: AgentId) -> String {
@@ -103,6 +188,15 @@ impl Normaliser {
         }
         let replaced = replace_hex_words(text, |hex| self.id(hex));
         replace_timestamps(&replaced, |stamp| self.time(stamp)).into()
+    }
+
+    /// A message as people read it: every 32-hex word named as the trace names it (or, for an
+    /// id the trace cannot name, as [`Normaliser::for_messages`] and [`Normaliser::message_id`]
+    /// say) and every ISO timestamp as `<T+Ns>`. The trace's own text goes through
+    /// [`Normaliser::text`], which this leaves alone.
+    pub fn message(&self, text: &str) -> String {
+        let replaced = replace_hex_words(text, |hex| self.message_id(hex));
+        replace_timestamps(&replaced, |stamp| self.time(stamp))
     }
 }
 

@@ -8,7 +8,10 @@
 //!
 //! Submodules: `delivery` (at-least-once, audience, order, one turn per trigger), `channels`
 //! (TTL, auto-close, WAL fold), `inbox` (caps, refused sends). `determinism` is checked by
-//! running twice ([`first_divergence`]).
+//! running twice ([`first_divergence`], [`first_divergent_event`], [`Divergence`]).
+//!
+//! Violation messages hold raw ids; what reports them names them with the run's
+//! [`Normaliser`](crate::sim::trace::Normaliser) ([`Violation::named`]).
 
 mod channels;
 mod delivery;
@@ -510,6 +513,16 @@ impl Checker {
 
 /// The first line where two traces differ (1-based) and both lines, or `None` if equal.
 pub fn first_divergence(a: &str, b: &str) -> Option<(usize, String, String)> {
+    first_divergent_line(a, b, "<end of trace>")
+}
+
+/// The first line where two runs' event logs (rendered with the trace's names) differ
+/// (1-based) and both lines, or `None` if equal.
+pub fn first_divergent_event(a: &str, b: &str) -> Option<(usize, String, String)> {
+    first_divergent_line(a, b, "<end of log>")
+}
+
+fn first_divergent_line(a: &str, b: &str, end: &str) -> Option<(usize, String, String)> {
     if a == b {
         return None;
     }
@@ -520,10 +533,50 @@ pub fn first_divergence(a: &str, b: &str) -> Option<(usize, String, String)> {
         match (left.next(), right.next()) {
             (Some(x), Some(y)) if x == y => continue,
             (x, y) => {
-                let show = |s: Option<&str>| s.map_or("<end of trace>".to_string(), str::to_string);
+                let show = |s: Option<&str>| s.map_or(end.to_string(), str::to_string);
                 return Some((line, show(x), show(y)));
             }
         }
+    }
+}
+
+/// Where two runs of one seed part (the `determinism` invariant): the first divergent line of
+/// their traces, and of their event logs when those were compared and differ.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The first divergent trace line (1-based), as the first run and the second printed it.
+    pub trace: (usize, String, String),
+    /// The first divergent line of the two runs' event logs, likewise (`None`: not compared,
+    /// or the logs agree).
+    pub event: Option<(usize, String, String)>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (line, first, second) = &self.trace;
+        write!(
+            f,
+            "two runs diverge at trace line {line}: `{first}` vs `{second}`"
+        )?;
+        if let Some((line, first, second)) = &self.event {
+            write!(
+                f,
+                "; their first divergent event is line {line} of the event logs: `{}` vs `{}`",
+                first.trim_start(),
+                second.trim_start()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Violation {
+    /// The violation as reports show it: its message with the run's names
+    /// ([`Normaliser::message`](crate::sim::trace::Normaliser::message)) instead of raw ids
+    /// and timestamps.
+    pub fn named(mut self, names: &crate::sim::trace::Normaliser) -> Violation {
+        self.message = names.message(&self.message);
+        self
     }
 }
 

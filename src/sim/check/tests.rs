@@ -186,3 +186,102 @@ fn first_divergence_names_the_line() {
         Some((2, "<end of trace>".to_string(), "b".to_string()))
     );
 }
+
+#[test]
+fn first_divergent_event_names_the_log_line() {
+    let log = "      0.0s  harness        step 0 open\n      0.1s  alice          connected (connection 1)\n";
+    assert_eq!(first_divergent_event(log, log), None);
+    let other = "      0.0s  harness        step 0 open\n      0.2s  alice          connected (connection 1)\n";
+    let event = first_divergent_event(log, other);
+    assert_eq!(
+        event,
+        Some((
+            2,
+            "      0.1s  alice          connected (connection 1)".to_string(),
+            "      0.2s  alice          connected (connection 1)".to_string()
+        ))
+    );
+    assert_eq!(
+        first_divergent_event("a\n", "a\nb\n"),
+        Some((2, "<end of log>".to_string(), "b".to_string()))
+    );
+    let divergence = Divergence {
+        trace: (7, "\"turn\": 1,".to_string(), "\"turn\": 2,".to_string()),
+        event,
+    };
+    assert_eq!(
+        divergence.to_string(),
+        "two runs diverge at trace line 7: `\"turn\": 1,` vs `\"turn\": 2,`; their first \
+         divergent event is line 2 of the event logs: `0.1s  alice          connected \
+         (connection 1)` vs `0.2s  alice          connected (connection 1)`"
+    );
+}
+
+#[test]
+fn a_reported_violation_names_ids_as_the_trace_does_and_tells_unnamed_ones_apart() {
+    use crate::ids::{EnvelopeId, UNKNOWN_CHANNEL};
+    use crate::sim::trace::Normaliser;
+    let scenario = Scenario::parse(CONSULTING, "consulting").expect("parses");
+    let mut run = runner::run(&scenario);
+    let c1 = channel(&run.hub);
+    let bob = run.hub.names["bob"];
+    let text = run.hub.channels[&c1]
+        .wal
+        .iter()
+        .position(|e| e.event_type == EventType::TEXT)
+        .expect("a text");
+    let sent = run.hub.channels[&c1].wal[text].clone();
+    // Envelopes no final WAL holds (lost in a hub crash, say): two of c1 that clients received,
+    // one of a channel the run never labelled, and one a send step returned.
+    let last = run.hub.ids.last();
+    let unheld = |raw: u128, channel: ChannelId| {
+        let mut envelope = Envelope::clone(&sent);
+        envelope.envelope_id = Some(EnvelopeId(raw));
+        envelope.channel_id = channel;
+        envelope
+    };
+    let seen = [
+        unheld(last + 2, c1),
+        unheld(last + 1, c1),
+        unheld(last + 4, ChannelId(last + 3)),
+    ];
+    let send = run
+        .steps
+        .iter_mut()
+        .find(|record| record.op == "send")
+        .expect("a send step");
+    send.result = Some(serde_json::Value::from(EnvelopeId(last + 5).to_string()));
+    let names = Normaliser::for_messages(&run, &seen);
+    let violation = Violation {
+        invariant: Invariant::Delivery,
+        kind: "delivery/missing",
+        at: 0,
+        step: None,
+        adapter: Some("consulting"),
+        message: format!(
+            "{bob} never handled {} in channel {c1}, nor {}, {}, {} in {}, {}; {} and {} by {}",
+            EnvelopeId(sent.envelope_id.expect("stamped").0),
+            EnvelopeId(last + 1),
+            EnvelopeId(last + 2),
+            EnvelopeId(last + 4),
+            ChannelId(last + 3),
+            EnvelopeId(last + 5),
+            EnvelopeId(last + 9),
+            UNKNOWN_CHANNEL,
+            crate::time::DEFAULT_EPOCH,
+        ),
+    };
+    let raw = violation.message.clone();
+    let named = violation.named(&names);
+    assert_eq!(
+        named.message,
+        format!(
+            "<agent:bob> never handled <env:c1#{text}> in channel <channel:c1>, nor \
+             <env:c1#?1>, <env:c1#?2>, <env:?1> in <channel:?1>, <env:c1#?3>; <id:?{}> and \
+             <channel:unknown_channel> by <T+0s>",
+            last + 9
+        )
+    );
+    // The trace's own normalisation is unchanged: what it cannot name stays `<id:unknown>`.
+    assert!(names.text(&raw).contains("nor <id:unknown>, <id:unknown>"));
+}

@@ -32,7 +32,8 @@ pub fn signature(violation: &super::check::Violation) -> String {
 }
 
 /// Runs the scenario tree with `seed` and returns each failure signature it shows with its
-/// first message; `Err` if the tree is not a valid scenario.
+/// first message (with the trace's names, as [`run_seed`] reports it); `Err` if the tree is
+/// not a valid scenario.
 pub fn failures(tree: &Value, seed: u64, bugs: Bugs) -> Result<BTreeMap<String, String>, String> {
     let scenario = Scenario::parse(&to_yaml(tree), "fuzz")?;
     let outcome = run_seed(&scenario, seed, bugs);
@@ -42,11 +43,8 @@ pub fn failures(tree: &Value, seed: u64, bugs: Bugs) -> Result<BTreeMap<String, 
             .entry(signature(violation))
             .or_insert_with(|| violation.to_string());
     }
-    if let Some((line, a, b)) = &outcome.divergence {
-        found.insert(
-            DIVERGED.to_string(),
-            format!("two runs diverge at trace line {line}: `{a}` vs `{b}`"),
-        );
+    if let Some(divergence) = &outcome.divergence {
+        found.insert(DIVERGED.to_string(), divergence.to_string());
     }
     Ok(found)
 }
