@@ -206,3 +206,49 @@ fn look_at(png: &Path) -> (usize, f64) {
     }
     (colours.len(), inked as f64 / total.max(1) as f64)
 }
+
+#[test]
+fn check_writes_a_report_per_failing_seed_and_an_index_beside_a_json_report() {
+    let dir = std::env::temp_dir().join(format!("hubsim-check-html-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let json = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .current_dir(crate::support::root())
+        .args([
+            "check",
+            "tests/data/bugs/drop_dispatch.yaml",
+            "--inject-bug",
+            "drop_dispatch",
+            "--seeds",
+            "5",
+            "--report",
+            "html",
+        ])
+        .arg(dir.join("html"))
+        .args(["--report", "json"])
+        .arg(&json)
+        .output()
+        .expect("hubsim runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(3 failing seeds drawn)"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("a JSON report")).unwrap();
+    assert_eq!(
+        report["scenarios"][0]["failures"].as_array().unwrap().len(),
+        5
+    );
+    let index = std::fs::read_to_string(dir.join("html/index.html")).expect("an index");
+    for seed in 0..3 {
+        let file = format!("drop_dispatch-seed-{seed}.html");
+        assert!(index.contains(&format!("href=\"{file}\"")), "{index}");
+        let page = std::fs::read_to_string(dir.join("html").join(&file)).expect("a page");
+        assert!(page.contains("delivery/missing"), "{file} has no violation");
+    }
+    assert!(!dir.join("html/drop_dispatch-seed-3.html").exists());
+    assert!(
+        index.contains("2 further failing seeds are not drawn"),
+        "{index}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

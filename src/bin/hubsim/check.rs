@@ -1,11 +1,12 @@
 //! `hubsim check`: every scenario over its seeds on worker threads, a progress bar, a summary
-//! table, one repro line per failure, and an optional JUnit or JSON report.
+//! table, one repro line per failure, and optional JUnit, JSON and HTML reports.
 
 use crate::report::{self, ScenarioResult};
 use hubsim::hub::Bugs;
+use hubsim::report::html;
 use hubsim::sim::scenario::{NetworkBackend, Scenario, SeedRange};
 use hubsim::sim::sweep::{self, Failure, Repro, Tally};
-use hubsim::sim::Backend;
+use hubsim::sim::{Backend, LogLevel, RunOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ const CHUNK: u64 = 16;
 
 /// Failures printed per scenario (the report has them all).
 const PRINTED_PER_SCENARIO: usize = 5;
+
+/// Failing seeds per scenario that `--report html DIR` draws.
+const HTML_PER_SCENARIO: usize = 3;
 
 /// Sweep scenarios over their seeds, checking invariants, determinism and reference traces.
 ///
@@ -43,9 +47,11 @@ pub(crate) struct CheckArgs {
     /// Run shard K of N (1-based): every Nth scenario of the sorted list, from the Kth.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(usize, usize)>,
-    /// Write a report: `--report junit FILE` or `--report json FILE`.
-    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
-    report: Option<Vec<String>>,
+    /// Write a report: `--report junit FILE`, `--report json FILE`, or `--report html DIR`
+    /// (the timeline of the first 3 failing seeds of each scenario as HTML sequence diagrams,
+    /// and an `index.html` linking them). May be repeated.
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "PATH"], action = clap::ArgAction::Append)]
+    report: Vec<String>,
     /// The network backend the seeds run on. On turmoil, a scenario without `--seeds` runs
     /// its first 3 seeds (turmoil runs 100-400 times slower than the event driver).
     #[arg(long, value_enum, default_value_t = crate::Net::Events)]
@@ -101,15 +107,18 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     let started = Instant::now();
     let bugs = Bugs::from_names(&args.inject_bug)?;
     let backend = args.net.backend(args.tick_ms)?;
-    let report = match args.report.as_deref() {
-        None => None,
-        Some([format, file]) => {
-            let format = <report::Format as clap::ValueEnum>::from_str(format, true)
-                .map_err(|_| format!("--report: expected `junit` or `json`, got `{format}`"))?;
-            Some((format, PathBuf::from(file)))
-        }
-        Some(_) => return Err("--report takes a format and a file".into()),
-    };
+    let reports = args
+        .report
+        .chunks(2)
+        .map(|pair| match pair {
+            [format, path] => <report::Format as clap::ValueEnum>::from_str(format, true)
+                .map(|format| (format, PathBuf::from(path)))
+                .map_err(|_| {
+                    format!("--report: expected `junit`, `json` or `html`, got `{format}`")
+                }),
+            _ => Err("--report takes a format and a path".to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -277,9 +286,17 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     let elapsed = started.elapsed().as_secs_f64();
     print_failures(&merged);
     report::print_summary(&merged, elapsed, jobs);
-    if let Some((format, path)) = &report {
-        report::write(*format, path, &merged, elapsed)?;
-        eprintln!("hubsim: wrote {}", path.display());
+    for (format, path) in &reports {
+        if *format == report::Format::Html {
+            let pages = write_html(path, &entries, &merged, bugs)?;
+            eprintln!(
+                "hubsim: wrote {} ({pages} failing seeds drawn)",
+                path.join("index.html").display()
+            );
+        } else {
+            report::write(*format, path, &merged, elapsed)?;
+            eprintln!("hubsim: wrote {}", path.display());
+        }
     }
     let failed = merged.iter().any(|r| !r.tally.failures.is_empty());
     Ok(if failed {
@@ -343,6 +360,93 @@ fn print_failures(results: &[ScenarioResult]) {
             );
         }
     }
+}
+
+/// Writes `dir/index.html` and, for the first [`HTML_PER_SCENARIO`] failing seeds of each
+/// scenario, `dir/NAME-seed-N.html`: the seed run again with its event log on, drawn as
+/// `hubsim run FILE --seed N --html` draws it. Returns the pages written.
+fn write_html(
+    dir: &Path,
+    entries: &[Entry],
+    results: &[ScenarioResult],
+    bugs: Bugs,
+) -> Result<usize, Box<dyn Error>> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut rows = Vec::new();
+    let mut left_out = 0;
+    let mut unseeded = 0;
+    for (entry, result) in entries.iter().zip(results) {
+        let Ok(scenario) = &entry.scenario else {
+            unseeded += result.tally.failures.len();
+            continue;
+        };
+        let mut seeds: Vec<u64> = Vec::new();
+        for failure in &result.tally.failures {
+            match failure.seed {
+                None => unseeded += 1,
+                Some(seed) if !seeds.contains(&seed) => seeds.push(seed),
+                Some(_) => {}
+            }
+        }
+        left_out += seeds.len().saturating_sub(HTML_PER_SCENARIO);
+        for seed in seeds.into_iter().take(HTML_PER_SCENARIO) {
+            let failures: Vec<_> = result
+                .tally
+                .failures
+                .iter()
+                .filter(|f| f.seed == Some(seed))
+                .collect();
+            let options = RunOptions {
+                backend: entry.repro.backend,
+                seed,
+                bugs,
+                log: LogLevel::Frames,
+            };
+            let outcome = hubsim::sim::run(scenario, &options)
+                .map_err(|e| format!("{} seed {seed}: {e}", entry.file.display()))?;
+            let Some(seen) = outcome.timeline else {
+                continue;
+            };
+            let file = format!("{}-seed-{seed}.html", scenario.name);
+            let path = dir.join(&file);
+            std::fs::write(&path, html::page(&seen))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            rows.push(html::IndexRow {
+                scenario: scenario.name.clone(),
+                seed,
+                file,
+                what: failures
+                    .iter()
+                    .map(|f| f.what.lines().next().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                repro: failures
+                    .first()
+                    .map(|f| f.repro.clone())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let mut note = format!(
+        "{} scenarios checked; each failing seed's report is the seed run again with its event \
+         log on (at most {HTML_PER_SCENARIO} per scenario).",
+        results.len()
+    );
+    if left_out > 0 {
+        note.push_str(&format!(
+            " {left_out} further failing seeds are not drawn (--report json FILE lists them)."
+        ));
+    }
+    if unseeded > 0 {
+        note.push_str(&format!(
+            " {unseeded} failures belong to no seed (loading, reference traces, in-process \
+             runs): the terminal output lists them."
+        ));
+    }
+    let index = dir.join("index.html");
+    std::fs::write(&index, html::index("hubsim check", &rows, &note))
+        .map_err(|e| format!("{}: {e}", index.display()))?;
+    Ok(rows.len())
 }
 
 fn stem(file: &Path) -> String {

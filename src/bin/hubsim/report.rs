@@ -14,6 +14,9 @@ pub(crate) enum Format {
     Junit,
     /// JSON with every failure and its repro line.
     Json,
+    /// A folder: the HTML report of the first failing seeds of each scenario, and an
+    /// `index.html` linking them.
+    Html,
 }
 
 /// One scenario's merged result.
@@ -97,6 +100,7 @@ pub(crate) fn write(
     let text = match format {
         Format::Json => serde_json::to_string_pretty(&json_report(results, elapsed))? + "\n",
         Format::Junit => junit(results, elapsed),
+        Format::Html => return Err("an HTML report is a folder of runs (check::write_html)".into()),
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
