@@ -1,7 +1,8 @@
 "use strict";
-// Draws the run embedded in #run-data (a hubsim Timeline) as a sequence diagram. Arrows, bands
-// and violation markers are drawn once per filter change; the per-row dots, labels and times
-// are drawn for the rows in view only, so a run of tens of thousands of events stays quick.
+// Draws the run embedded in #run-data (a hubsim Timeline) as a sequence diagram. Bands and
+// violation markers are drawn once per filter change; arrows are laid out then too, but they,
+// the per-row dots, labels and times are drawn for the rows in view only (every row with `#all`
+// in the address), so a run of tens of thousands of events stays quick.
 (function () {
   const data = JSON.parse(document.getElementById("run-data").textContent);
   const app = document.getElementById("app");
@@ -133,6 +134,12 @@
   // --- the drawing that changes with the filter ------------------------------------------
   let staticSvg = "";
   let arrowCount = 0;
+  // Each arrow's class and SVG, and the arrows crossing each BUCKET_PX band of the drawing.
+  let arrows = [];
+  let buckets = new Map();
+  const BUCKET_PX = 400;
+  // `#all` in the address draws every row and arrow at once (for printing and for tests).
+  const ALL = location.hash === "#all";
   function drawStatic() {
     const out = [];
     out.push(`<defs>${FRAME_KINDS.map((k) => `<marker id="ah-${k}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="${COLORS[k]}"/></marker>`).join("")}</defs>`);
@@ -156,8 +163,9 @@
         out.push(`<text class="band-label" x="${x - 58}" y="${top + 10}">${esc(b.label)}</text>`);
       }
     }
-    // Frames.
-    arrowCount = 0;
+    // Frames: laid out here, drawn by drawRows for the rows in view (all of them with #all).
+    arrows = [];
+    buckets = new Map();
     for (const f of frames) {
       const sy = rowY(f.start.n);
       if (sy === null) continue;
@@ -179,9 +187,17 @@
       }
       const head = f.dropped ? "" : ` marker-end="url(#ah-${f.kind})"`;
       const n = f.start.n;
-      out.push(`<g class="${cls}" data-n="${n}"><line class="vis" x1="${from}" y1="${sy}" x2="${x2}" y2="${ey}" stroke="${color}"${head}/><line class="hit" x1="${from}" y1="${sy}" x2="${x2}" y2="${ey}"/>${extra}</g>`);
-      arrowCount++;
+      const idx = arrows.length;
+      arrows.push({ n, cls, body: `<line class="vis" x1="${from}" y1="${sy}" x2="${x2}" y2="${ey}" stroke="${color}"${head}/><line class="hit" x1="${from}" y1="${sy}" x2="${x2}" y2="${ey}"/>${extra}` });
+      const top = Math.floor(Math.min(sy, ey) / BUCKET_PX), bottom = Math.floor(Math.max(sy, ey) / BUCKET_PX);
+      for (let b = top; b <= bottom; b++) {
+        let list = buckets.get(b);
+        if (!list) buckets.set(b, (list = []));
+        list.push(idx);
+      }
     }
+    arrowCount = arrows.length;
+    out.push(`<g id="arrows"></g>`);
     // Violations.
     for (const v of violations) {
       const vy = rowY(v.n);
@@ -205,13 +221,26 @@
   // --- the rows in view ------------------------------------------------------------------
   let refs = new Set();
   let matches = new Set();
+  let selectedArrow = null;
   function drawRows() {
     const bg = document.getElementById("rows-bg");
     const fg = document.getElementById("rows-fg");
     if (!bg || !fg) return;
-    const top = scroller.scrollTop - 200, bottom = scroller.scrollTop + scroller.clientHeight + 200;
+    const top = ALL ? 0 : scroller.scrollTop - 200;
+    const bottom = ALL ? height : scroller.scrollTop + scroller.clientHeight + 200;
     const first = Math.max(0, Math.floor((top - HEAD) / state.rowH));
     const last = Math.min(rows.length - 1, Math.ceil((bottom - HEAD) / state.rowH));
+    const drawn = new Set();
+    const lines = [];
+    for (let b = Math.floor(Math.max(0, top) / BUCKET_PX); b <= Math.floor(bottom / BUCKET_PX); b++) {
+      for (const idx of buckets.get(b) || []) {
+        if (drawn.has(idx)) continue;
+        drawn.add(idx);
+        const a = arrows[idx];
+        lines.push(`<g class="${a.cls}${a.n === selectedArrow ? " selected" : ""}" data-n="${a.n}">${a.body}</g>`);
+      }
+    }
+    document.getElementById("arrows").innerHTML = lines.join("");
     const back = [], front = [];
     const labels = state.rowH >= 9;
     let lastTime = first > 0 ? rows[first - 1].at : -1;
@@ -269,12 +298,8 @@
     const e = entries[n - 1];
     refs = new Set(e.refs || []);
     detail.innerHTML = describe(e);
-    svg.querySelectorAll(".arrow.selected").forEach((g) => g.classList.remove("selected"));
     const f = frameOf.get(n);
-    if (f) {
-      const g = svg.querySelector(`.arrow[data-n="${f.start.n}"]`);
-      if (g) g.classList.add("selected");
-    }
+    selectedArrow = f ? f.start.n : null;
     if (scroll) {
       if (rowOf[n] < 0) {
         // Make it visible: drop the filters that hide it.
@@ -414,7 +439,9 @@
 
   redraw();
   if (violations.length) select(violations[0].n, true);
-  // For tests and measurements: what was drawn, and when (ms since the page began to load).
+  // For tests and measurements: the arrows laid out (all drawn with #all, those in view
+  // otherwise), and when drawing ended (ms since the page began to load).
   document.body.setAttribute("data-arrows", String(arrowCount));
+  document.body.setAttribute("data-arrows-drawn", String(svg.querySelectorAll("g.arrow").length));
   document.body.setAttribute("data-drawn-ms", String(Math.round(performance.now())));
 })();

@@ -219,7 +219,7 @@ impl Origin<'_> {
 }
 
 /// Longest frame JSON an entry keeps (longer ones are cut, and say so).
-const JSON_MAX: usize = 4096;
+const JSON_MAX: usize = 2048;
 
 impl Timeline {
     /// The timeline of `run`, from its event log and its violations.

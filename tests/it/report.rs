@@ -23,8 +23,15 @@ fn chromium() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Runs headless Chromium on `page` with `args` (a fresh profile, no background traffic).
-fn headless(browser: &Path, profile: &Path, args: &[&str], page: &Path) -> std::process::Output {
+/// Runs headless Chromium on `page` (with `fragment` after `#`, if any) with `args` (a fresh
+/// profile, no background traffic).
+fn headless(
+    browser: &Path,
+    profile: &Path,
+    args: &[&str],
+    page: &Path,
+    fragment: &str,
+) -> std::process::Output {
     Command::new(browser)
         .args([
             "--headless",
@@ -40,7 +47,7 @@ fn headless(browser: &Path, profile: &Path, args: &[&str], page: &Path) -> std::
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .arg(format!("file://{}", page.display()))
+        .arg(format!("file://{}{fragment}", page.display()))
         .output()
         .expect("chromium starts")
 }
@@ -117,7 +124,8 @@ fn the_report_draws_every_frame_the_faults_and_the_violation_in_a_browser() {
         let page = dir.join(format!("{name}.html"));
         std::fs::write(&page, &html).expect("writes");
         let profile = dir.join(format!("profile-{name}"));
-        let output = headless(&browser, &profile, &["--dump-dom"], &page);
+        // `#all` draws every row and arrow, not only those in view.
+        let output = headless(&browser, &profile, &["--dump-dom"], &page, "#all");
         let dom = without_code(&String::from_utf8_lossy(&output.stdout));
         assert!(
             output.status.success() && dom.contains("id=\"diagram\""),
@@ -164,6 +172,25 @@ fn the_report_draws_every_frame_the_faults_and_the_violation_in_a_browser() {
             dom.contains("<h2>Channels at the end</h2>") && dom.contains("<h2>Invariants</h2>")
         );
 
+        // Without `#all`, a short window draws the arrows in view only.
+        let output = headless(
+            &browser,
+            &profile,
+            &["--window-size=1000,300", "--dump-dom"],
+            &page,
+            "",
+        );
+        let dom = without_code(&String::from_utf8_lossy(&output.stdout));
+        let drawn = dom.matches("<g class=\"arrow").count();
+        assert!(
+            drawn > 0 && drawn < frames,
+            "{name}: {drawn} of {frames} arrows drawn in a short window"
+        );
+        assert_eq!(
+            body_attribute(&dom, "data-arrows-drawn"),
+            Some(drawn.to_string().as_str())
+        );
+
         let shot = dir.join(format!("{name}.png"));
         let output = headless(
             &browser,
@@ -173,6 +200,7 @@ fn the_report_draws_every_frame_the_faults_and_the_violation_in_a_browser() {
                 &format!("--screenshot={}", shot.display()),
             ],
             &page,
+            "",
         );
         assert!(output.status.success(), "{name}: no screenshot");
         let (colours, inked) = look_at(&shot);

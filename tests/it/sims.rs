@@ -98,6 +98,7 @@ sims! {
     net_hole_cursor_skip,
     net_hole_duplicate_turn,
     net_human_participant,
+    net_long_chaos_discussion,
     net_inbox_overflow,
     net_lost_invite_ack,
     net_partition_discussion,
