@@ -261,9 +261,13 @@ fn check_writes_a_report_per_failing_seed_and_an_index_beside_a_json_report() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("(3 failing seeds drawn)"), "{stderr}");
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("a JSON report")).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("a JSON report"))
+            .expect("JSON");
     assert_eq!(
-        report["scenarios"][0]["failures"].as_array().unwrap().len(),
+        report["scenarios"][0]["failures"]
+            .as_array()
+            .expect("failures")
+            .len(),
         5
     );
     let index = std::fs::read_to_string(dir.join("html/index.html")).expect("an index");
