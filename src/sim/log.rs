@@ -44,6 +44,15 @@ pub struct FrameSummary {
     pub event_type: Option<String>,
     /// The channel a notify's envelope or a request's `channel_id` names.
     pub channel: Option<ChannelId>,
+    /// A request's or a response's `request_id`.
+    pub request_id: Option<String>,
+    /// A failed response's `error_code` and `error_message`, or an error frame's `code` and
+    /// `message`.
+    pub failure: Option<(String, String)>,
+    /// A receipt's status.
+    pub status: Option<String>,
+    /// A hello's `since_envelope_id`, when it is a string (`""`: replay past the cursor).
+    pub since: Option<String>,
     /// The frame as it crosses the wire (its JSON text, raw ids).
     pub text: Arc<str>,
 }
@@ -94,6 +103,21 @@ impl FrameSummary {
             ),
             _ => (None, None, None, None),
         };
+        let text_of = |name: &str| frame.get(name).as_str().unwrap_or("").to_string();
+        let request_id = matches!(frame.kind, FrameKind::Request | FrameKind::Response)
+            .then(|| text_of("request_id"));
+        let failure = match frame.kind {
+            FrameKind::Response if frame.get("ok").as_bool() == Some(false) => {
+                Some((text_of("error_code"), text_of("error_message")))
+            }
+            FrameKind::Error => Some((text_of("code"), text_of("message"))),
+            _ => None,
+        };
+        let status = (frame.kind == FrameKind::Receipt).then(|| text_of("status"));
+        let since = match frame.kind {
+            FrameKind::Hello => frame.get("since_envelope_id").as_str().map(str::to_string),
+            _ => None,
+        };
         FrameSummary {
             seq,
             kind: frame.kind,
@@ -101,6 +125,10 @@ impl FrameSummary {
             envelope,
             event_type,
             channel,
+            request_id,
+            failure,
+            status,
+            since,
             text,
         }
     }

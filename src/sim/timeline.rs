@@ -784,13 +784,11 @@ impl<'r> Builder<'r> {
     /// `notify <env:c1#2> ag2.msg.text`, `receipt <env:c1#2> ack`, `hello since <env:c1#1>`.
     fn frame_text(&mut self, agent: usize, frame: &FrameSummary) -> String {
         let kind = frame.kind.as_str();
-        let fields: Value = serde_json::from_str(&frame.text).unwrap_or(Value::Null);
-        let field = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or("");
+        let request_id = || frame.request_id.clone().unwrap_or_default();
         match frame.kind {
             FrameKind::Request => {
                 let op = frame.op.clone().unwrap_or_default();
-                self.requests
-                    .insert((agent, field("request_id").to_string()), op.clone());
+                self.requests.insert((agent, request_id()), op.clone());
                 match frame.channel.and_then(|c| self.label(c)) {
                     Some(label) => format!("{kind} {op} ({label})"),
                     None => format!("{kind} {op}"),
@@ -799,23 +797,22 @@ impl<'r> Builder<'r> {
             FrameKind::Response => {
                 let op = self
                     .requests
-                    .get(&(agent, field("request_id").to_string()))
+                    .get(&(agent, request_id()))
                     .map_or("?", String::as_str);
-                if fields.get("ok").and_then(Value::as_bool).unwrap_or(true) {
-                    format!("{kind} to {op}: ok")
-                } else {
-                    format!(
-                        "{kind} to {op}: {}: {}",
-                        field("error_code"),
-                        self.normaliser.message(field("error_message"))
-                    )
+                match &frame.failure {
+                    None => format!("{kind} to {op}: ok"),
+                    Some((code, message)) => format!(
+                        "{kind} to {op}: {code}: {}",
+                        self.normaliser.message(message)
+                    ),
                 }
             }
-            FrameKind::Error => format!(
-                "{kind} {}: {}",
-                field("code"),
-                self.normaliser.message(field("message"))
-            ),
+            FrameKind::Error => match &frame.failure {
+                Some((code, message)) => {
+                    format!("{kind} {code}: {}", self.normaliser.message(message))
+                }
+                None => kind.to_string(),
+            },
             FrameKind::Notify => format!(
                 "{kind} {} {}",
                 self.envelope(frame.envelope),
@@ -824,13 +821,13 @@ impl<'r> Builder<'r> {
             FrameKind::Receipt => format!(
                 "{kind} {} {}",
                 self.envelope(frame.envelope),
-                field("status")
+                frame.status.as_deref().unwrap_or("")
             ),
-            FrameKind::Hello => match fields.get("since_envelope_id") {
-                Some(Value::String(since)) if since.is_empty() => {
+            FrameKind::Hello => match &frame.since {
+                Some(since) if since.is_empty() => {
                     format!("{kind} replaying past the hub's cursor")
                 }
-                Some(Value::String(since)) => {
+                Some(since) => {
                     format!("{kind} since {}", self.normaliser.text(since))
                 }
                 _ => format!("{kind} (no replay)"),
@@ -840,7 +837,18 @@ impl<'r> Builder<'r> {
     }
 
     fn frame_json(&self, frame: &FrameSummary) -> String {
-        let json = self.normaliser.text(&frame.text);
+        // Names are no longer than the raw ids and timestamps they replace, so the first
+        // JSON_MAX bytes of the normalised frame come from its first JSON_MAX + slack bytes;
+        // should the names have shrunk it more than that, the whole frame is normalised.
+        let raw: &str = &frame.text;
+        let mut prefix = raw.len().min(2 * JSON_MAX + 64);
+        while !raw.is_char_boundary(prefix) {
+            prefix -= 1;
+        }
+        let mut json = self.normaliser.text(&raw[..prefix]);
+        if prefix < raw.len() && json.len() <= JSON_MAX + 64 {
+            json = self.normaliser.text(raw);
+        }
         if json.len() <= JSON_MAX {
             return json.into_owned();
         }
@@ -848,7 +856,7 @@ impl<'r> Builder<'r> {
         while !json.is_char_boundary(cut) {
             cut -= 1;
         }
-        format!("{}… ({} bytes in all)", &json[..cut], json.len())
+        format!("{}… ({} bytes on the wire)", &json[..cut], raw.len())
     }
 
     fn host_event(
