@@ -42,6 +42,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import ag2.network.client.hub_client
+import ag2.network.hub.core
+import ag2.network.ids
+import ag2.network.transport.local
 import yaml
 from ag2 import Agent
 from ag2.events import ToolCallEvent
@@ -124,7 +128,8 @@ def scenario_tool(spec: Any):
         ending = spec["finish"] or {}
 
         async def body(summary: str = "") -> Finish:  # type: ignore[misc]
-            return Finish(summary=summary or ending.get("summary", ""), reason=ending.get("reason", "finished"))
+            summary = summary or ending.get("summary", "")
+            return Finish(summary=summary, reason=ending.get("reason", "finished"))
 
     else:
         answer = spec.get("returns", "ok")
@@ -197,13 +202,9 @@ class FrozenClock:
 
 @contextlib.contextmanager
 def counted_ids():
-    """While active, every `make_id` binding in ag2 and the hub's envelope-id factory
-    (`_MonotonicIds`) draw from one counter starting at 1."""
-    import ag2.network.client.hub_client  # noqa: F401  (bind-at-import modules to patch)
-    import ag2.network.hub.core  # noqa: F401
-    import ag2.network.ids as ids_module
-    import ag2.network.transport.local  # noqa: F401
-
+    """While active, every `make_id` binding in ag2 (the modules that mint ids import it by name,
+    imported above) and the hub's envelope-id factory (`_MonotonicIds`) draw from one counter
+    starting at 1."""
     minted = 0
 
     def next_id() -> str:
@@ -211,7 +212,8 @@ def counted_ids():
         minted += 1
         return format(minted, "032x")
 
-    replacements = {ids_module.make_id: next_id, ids_module._MonotonicIds: lambda: next_id}
+    ids = ag2.network.ids
+    replacements = {ids.make_id: next_id, ids._MonotonicIds: lambda: next_id}
     undo = []
     for name, module in list(sys.modules.items()):
         if module is None or not name.startswith("ag2."):
@@ -244,7 +246,7 @@ class Session:
         self.busy = 0  # notify handlers currently running
         self.background: list[tuple[dict, dict, asyncio.Task]] = []  # (step, record, open task)
         self.records: list[dict] = []
-        self.problems: list[str] = []
+        self.problems: list[tuple[int, dict, dict | None]] = []  # steps with unexpected outcomes
 
     # Agents
 
@@ -377,7 +379,11 @@ class Session:
         else:
             handle = Channel(metadata=await self.hub.get_channel(channel_id), client=client)
             record["result"] = await handle.send(
-                step.get("text", ""), audience=audience, event_type=event_type, event_data=data, depth=step.get("depth")
+                step.get("text", ""),
+                audience=audience,
+                event_type=event_type,
+                event_data=data,
+                depth=step.get("depth"),
             )
 
     async def op_close(self, step: dict, record: dict) -> None:
@@ -453,7 +459,7 @@ class Session:
 
     def expect(self, index: int, step: dict, error: dict | None) -> None:
         if not error_matches(step.get("expect_error"), error):
-            self.problems.append(f"step {index} ({step['op']}): expected {step.get('expect_error')!r}, got {error!r}")
+            self.problems.append((index, step, error))
 
 
 def describe(failure: BaseException) -> dict:
@@ -461,7 +467,8 @@ def describe(failure: BaseException) -> dict:
 
 
 async def run(scenario: dict) -> tuple[dict, list[str]]:
-    """Runs a scenario; returns its normalised trace and the steps whose outcome was unexpected."""
+    """Runs a scenario; returns its normalised trace and a line for each step whose outcome
+    differs from its `expect_error` (the trace is complete either way)."""
     settings = scenario.get("hub") or {}
     clock = FrozenClock(settings.get("epoch", DEFAULT_EPOCH))
     with counted_ids():
@@ -480,10 +487,14 @@ async def run(scenario: dict) -> tuple[dict, list[str]]:
             for index, step in enumerate(scenario.get("steps") or []):
                 await session.step(index, {"op": step} if isinstance(step, str) else step)
             await session.finish_background()
-            trace = await snapshot(session)
+            trace, names = await snapshot(session)
         finally:
             await hub.close()
-    return trace, session.problems
+    problems = [
+        f"step {index} ({step['op']}): expected {step.get('expect_error')!r}, got {names.any(error)!r}"
+        for index, step, error in session.problems
+    ]
+    return trace, problems
 
 
 # ── The trace ────────────────────────────────────────────────────────────────────────────────
@@ -530,7 +541,7 @@ class Names:
         return TIMESTAMP.sub(lambda found: self.offset(found.group()), value)
 
 
-async def snapshot(session: Session) -> dict:
+async def snapshot(session: Session) -> tuple[dict, Names]:
     hub = session.hub
     for channel_id in hub._channels:  # channels no step opened (none without network tools)
         if channel_id not in session.labels:
@@ -545,7 +556,7 @@ async def snapshot(session: Session) -> dict:
     for channel_id, metadata in hub._channels.items():
         channels[session.labels[channel_id]] = channel_trace(names, metadata.to_dict(), wals[channel_id])
     audit = [names.any(entry) for entry in await hub.audit_log.read_all()]
-    return {
+    trace = {
         "scenario": session.scenario.get("name"),
         "agents": {
             name: {"model_turns": script.asked, "scripted_turns": len(script.turns)}
@@ -557,6 +568,7 @@ async def snapshot(session: Session) -> dict:
         "audit_kinds": [entry.get("kind") for entry in audit],
         "audit": audit,
     }
+    return trace, names
 
 
 def channel_trace(names: Names, metadata: dict, wal: list[Any]) -> dict:
@@ -625,7 +637,9 @@ def reference_scenarios() -> list[Path]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenarios", nargs="*", type=Path, help="scenario files (default with --check/--update: all reference scenarios)")
+    parser.add_argument(
+        "scenarios", nargs="*", type=Path, help="scenario files (with --check/--update, default: all reference ones)"
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="compare each trace with tests/reference/NAME.json")
     mode.add_argument("--update", action="store_true", help="write each trace to tests/reference/NAME.json")
@@ -647,7 +661,8 @@ def main(argv: list[str]) -> int:
             for _ in range(args.bench):
                 trace_text(scenario)
             seconds = time.perf_counter() - start
-            print(f"{path.stem}: {args.bench / seconds:.1f} scenarios/s ({1000 * seconds / args.bench:.2f} ms/run)")
+            rate = args.bench / seconds
+            print(f"{path.stem}: {rate:.1f} scenarios/s ({1000 * seconds / args.bench:.2f} ms/run)")
             continue
         text, problems = trace_text(scenario)
         for problem in problems:
