@@ -521,10 +521,20 @@ struct Diag {
 }
 
 impl Diag {
-    /// A problem found after deserialization, located at its node.
-    fn find(text: &str, problem: Problem) -> Diag {
+    /// A problem found after deserialization, located at its node, or at the nearest node
+    /// above it that the text has (a key written as a number is `"1"` once parsed).
+    fn find(text: &str, mut problem: Problem) -> Diag {
+        let at = loop {
+            if let Some(at) = source::find(text, &problem) {
+                break Some(source::offset_of(text, at));
+            }
+            if problem.path.pop().is_none() {
+                break None;
+            }
+            problem.at_key = false;
+        };
         Diag {
-            at: source::find(text, &problem).map(|at| source::offset_of(text, at)),
+            at,
             message: problem.message,
         }
     }
