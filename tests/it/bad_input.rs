@@ -1,40 +1,64 @@
-//! Bad scenario input gets a clear error (file, line, column, what was expected) and never a
-//! panic: specific broken files, then thousands of seeded random mutations of the real ones.
+//! Bad scenario input gets a clear error (rustc's layout: the message, ` --> file:line:column`,
+//! the line with a caret) and never a panic: specific broken files, then thousands of seeded
+//! random mutations of the real ones.
 
 use crate::support::{root, Rng};
 use hubsim::sim::run_in_process;
 use hubsim::sim::scenario::Scenario;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Writes `text` to a temporary scenario file of its own (tests run in parallel) and loads it;
-/// returns the error text.
+/// A temporary folder of its own (tests run in parallel), removed when dropped.
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        static DIRS: AtomicUsize = AtomicUsize::new(0);
+        let serial = DIRS.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hubsim-{tag}-{}-{serial}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Loads `path`, which must be refused; returns the error text, checked to be laid out as
+/// rustc's (`error: `, then ` --> ` and the file).
 #[track_caller]
-fn load_error(name: &str, text: &str) -> String {
-    static FILES: AtomicUsize = AtomicUsize::new(0);
-    let serial = FILES.fetch_add(1, Ordering::Relaxed);
-    let dir =
-        std::env::temp_dir().join(format!("hubsim-bad-input-{}-{serial}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, text).expect("write");
-    let error = Scenario::load(&path)
+pub(crate) fn refused(path: &Path) -> String {
+    let error = Scenario::load(path)
         .expect_err("the scenario must be refused")
         .to_string();
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(error.starts_with("error: "), "{error}");
     assert!(
-        error.starts_with(&path.display().to_string()),
+        error.contains(&format!("--> {}", path.display())),
         "error does not name the file: {error}"
     );
     error
 }
 
+/// Writes `text` to a temporary scenario file and loads it; returns the error text and the
+/// file's path as printed.
+#[track_caller]
+pub(crate) fn load_error(name: &str, text: &str) -> (String, String) {
+    let dir = TempDir::new("bad-input");
+    let path = dir.0.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write");
+    (refused(&path), path.display().to_string())
+}
+
+/// The error for `text` is at `line_column` (`LINE:COLUMN`) and says each of `expected`.
 #[track_caller]
 fn check_error(text: &str, line_column: &str, expected: &[&str]) {
-    let error = load_error("broken", text);
-    assert!(
-        error.contains(line_column),
-        "expected `{line_column}` in: {error}"
-    );
+    let (error, path) = load_error("broken", text);
+    let at = format!("--> {path}:{line_column}\n");
+    assert!(error.contains(&at), "expected `{at}` in: {error}");
     for part in expected {
         assert!(error.contains(part), "expected `{part}` in: {error}");
     }
@@ -44,12 +68,8 @@ const AGENTS: &str = "agents:\n  - name: alice\n  - name: bob\n";
 
 #[test]
 fn syntax_errors_name_line_and_column() {
-    check_error("agents: [\n  - name: x\n", "line 2 column 3", &[]);
-    check_error(
-        "name: x\nsteps:\n  - {op: open, by: alice\n",
-        "line 4 column 1",
-        &[],
-    );
+    check_error("agents: [\n  - name: x\n", "2:3", &[]);
+    check_error("name: x\nsteps:\n  - {op: open, by: alice\n", "4:1", &[]);
 }
 
 #[test]
@@ -57,22 +77,22 @@ fn unknown_fields_list_the_known_ones() {
     let text = format!("{AGENTS}steps:\n  - {{op: send, chanel: c1, by: alice}}\n");
     check_error(
         &text,
-        "line 5 column 16",
+        "5:16",
         &["unknown field `chanel`", "expected one of", "`channel`"],
     );
     check_error(
         "nme: x\n",
-        "line 1 column 1",
+        "1:1",
         &["unknown field `nme`", "`name`", "`steps`"],
     );
     check_error(
         "agents:\n  - name: a\n    promt: hi\n",
-        "line 3 column 5",
+        "3:5",
         &["unknown field `promt`", "`prompt`"],
     );
     check_error(
         "agents:\n  - name: a\n    rule: {access: {outbound: [b]}}\n",
-        "line 3",
+        "3:21",
         &["unknown field `outbound`", "`outbound_to`"],
     );
 }
@@ -81,64 +101,60 @@ fn unknown_fields_list_the_known_ones() {
 fn op_specific_fields_are_checked_where_the_step_is() {
     let text =
         format!("{AGENTS}steps:\n  - {{op: advance, seconds: 1}}\n  - op: send\n    by: alice\n");
-    check_error(
-        &text,
-        "line 6 column 5",
-        &["steps[1]", "op `send` needs `channel`"],
-    );
+    check_error(&text, "6:5", &["op `send` needs `channel`"]);
     let text = format!("{AGENTS}steps:\n  - {{op: advance, seconds: 1, by: alice}}\n");
     check_error(
         &text,
-        "line 5 column 5",
+        "5:31",
         &["op `advance` does not take `by`", "seconds"],
     );
     let text = format!("{AGENTS}steps:\n  - {{op: teleport}}\n");
     check_error(
         &text,
-        "line 5 column 5",
+        "5:10",
         &["unknown op `teleport`", "open, send, close"],
     );
     let text = format!("{AGENTS}steps:\n  - {{op: send, channel: c1, by: zed}}\n");
     check_error(
         &text,
-        "line 5 column 5",
+        "5:33",
         &["unknown agent `zed`", "agents: alice, bob"],
     );
     let text = format!("{AGENTS}steps:\n  - {{op: open, by: alice, type: consulting}}\n");
-    check_error(&text, "line 5 column 5", &["op `open` needs `target`"]);
+    check_error(&text, "5:5", &["op `open` needs `target`"]);
 }
 
 #[test]
 fn wrong_types_say_what_was_expected() {
     check_error(
         "agents:\n  - name: [a]\n",
-        "line 2 column 11",
+        "2:11",
         &["invalid type: sequence, expected a string"],
     );
     let text = format!("{AGENTS}steps:\n  - {{op: advance, seconds: [1]}}\n");
-    check_error(&text, "line 5 column 5", &["a number or a duration string"]);
+    check_error(&text, "5:28", &["a number or a duration string"]);
     let text = format!(
         "{AGENTS}steps:\n  - {{op: send, channel: c1, by: alice, expect_error: {{match: '('}}}}\n"
     );
-    check_error(&text, "line 5 column 5", &["expect_error.match"]);
+    check_error(&text, "5:54", &["expect_error.match"]);
     check_error(
         "agents:\n  - {name: a, replies: [{raise: 'NoSuchError: x'}]}\n",
-        "line 2",
+        "2:25",
         &["not a Python built-in"],
     );
     check_error(
         "agents:\n  - {name: a, handler: loud}\n",
-        "line 2",
+        "2:24",
         &["unknown handler `loud`", "`silent`"],
     );
     check_error(
         "agents:\n  - {name: a}\n  - {name: a}\n",
-        "line 3",
+        "3:12",
         &["agent name `a` is declared twice"],
     );
     check_error(
         "hub: {epoch: yesterday}\n",
-        "line 1",
+        "1:14",
         &["hub.epoch", "ISO-8601"],
     );
 }
@@ -147,51 +163,51 @@ fn wrong_types_say_what_was_expected() {
 fn network_settings_faults_and_humans_are_checked_where_written() {
     check_error(
         "network: {latency: 20ms..1ms}\nagents: []\n",
-        "line 1",
+        "1:20",
         &["network.latency", "wrong way round"],
     );
     check_error(
         "network: {latency: soon}\nagents: []\n",
-        "line 1",
+        "1:20",
         &["network.latency", "expected a duration"],
     );
     check_error(
         "network: {clock: wall}\nagents: []\n",
-        "line 1",
+        "1:18",
         &["network.clock", "`sim` or `frozen`"],
     );
     check_error(
         "network: {faults: [{at: 1s, crash: bob}]}\nagents: []\n",
-        "line 1",
+        "1:36",
         &["network.faults[0]", "only `hub` can crash"],
     );
     check_error(
         "network: {faults: [{at: 1s, partition: zoe}]}\nagents:\n  - name: alice\n",
-        "line",
+        "1:40",
         &["network.faults[0]: unknown agent `zoe`", "alice"],
     );
     check_error(
         "network: {faults: [{at: 1s, partition: a, hold: a}]}\nagents:\n  - name: a\n",
-        "line 1",
+        "1:43",
         &["one fault per entry"],
     );
     let text = format!("{AGENTS}steps:\n  - {{op: partition, agent: zoe}}\n");
-    check_error(&text, "line 5 column 5", &["unknown agent `zoe`"]);
+    check_error(&text, "5:28", &["unknown agent `zoe`"]);
     let text = format!("{AGENTS}steps:\n  - {{op: wait}}\n");
-    check_error(&text, "line 5 column 5", &["op `wait` needs `seconds`"]);
+    check_error(&text, "5:5", &["op `wait` needs `seconds`"]);
     check_error(
         "agents:\n  - {name: a, kind: robot}\n",
-        "line 2",
+        "2:21",
         &["unknown kind `robot`"],
     );
     check_error(
         "agents:\n  - {name: a, kind: human, handler: silent}\n",
-        "line 2",
+        "2:28",
         &["takes no `handler`"],
     );
     check_error(
         "agents:\n  - {name: a, auto_ack_invites: false}\n",
-        "line 2",
+        "2:15",
         &["goes with `kind: human`"],
     );
 }
@@ -274,35 +290,35 @@ fn random_bytes_never_panic() {
 #[test]
 fn sweep_keys_are_checked_where_they_are_written() {
     let cases: [(&str, &str, &[&str]); 7] = [
-        ("seeds: 5..2\n", "line 1 column 1", &["seeds", "empty"]),
+        ("seeds: 5..2\n", "1:8", &["seeds", "empty"]),
         (
             "seeds: lots\n",
-            "line 1 column 1",
+            "1:8",
             &["a seed count `N` or a range `A..B`"],
         ),
         (
             "invariants: [delivery, liveness]\n",
-            "line 1 column 1",
+            "1:24",
             &["unknown invariant `liveness`", "auto_close"],
         ),
         (
             "known_violations:\n  - kind: ttl/late\n",
-            "line 1 column 1",
+            "2:11",
             &["not one of ag2's known holes", "because:"],
         ),
         (
             "expect_reached: [inbox_overflowed]\n",
-            "line 1 column 1",
+            "1:18",
             &["unknown probe `inbox_overflowed`", "inbox_full"],
         ),
         (
             "chaos: {until: 10s, faults: [partition, flood]}\n",
-            "line 1 column 1",
+            "1:41",
             &["unknown fault `flood`", "disconnect"],
         ),
         (
             "chaos: {from: 20s, until: 10s, faults: [crash]}\n",
-            "line 1 column 1",
+            "1:15",
             &["`from` must come before `until`"],
         ),
     ];

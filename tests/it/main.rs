@@ -6,6 +6,7 @@ mod check_cli;
 mod faults;
 mod fuzz;
 mod invariants;
+mod loading;
 mod names;
 mod network;
 mod proptest_adapters;

@@ -34,9 +34,10 @@ const HTML_PER_SCENARIO: usize = 3;
 pub(crate) struct CheckArgs {
     /// Scenario files or folders of them.
     paths: Vec<PathBuf>,
-    /// Folder of reference traces (`NAME.json`).
-    #[arg(long, default_value = "tests/reference")]
-    reference: PathBuf,
+    /// Folder of reference traces (`NAME.json`); it must exist. Default: `tests/reference`,
+    /// looked for in the current folder and then above each scenario path.
+    #[arg(long)]
+    reference: Option<PathBuf>,
     /// Seeds for every scenario: a count `N` (0..N) or a range `A..B` (default: each
     /// scenario's `seeds`).
     #[arg(long, value_parser = SeedRange::parse)]
@@ -123,6 +124,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut files = crate::scenario_files(&args.paths)?;
+    let reference = reference_folder(args.reference.as_deref(), &files)?;
     if let Some((k, n)) = args.shard {
         files = files
             .into_iter()
@@ -222,7 +224,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
                 let idx = next.fetch_add(1, Ordering::Relaxed);
                 let Some(unit) = units.get(idx) else { break };
                 let began = Instant::now();
-                let found = run_unit(*unit, &entries, &args.reference, bugs, &progress);
+                let found = run_unit(*unit, &entries, &reference, bugs, &progress);
                 let spent = began.elapsed();
                 if let Ok(mut slot) = results[idx].lock() {
                     *slot = Some((found, spent));
@@ -304,6 +306,46 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The default folder of reference traces, relative to the repository root.
+const REFERENCE_DEFAULT: &str = "tests/reference";
+
+/// The folder of reference traces: `--reference`, which must exist, or [`REFERENCE_DEFAULT`]
+/// found in the current folder or above one of the scenario files, so the comparison never
+/// goes missing without a word.
+fn reference_folder(given: Option<&Path>, files: &[PathBuf]) -> Result<PathBuf, String> {
+    if let Some(folder) = given {
+        return if folder.is_dir() {
+            Ok(folder.to_path_buf())
+        } else {
+            Err(format!(
+                "--reference {}: no such folder of reference traces",
+                folder.display()
+            ))
+        };
+    }
+    let mut looked = vec![PathBuf::from(REFERENCE_DEFAULT)];
+    for file in files {
+        let absolute = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        for dir in absolute.ancestors().skip(1) {
+            let candidate = dir.join(REFERENCE_DEFAULT);
+            if !looked.contains(&candidate) {
+                looked.push(candidate);
+            }
+        }
+    }
+    looked
+        .iter()
+        .find(|dir| dir.is_dir())
+        .cloned()
+        .ok_or_else(|| {
+            let looked: Vec<String> = looked.iter().map(|d| d.display().to_string()).collect();
+            format!(
+                "no folder of reference traces: looked for {}; pass --reference DIR",
+                looked.join(", ")
+            )
+        })
 }
 
 fn run_unit(

@@ -188,6 +188,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A scenario error is printed as rustc prints one (it starts with `error:`).
+        Err(error) if error.is::<hubsim::sim::scenario::ScenarioError>() => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("hubsim: {error}");
             ExitCode::from(2)
@@ -352,6 +357,9 @@ pub(crate) fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Box<dyn 
         if path.is_dir() {
             let mut found = Vec::new();
             yaml_files(path, &mut found)?;
+            if found.is_empty() {
+                return Err(format!("no scenarios in {} (no *.yaml files)", path.display()).into());
+            }
             found.sort();
             files.extend(found);
         } else {

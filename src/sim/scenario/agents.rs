@@ -3,9 +3,11 @@
 use super::*;
 
 /// The agent list, checked as it is read so errors point at the offending agent.
-pub(super) struct AgentsSeed;
+pub(super) struct AgentsSeed<'a> {
+    pub(super) found: Found<'a>,
+}
 
-impl<'de> DeserializeSeed<'de> for AgentsSeed {
+impl<'de> DeserializeSeed<'de> for AgentsSeed<'_> {
     type Value = Vec<AgentSpec>;
 
     fn deserialize<D: Deserializer<'de>>(
@@ -16,7 +18,7 @@ impl<'de> DeserializeSeed<'de> for AgentsSeed {
     }
 }
 
-impl<'de> Visitor<'de> for AgentsSeed {
+impl<'de> Visitor<'de> for AgentsSeed<'_> {
     type Value = Vec<AgentSpec>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -31,13 +33,18 @@ impl<'de> Visitor<'de> for AgentsSeed {
         let mut agents: Vec<AgentSpec> = Vec::new();
         loop {
             let declared = agents.iter().map(|a| a.name.clone()).collect();
-            let Some(agent) = seq.next_element_seed(AgentSeed { declared })? else {
+            let Some(agent) = seq.next_element_seed(AgentSeed {
+                declared,
+                index: agents.len(),
+                found: self.found,
+            })?
+            else {
                 break;
             };
             if agents.len() >= limits::AGENTS_MAX {
-                return Err(de::Error::custom(format!(
-                    "at most {} agents",
-                    limits::AGENTS_MAX
+                return Err(self.found.fail(Problem::at(
+                    format!("at most {} agents", limits::AGENTS_MAX),
+                    [Seg::from("agents"), agents.len().into()],
                 )));
             }
             agents.push(agent);
@@ -60,11 +67,13 @@ struct AgentFields {
     replies: Option<Vec<serde_yaml::Value>>,
 }
 
-struct AgentSeed {
+struct AgentSeed<'a> {
     declared: BTreeSet<String>,
+    index: usize,
+    found: Found<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for AgentSeed {
+impl<'de> DeserializeSeed<'de> for AgentSeed<'_> {
     type Value = AgentSpec;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<AgentSpec, D::Error> {
@@ -72,7 +81,7 @@ impl<'de> DeserializeSeed<'de> for AgentSeed {
     }
 }
 
-impl<'de> Visitor<'de> for AgentSeed {
+impl<'de> Visitor<'de> for AgentSeed<'_> {
     type Value = AgentSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,33 +90,41 @@ impl<'de> Visitor<'de> for AgentSeed {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AgentSpec, A::Error> {
         let fields = AgentFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let fail = |problem: Problem| {
+            self.found
+                .fail(problem.within([Seg::from("agents"), self.index.into()]))
+        };
         if self.declared.contains(&fields.name) {
-            return Err(de::Error::custom(format!(
-                "agent name `{}` is declared twice",
-                fields.name
+            return Err(fail(Problem::at(
+                format!("agent name `{}` is declared twice", fields.name),
+                ["name"],
             )));
         }
         if crate::ids::is_hex32(&fields.name) {
-            return Err(de::Error::custom(format!(
-                "agent name `{}` has the shape of an agent id",
-                fields.name
+            return Err(fail(Problem::at(
+                format!("agent name `{}` has the shape of an agent id", fields.name),
+                ["name"],
             )));
         }
-        agent_from_fields(fields).map_err(de::Error::custom)
+        agent_from_fields(fields).map_err(fail)
     }
 }
 
 /// A human: the agent fields with the human handler.
-fn agent_from_fields_with(auto_ack: bool, fields: AgentFields) -> Result<AgentSpec, String> {
+fn agent_from_fields_with(auto_ack: bool, fields: AgentFields) -> Result<AgentSpec, Problem> {
     let mut spec = agent_from_fields(fields)?;
     spec.handler = HandlerMode::Human { auto_ack };
     Ok(spec)
 }
 
-fn agent_from_fields(fields: AgentFields) -> Result<AgentSpec, String> {
+/// The agent, or a problem with a path inside the agent's mapping.
+fn agent_from_fields(fields: AgentFields) -> Result<AgentSpec, Problem> {
     let handler = match (fields.kind.as_deref(), fields.handler.as_deref()) {
         (None | Some("agent"), _) if fields.auto_ack_invites.is_some() => {
-            return Err("`auto_ack_invites` goes with `kind: human`".to_string())
+            return Err(Problem::key(
+                "`auto_ack_invites` goes with `kind: human`",
+                ["auto_ack_invites"],
+            ))
         }
         (None | Some("agent"), handler) => handler,
         (Some("human"), None) => {
@@ -121,11 +138,15 @@ fn agent_from_fields(fields: AgentFields) -> Result<AgentSpec, String> {
             )
         }
         (Some("human"), Some(_)) => {
-            return Err("a `kind: human` participant takes no `handler`".to_string())
+            return Err(Problem::key(
+                "a `kind: human` participant takes no `handler`",
+                ["handler"],
+            ))
         }
         (Some(other), _) => {
-            return Err(format!(
-                "unknown kind `{other}`, expected `agent` or `human`"
+            return Err(Problem::at(
+                format!("unknown kind `{other}`, expected `agent` or `human`"),
+                ["kind"],
             ))
         }
     };
@@ -134,8 +155,9 @@ fn agent_from_fields(fields: AgentFields) -> Result<AgentSpec, String> {
         Some("ack_only") => HandlerMode::AckOnly,
         Some("silent") => HandlerMode::Silent,
         Some(other) => {
-            return Err(format!(
-                "unknown handler `{other}`, expected `default`, `ack_only` or `silent`"
+            return Err(Problem::at(
+                format!("unknown handler `{other}`, expected `default`, `ack_only` or `silent`"),
+                ["handler"],
             ))
         }
     };
@@ -143,16 +165,29 @@ fn agent_from_fields(fields: AgentFields) -> Result<AgentSpec, String> {
         .tools
         .unwrap_or_default()
         .iter()
-        .map(parse_tool)
+        .enumerate()
+        .map(|(idx, tool)| {
+            parse_tool(tool).map_err(|e| Problem::at(e, [Seg::from("tools"), idx.into()]))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let replies = fields.replies.unwrap_or_default();
     if replies.len() > limits::TURNS_MAX {
-        return Err(format!("at most {} replies", limits::TURNS_MAX));
+        return Err(Problem::at(
+            format!("at most {} replies", limits::TURNS_MAX),
+            [Seg::from("replies"), limits::TURNS_MAX.into()],
+        ));
     }
     let replies = replies
         .iter()
         .enumerate()
-        .map(|(idx, turn)| parse_turn(turn).map_err(|e| format!("replies[{idx}]: {e}")))
+        .map(|(idx, turn)| {
+            parse_turn(turn).map_err(|e| {
+                Problem::at(
+                    format!("replies[{idx}]: {e}"),
+                    [Seg::from("replies"), idx.into()],
+                )
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let rule = fields.rule.map(RuleFields::into_rule);
     Ok(AgentSpec {

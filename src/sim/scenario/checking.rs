@@ -58,14 +58,16 @@ impl SweepOptions {
 }
 
 /// Parses `backends`.
-pub(super) fn backends(names: &[String]) -> Result<Vec<NetworkBackend>, String> {
+pub(super) fn backends(names: &[String]) -> Result<Vec<NetworkBackend>, Problem> {
     names
         .iter()
-        .map(|name| match name.as_str() {
+        .enumerate()
+        .map(|(idx, name)| match name.as_str() {
             "events" => Ok(NetworkBackend::Events),
             "turmoil" => Ok(NetworkBackend::Turmoil),
-            other => Err(format!(
-                "backends: unknown backend `{other}`; expected `events` or `turmoil`"
+            other => Err(Problem::at(
+                format!("backends: unknown backend `{other}`; expected `events` or `turmoil`"),
+                [idx],
             )),
         })
         .collect()
@@ -249,24 +251,27 @@ impl Default for SweepOptions {
 }
 
 /// Parses the `seeds` value: a count or `A..B`.
-pub(super) fn seeds(value: &serde_yaml::Value) -> Result<SeedRange, String> {
+pub(super) fn seeds(value: &serde_yaml::Value) -> Result<SeedRange, Problem> {
     match value {
         serde_yaml::Value::Number(n) => SeedRange::parse(&n.to_string()),
         serde_yaml::Value::String(text) => SeedRange::parse(text),
-        _ => Err("seeds: expected a seed count `N` or a range `\"A..B\"`".into()),
+        _ => Err("expected a seed count `N` or a range `\"A..B\"`".into()),
     }
-    .map_err(|e| format!("seeds: {e}"))
+    .map_err(|e| Problem::here(format!("seeds: {e}")))
 }
 
 /// Parses `invariants`.
-pub(super) fn invariants(names: &[String]) -> Result<Selection, String> {
+pub(super) fn invariants(names: &[String]) -> Result<Selection, Problem> {
     let mut selection = Selection::NONE;
-    for name in names {
+    for (idx, name) in names.iter().enumerate() {
         let invariant = Invariant::parse(name).ok_or_else(|| {
             let known: Vec<&str> = Invariant::ALL.iter().map(|i| i.name()).collect();
-            format!(
-                "invariants: unknown invariant `{name}`; expected one of: {}",
-                known.join(", ")
+            Problem::at(
+                format!(
+                    "invariants: unknown invariant `{name}`; expected one of: {}",
+                    known.join(", ")
+                ),
+                [idx],
             )
         })?;
         selection = selection.with(invariant);
@@ -282,7 +287,7 @@ pub(super) struct KnownFields {
 }
 
 /// Parses `known_violations`: each kind must be one a checker reports.
-pub(super) fn known(entries: Vec<KnownFields>) -> Result<Vec<KnownViolation>, String> {
+pub(super) fn known(entries: Vec<KnownFields>) -> Result<Vec<KnownViolation>, Problem> {
     entries
         .into_iter()
         .enumerate()
@@ -292,18 +297,21 @@ pub(super) fn known(entries: Vec<KnownFields>) -> Result<Vec<KnownViolation>, St
                 (Some(because), _) => because,
                 (None, Some(hole)) => format!("ag2 1.2.1, {}: {}", hole.section, hole.explanation),
                 (None, None) => {
-                    return Err(format!(
+                    return Err(Problem::at(format!(
                         "known_violations[{idx}]: `{}` is not one of ag2's known holes ({}); say why it is expected with `because:`",
                         entry.kind,
                         HOLES.iter().chain(SURPRISES.iter()).map(|h| h.kind).collect::<Vec<_>>().join(", ")
-                    ))
+                    ), [Seg::Index(idx), "kind".into()]))
                 }
             };
             let invariant = entry.kind.split('/').next().unwrap_or_default();
             if Invariant::parse(invariant).is_none() || !entry.kind.contains('/') {
-                return Err(format!(
-                    "known_violations[{idx}]: `{}` is not a violation kind (`INVARIANT/KIND`)",
-                    entry.kind
+                return Err(Problem::at(
+                    format!(
+                        "known_violations[{idx}]: `{}` is not a violation kind (`INVARIANT/KIND`)",
+                        entry.kind
+                    ),
+                    [Seg::Index(idx), "kind".into()],
                 ));
             }
             Ok(KnownViolation {
@@ -315,16 +323,19 @@ pub(super) fn known(entries: Vec<KnownFields>) -> Result<Vec<KnownViolation>, St
 }
 
 /// Checks `expect_reached` names.
-pub(super) fn probes(names: &[String]) -> Result<(), String> {
-    for name in names {
+pub(super) fn probes(names: &[String]) -> Result<(), Problem> {
+    for (idx, name) in names.iter().enumerate() {
         let violation = name
             .split_once('/')
             .is_some_and(|(inv, _)| Invariant::parse(inv).is_some());
         if !violation && !PROBES.contains(&name.as_str()) {
-            return Err(format!(
-                "expect_reached: unknown probe `{name}`; expected a violation kind \
-                 (`INVARIANT/KIND`) or one of: {}",
-                PROBES.join(", ")
+            return Err(Problem::at(
+                format!(
+                    "expect_reached: unknown probe `{name}`; expected a violation kind \
+                     (`INVARIANT/KIND`) or one of: {}",
+                    PROBES.join(", ")
+                ),
+                [idx],
             ));
         }
     }
@@ -343,25 +354,34 @@ pub(super) struct ChaosFields {
 }
 
 /// Parses `chaos`.
-pub(super) fn chaos(fields: ChaosFields) -> Result<Chaos, String> {
-    let until = duration_micros(&fields.until).map_err(|e| format!("chaos.until: {e}"))?;
+pub(super) fn chaos(fields: ChaosFields) -> Result<Chaos, Problem> {
+    let at = |key: &'static str| move |e: String| Problem::at(format!("chaos.{key}: {e}"), [key]);
+    let until = duration_micros(&fields.until).map_err(at("until"))?;
     let from = match &fields.from {
         None => 0,
-        Some(value) => duration_micros(value).map_err(|e| format!("chaos.from: {e}"))?,
+        Some(value) => duration_micros(value).map_err(at("from"))?,
     };
     if from >= until {
-        return Err("chaos: `from` must come before `until`".into());
+        let key = if fields.from.is_some() {
+            "from"
+        } else {
+            "until"
+        };
+        return Err(Problem::at("chaos: `from` must come before `until`", [key]));
     }
     let mut kinds = Vec::new();
-    for name in &fields.faults {
+    for (idx, name) in fields.faults.iter().enumerate() {
         let kind = ChaosKind::ALL
             .into_iter()
             .find(|k| k.name() == name)
             .ok_or_else(|| {
                 let known: Vec<&str> = ChaosKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "chaos.faults: unknown fault `{name}`; expected any of: {}",
-                    known.join(", ")
+                Problem::at(
+                    format!(
+                        "chaos.faults: unknown fault `{name}`; expected any of: {}",
+                        known.join(", ")
+                    ),
+                    [Seg::from("faults"), idx.into()],
                 )
             })?;
         if !kinds.contains(&kind) {
@@ -371,21 +391,21 @@ pub(super) fn chaos(fields: ChaosFields) -> Result<Chaos, String> {
     kinds.sort();
     let rate = match &fields.rate {
         None => (0.05, 0.5),
-        Some(value) => rate(value).map_err(|e| format!("chaos.rate: {e}"))?,
+        Some(value) => rate(value).map_err(at("rate"))?,
     };
     let duration = match &fields.duration {
         None => Range {
             min: 100_000,
             max: 5_000_000,
         },
-        Some(value) => range(value).map_err(|e| format!("chaos.duration: {e}"))?,
+        Some(value) => range(value).map_err(at("duration"))?,
     };
     let latency = match &fields.latency {
         None => Range {
             min: 1_000,
             max: 200_000,
         },
-        Some(value) => range(value).map_err(|e| format!("chaos.latency: {e}"))?,
+        Some(value) => range(value).map_err(at("latency"))?,
     };
     Ok(Chaos {
         from,

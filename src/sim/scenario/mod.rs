@@ -1,10 +1,14 @@
 //! Scenario files: the reference runner's format (documented in `sims/README.md`), read from YAML.
 //!
-//! This module (with `agents.rs` and `steps.rs`) is the only code that knows YAML (serde_yaml is archived upstream; a swap to a fork
-//! touches this file alone). Every mapping refuses unknown keys with the list of known ones, and
-//! each step is checked for its op's required fields inside the parser, so an error names the
-//! file, the step's line and column, and what was expected. Agent names used by steps must be
-//! declared agents (the reference runner would fail later with a `KeyError`).
+//! This module (with `agents.rs`, `steps.rs`, `network.rs`, `checking.rs` and `source.rs`) is
+//! the only code that knows YAML (serde_yaml is archived upstream; a swap to a fork touches these
+//! files alone). Loading is linear in the file's size: a pre-scan bounds the nesting depth
+//! before serde_yaml reads the text. Every mapping refuses unknown keys with the list of known
+//! ones, and each step is checked for its op's fields inside the parser. Checks on parsed values
+//! name the node they are about by its path (`steps[3].channel`), which is found again in the
+//! text, so every error names the file, the exact line and column, and what was expected. Agent
+//! names used by steps must be declared agents and channel labels opened by an earlier step (the
+//! reference runner would fail later with a `KeyError`).
 
 use crate::client::{HandlerMode, ToolBehaviour, ToolSpec, TurnItem};
 use crate::hub::rule::{DurationSpec, Rule};
@@ -19,6 +23,7 @@ use std::path::{Path, PathBuf};
 mod agents;
 mod checking;
 mod network;
+mod source;
 mod steps;
 
 pub use checking::{
@@ -27,7 +32,10 @@ pub use checking::{
 };
 pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault, EVENTS_MAX};
 
+pub use source::NESTING_MAX;
+
 use agents::{AgentsSeed, RuleFields};
+use source::{Found, Problem, Seg};
 use steps::{check_step_agents, StepsSeed};
 
 /// Limits on scenario size, refused at parse time.
@@ -42,25 +50,102 @@ pub mod limits {
     pub const FILE_BYTES_MAX: u64 = 4 << 20;
 }
 
-/// A scenario that cannot be used, with where and why.
-#[derive(Debug, thiserror::Error)]
+/// A scenario that cannot be used, with where and why. Displayed as rustc prints an error:
+/// the message, ` --> file:line:column`, and the line with a caret under the offending token.
+#[derive(Debug)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The IO error.
         source: std::io::Error,
     },
-    /// The YAML is malformed or does not fit the format; the message has the line and column.
-    #[error("{path}: {message}")]
+    /// The text is malformed or does not fit the format.
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong, where, and what was expected.
+        /// What is wrong and what was expected.
         message: String,
+        /// Where, when the error is about a place in the text.
+        at: Option<Location>,
     },
+}
+
+/// A place in a scenario's text, with the line it is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The text of the line.
+    pub text: String,
+    /// Characters the caret spans (the offending token), at least 1.
+    pub width: usize,
+}
+
+impl Location {
+    fn of(text: &str, offset: usize) -> Location {
+        let at = source::line_column(text, offset);
+        Location {
+            line: at.line,
+            column: at.column,
+            text: source::line_text(text, offset).to_string(),
+            width: source::token_width(text, offset),
+        }
+    }
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (path, message, at) = match self {
+            ScenarioError::Io { path, source } => (path, source.to_string(), None),
+            ScenarioError::Invalid { path, message, at } => (path, message.clone(), at.as_ref()),
+        };
+        write!(f, "error: {message}")?;
+        let Some(at) = at else {
+            return write!(f, "\n --> {}", path.display());
+        };
+        let number = at.line.to_string();
+        let gutter = " ".repeat(number.len());
+        // A long line is shown as a window around the column, as rustc does.
+        let chars: Vec<char> = at.text.chars().collect();
+        let column = at.column.saturating_sub(1).min(chars.len());
+        let start = column.saturating_sub(SNIPPET_BEFORE);
+        let end = chars.len().min(start + SNIPPET_CHARS);
+        let shown: String = chars[start..end].iter().collect();
+        let (open, close) = (
+            if start > 0 { "..." } else { "" },
+            if end < chars.len() { "..." } else { "" },
+        );
+        let before: String = open
+            .chars()
+            .chain(chars[start..column].iter().copied())
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let carets = "^".repeat(at.width.min(end.saturating_sub(column)).max(1));
+        write!(
+            f,
+            "\n{gutter}--> {}:{}:{}\n{gutter} |\n{number} | {open}{shown}{close}\n{gutter} | {before}{carets}",
+            path.display(),
+            at.line,
+            at.column,
+        )
+    }
+}
+
+/// Characters of a source line shown in an error, and how many of them before the column.
+const SNIPPET_CHARS: usize = 100;
+const SNIPPET_BEFORE: usize = 40;
+
+impl std::error::Error for ScenarioError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ScenarioError::Io { source, .. } => Some(source),
+            ScenarioError::Invalid { .. } => None,
+        }
+    }
 }
 
 /// A whole scenario.
@@ -317,7 +402,8 @@ pub enum AdvanceBy {
 }
 
 impl Scenario {
-    /// Reads and checks a scenario file.
+    /// Reads and checks a scenario file. In a `sims/` folder (or below one), its `name`, if
+    /// given, must be the file's stem.
     ///
     /// # Errors
     /// [`ScenarioError`] naming the file, and for format errors the line and column.
@@ -326,65 +412,191 @@ impl Scenario {
             path: path.to_path_buf(),
             source,
         };
+        let invalid = |message: String, at: Option<Location>| ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            message,
+            at,
+        };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > limits::FILE_BYTES_MAX {
-            return Err(ScenarioError::Invalid {
-                path: path.to_path_buf(),
-                message: format!(
+            return Err(invalid(
+                format!(
                     "file is {size} bytes; at most {} are read",
                     limits::FILE_BYTES_MAX
                 ),
-            });
+                None,
+            ));
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        let text = String::from_utf8(bytes).map_err(|error| ScenarioError::Invalid {
-            path: path.to_path_buf(),
-            message: format!("not UTF-8: {error}"),
-        })?;
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => {
+                let (message, at) = not_utf8(error.as_bytes(), error.utf8_error().valid_up_to());
+                return Err(invalid(message, Some(at)));
+            }
+        };
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Scenario::parse(&text, &stem).map_err(|message| ScenarioError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })
+        // A scenario kept in `sims/` (or a folder below it) is found by its name.
+        let kept = path
+            .ancestors()
+            .skip(1)
+            .any(|dir| dir.file_name().is_some_and(|name| name == "sims"));
+        Scenario::parse_text(&text, &stem, kept)
+            .map_err(|diag| invalid(diag.message, diag.at.map(|at| Location::of(&text, at))))
     }
 
     /// Parses scenario text; `default_name` is used when the scenario has no `name`.
     ///
     /// # Errors
-    /// A message with the line and column and what was expected.
+    /// `LINE:COLUMN: message`, saying what was expected.
     pub fn parse(text: &str, default_name: &str) -> Result<Scenario, String> {
-        let raw: RawScenario = serde_yaml::from_str(text).map_err(|error| locate(text, &error))?;
-        let mut scenario = raw.0;
-        if scenario.name.is_empty() {
-            scenario.name = default_name.to_string();
+        Scenario::parse_text(text, default_name, false).map_err(|diag| match diag.at {
+            Some(offset) => {
+                let at = source::line_column(text, offset);
+                format!("{}:{}: {}", at.line, at.column, diag.message)
+            }
+            None => diag.message,
+        })
+    }
+
+    /// The pre-scan, serde_yaml, then the checks that need the whole scenario; `named_by_file`:
+    /// a `name` must equal `stem`.
+    fn parse_text(text: &str, stem: &str, named_by_file: bool) -> Result<Scenario, Diag> {
+        let scan = source::prescan(text).map_err(|refusal| Diag {
+            message: refusal.message,
+            at: Some(refusal.offset),
+        })?;
+        if let Some(offset) = scan.second_document {
+            return Err(Diag {
+                message: "a second YAML document starts here; a scenario file holds one".into(),
+                at: Some(offset),
+            });
         }
-        Ok(scenario)
+        if scan.content.is_none() {
+            return Err(Diag {
+                message: format!("empty scenario: {EXPECTED}"),
+                at: Some(0),
+            });
+        }
+        let problem = std::cell::RefCell::new(None);
+        YAML_PARSES.with(|count| count.set(count.get() + 1));
+        let raw = ScenarioSeed {
+            found: Found(&problem),
+        }
+        .deserialize(serde_yaml::Deserializer::from_str(text));
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(error) => {
+                return Err(match problem.take() {
+                    Some(problem) => Diag::find(text, problem),
+                    None => Diag::from_yaml(text, &error, &scan),
+                })
+            }
+        };
+        raw.check(stem, named_by_file)
+            .map_err(|problem| Diag::find(text, problem))
     }
 }
 
-/// serde_yaml locates errors inside nested values; errors about a top-level key come without a
-/// location, so the key's line is found in the text.
-fn locate(text: &str, error: &serde_yaml::Error) -> String {
-    let message = error.to_string();
-    if message.contains(" at line ") {
-        return message;
+thread_local! {
+    static YAML_PARSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Texts this thread has handed to serde_yaml to load a scenario. A text the pre-scan refuses
+/// (nesting deeper than [`NESTING_MAX`]) is never handed over, which tests observe with this.
+pub fn yaml_parses() -> u64 {
+    YAML_PARSES.with(std::cell::Cell::get)
+}
+
+/// What a scenario must be.
+const EXPECTED: &str = "expected a mapping with `agents` and `steps`";
+
+/// An error found in a text, at a byte offset.
+struct Diag {
+    message: String,
+    at: Option<usize>,
+}
+
+impl Diag {
+    /// A problem found after deserialization, located at its node, or at the nearest node
+    /// above it that the text has (a key written as a number is `"1"` once parsed).
+    fn find(text: &str, mut problem: Problem) -> Diag {
+        let at = loop {
+            if let Some(at) = source::find(text, &problem) {
+                break Some(source::offset_of(text, at));
+            }
+            if problem.path.pop().is_none() {
+                break None;
+            }
+            problem.at_key = false;
+        };
+        Diag {
+            at,
+            message: problem.message,
+        }
     }
-    let key = message.split('`').nth(1).unwrap_or_default();
-    let line = text
-        .lines()
-        .position(|line| !key.is_empty() && line.starts_with(&format!("{key}:")));
-    match (line, error.location()) {
-        (Some(idx), _) => format!("{message} at line {} column 1", idx + 1),
-        (None, Some(location)) => format!(
-            "{message} at line {} column {}",
-            location.line(),
-            location.column()
+
+    /// An error of serde_yaml's own. Those without a position are placed from the pre-scan:
+    /// the alias-expansion limit at the first alias.
+    fn from_yaml(text: &str, error: &serde_yaml::Error, scan: &source::Scan) -> Diag {
+        static AT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let at = AT.get_or_init(|| {
+            regex::Regex::new(r" at (line \d+ column \d+|position \d+)").expect("a valid regex")
+        });
+        let mut message = at.replace_all(&error.to_string(), "").into_owned();
+        let offset = match error.location() {
+            Some(location) => Some(source::offset_of(
+                text,
+                source::LineColumn {
+                    line: location.line(),
+                    column: location.column(),
+                },
+            )),
+            None if message.contains("repetition limit exceeded") => {
+                message = "aliases expand to more than 100 times the document's size \
+                           (repetition limit exceeded); the first alias is here"
+                    .into();
+                scan.first_alias
+            }
+            None if message.contains("more than one document") => {
+                message = "a second YAML document starts here; a scenario file holds one".into();
+                scan.second_document
+            }
+            None => None,
+        };
+        Diag {
+            message,
+            at: offset,
+        }
+    }
+}
+
+/// The message and place of the first byte that is not UTF-8, in `bytes`, whose first `valid`
+/// bytes are.
+fn not_utf8(bytes: &[u8], valid: usize) -> (String, Location) {
+    let prefix = std::str::from_utf8(&bytes[..valid]).unwrap_or_default();
+    let at = source::line_column(prefix, valid);
+    let start = prefix.rfind('\n').map_or(0, |idx| idx + 1);
+    let end = bytes[valid..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |idx| valid + idx);
+    let line = String::from_utf8_lossy(&bytes[start..end]);
+    (
+        format!(
+            "not UTF-8: byte 0x{:02x} starts no UTF-8 character; scenario files are UTF-8 text",
+            bytes[valid]
         ),
-        (None, None) => message,
-    }
+        Location {
+            line: at.line,
+            column: at.column,
+            text: line.trim_end_matches('\r').to_string(),
+            width: 1,
+        },
+    )
 }
 
 const SCENARIO_FIELDS: &[&str] = &[
@@ -403,24 +615,71 @@ const SCENARIO_FIELDS: &[&str] = &[
     "backends",
 ];
 
-struct RawScenario(Scenario);
+/// A scenario as read, before the checks that need all of it.
+struct RawScenario {
+    scenario: Scenario,
+    /// The top-level keys given.
+    keys: BTreeSet<String>,
+    /// Whether `steps` came before `agents` (their agent names are then checked afterwards).
+    steps_first: bool,
+}
 
-impl<'de> Deserialize<'de> for RawScenario {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(ScenarioVisitor)
+struct ScenarioSeed<'a> {
+    found: Found<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for ScenarioSeed<'_> {
+    type Value = RawScenario;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawScenario, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct ScenarioVisitor;
+/// A top-level key, refused where it is written if unknown or given twice.
+struct TopKey<'a> {
+    seen: &'a BTreeSet<String>,
+}
 
-impl<'de> Visitor<'de> for ScenarioVisitor {
+impl<'de> DeserializeSeed<'de> for TopKey<'_> {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for TopKey<'_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a scenario key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<String, E> {
+        if !SCENARIO_FIELDS.contains(&key) {
+            return Err(E::unknown_field(key, SCENARIO_FIELDS));
+        }
+        if self.seen.contains(key) {
+            return Err(E::custom(format!("duplicate key `{key}`")));
+        }
+        Ok(key.to_string())
+    }
+}
+
+impl<'de> Visitor<'de> for ScenarioSeed<'_> {
     type Value = RawScenario;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a scenario mapping with `agents` and `steps`")
     }
 
+    fn visit_unit<E: de::Error>(self) -> Result<RawScenario, E> {
+        Err(E::custom(format!("empty scenario: {EXPECTED}")))
+    }
+
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawScenario, A::Error> {
+        let found = self.found;
         let mut scenario = Scenario {
             name: String::new(),
             description: None,
@@ -432,89 +691,212 @@ impl<'de> Visitor<'de> for ScenarioVisitor {
         };
         let mut known_agents: Option<BTreeSet<String>> = None;
         let mut seen = BTreeSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format!("duplicate key `{key}`")));
-            }
+        let mut steps_first = false;
+        while let Some(key) = map.next_key_seed(TopKey { seen: &seen })? {
+            seen.insert(key.clone());
+            let fail = |problem: Problem| found.fail(problem.within([key.as_str()]));
             match key.as_str() {
                 "name" => scenario.name = map.next_value()?,
                 "description" => scenario.description = map.next_value()?,
                 "hub" => {
-                    scenario.hub = map
-                        .next_value::<Option<RawHub>>()?
-                        .map(|h| h.0)
-                        .unwrap_or_default()
+                    if let Some(fields) = map.next_value::<Option<HubFields>>()? {
+                        scenario.hub = hub_options(fields).map_err(fail)?;
+                    }
                 }
                 "network" => {
-                    scenario.network = map
-                        .next_value::<Option<network::RawNetwork>>()?
-                        .map(|n| n.0)
-                        .unwrap_or_default()
+                    if let Some(fields) = map.next_value::<Option<network::NetworkFields>>()? {
+                        scenario.network = network::options(fields).map_err(fail)?;
+                    }
                 }
                 "agents" => {
-                    scenario.agents = map.next_value_seed(AgentsSeed)?;
+                    scenario.agents = map.next_value_seed(AgentsSeed { found })?;
                     known_agents = Some(scenario.agents.iter().map(|a| a.name.clone()).collect());
                 }
                 "steps" => {
+                    steps_first = known_agents.is_none();
                     scenario.steps = map.next_value_seed(StepsSeed {
                         agents: known_agents.as_ref(),
+                        found,
                     })?
                 }
                 "seed" => scenario.sweep.seed = map.next_value()?,
                 "seeds" => {
                     let value: serde_yaml::Value = map.next_value()?;
-                    scenario.sweep.seeds =
-                        Some(checking::seeds(&value).map_err(de::Error::custom)?);
+                    scenario.sweep.seeds = Some(checking::seeds(&value).map_err(fail)?);
                 }
                 "invariants" => {
                     let names: Vec<String> = map.next_value()?;
-                    scenario.sweep.invariants =
-                        checking::invariants(&names).map_err(de::Error::custom)?;
+                    scenario.sweep.invariants = checking::invariants(&names).map_err(fail)?;
                 }
                 "known_violations" => {
                     let entries: Vec<checking::KnownFields> = map.next_value()?;
-                    scenario.sweep.known_violations =
-                        checking::known(entries).map_err(de::Error::custom)?;
+                    scenario.sweep.known_violations = checking::known(entries).map_err(fail)?;
                 }
                 "expect_reached" => {
                     let names: Vec<String> = map.next_value()?;
-                    checking::probes(&names).map_err(de::Error::custom)?;
+                    checking::probes(&names).map_err(fail)?;
                     scenario.sweep.expect_reached = names;
                 }
                 "chaos" => {
                     let fields: checking::ChaosFields = map.next_value()?;
-                    scenario.sweep.chaos =
-                        Some(checking::chaos(fields).map_err(de::Error::custom)?);
+                    scenario.sweep.chaos = Some(checking::chaos(fields).map_err(fail)?);
                 }
                 "backends" => {
                     let names: Vec<String> = map.next_value()?;
-                    scenario.sweep.backends =
-                        checking::backends(&names).map_err(de::Error::custom)?;
+                    scenario.sweep.backends = checking::backends(&names).map_err(fail)?;
                 }
-                other => return Err(de::Error::unknown_field(other, SCENARIO_FIELDS)),
+                _ => unreachable!("TopKey refuses unknown keys"),
             }
         }
+        Ok(RawScenario {
+            scenario,
+            keys: seen,
+            steps_first,
+        })
+    }
+}
+
+impl RawScenario {
+    /// The checks that need the whole scenario: it is not empty, its `name` is the file's
+    /// (`named_by_file`), fault and step agents are declared, channel labels are opened before
+    /// they are used and adapter types exist.
+    fn check(self, stem: &str, named_by_file: bool) -> Result<Scenario, Problem> {
+        let RawScenario {
+            mut scenario,
+            keys,
+            steps_first,
+        } = self;
+        if !keys.contains("agents") && !keys.contains("steps") {
+            return Err(Problem::here(format!(
+                "empty scenario: no `agents` and no `steps`; {EXPECTED}"
+            )));
+        }
+        if keys.contains("name") && named_by_file && scenario.name != stem {
+            return Err(Problem::at(
+                format!(
+                    "scenario name `{}` differs from its file name `{stem}`; they must be equal \
+                     (traces, snapshots and reference traces are found by name)",
+                    scenario.name
+                ),
+                ["name"],
+            ));
+        }
+        if scenario.name.is_empty() {
+            scenario.name = stem.to_string();
+        }
         let names: BTreeSet<String> = scenario.agents.iter().map(|a| a.name.clone()).collect();
+        let known = || {
+            names
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         for (idx, timed) in scenario.network.faults.iter().enumerate() {
             if let Some(agent) = timed.fault.agent() {
                 if !names.contains(agent) {
-                    let known: Vec<&str> = names.iter().map(String::as_str).collect();
-                    return Err(de::Error::custom(format!(
-                        "network.faults[{idx}]: unknown agent `{agent}` (agents: {})",
-                        known.join(", ")
-                    )));
+                    return Err(Problem::at(
+                        format!(
+                            "network.faults[{idx}]: unknown agent `{agent}` (agents: {})",
+                            known()
+                        ),
+                        [
+                            Seg::from("network"),
+                            "faults".into(),
+                            idx.into(),
+                            timed.fault.key().into(),
+                        ],
+                    ));
                 }
             }
         }
-        if known_agents.is_none() {
+        if steps_first {
             for (idx, step) in scenario.steps.iter().enumerate() {
-                check_step_agents(step, &names)
-                    .map_err(|e| de::Error::custom(format!("steps[{idx}]: {e}")))?;
+                check_step_agents(step, &names).map_err(|p| p.within(steps_path(idx)))?;
             }
         }
-        Ok(RawScenario(scenario))
+        check_labels_and_types(&scenario.steps)?;
+        Ok(scenario)
     }
 }
+
+/// The path of step `idx`.
+fn steps_path(idx: usize) -> [Seg; 2] {
+    [Seg::from("steps"), Seg::Index(idx)]
+}
+
+/// Each `channel` a step names was opened (`as:`, or `chN` for an open without one) by an
+/// earlier step, unless the step asks for `unknown_channel`; each `open` names a registered
+/// adapter type, unless it expects an error.
+fn check_labels_and_types(steps: &[Step]) -> Result<(), Problem> {
+    let mut opened: Vec<&str> = Vec::new();
+    let mut unnamed_opens = false;
+    for (idx, step) in steps.iter().enumerate() {
+        match &step.action {
+            Action::Open {
+                label,
+                manifest_type,
+                ..
+            } => {
+                if step.expect_error.is_none()
+                    && crate::hub::adapter::AdapterKind::lookup(manifest_type, 1).is_none()
+                {
+                    return Err(Problem::at(
+                        format!(
+                            "unknown adapter type `{manifest_type}`; expected one of {}",
+                            ADAPTER_TYPES.join(", ")
+                        ),
+                        ["type"],
+                    )
+                    .within(steps_path(idx)));
+                }
+                match label {
+                    Some(label) => opened.push(label),
+                    None => unnamed_opens = true,
+                }
+            }
+            Action::Send {
+                channel,
+                unknown_channel: false,
+                ..
+            }
+            | Action::Close {
+                channel,
+                unknown_channel: false,
+                ..
+            } => {
+                let automatic = unnamed_opens
+                    && channel
+                        .strip_prefix("ch")
+                        .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0));
+                if !opened.contains(&channel.as_str()) && !automatic {
+                    let so_far = if opened.is_empty() {
+                        "none".to_string()
+                    } else {
+                        let mut labels = opened.clone();
+                        labels.sort_unstable();
+                        labels.dedup();
+                        labels.join(", ")
+                    };
+                    return Err(Problem::at(
+                        format!(
+                            "channel `{channel}` is used before any step opens it \
+                             (no earlier `open` has `as: {channel}`; opened so far: {so_far}); \
+                             `unknown_channel: true` asks for a channel the hub never minted"
+                        ),
+                        ["channel"],
+                    )
+                    .within(steps_path(idx)));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The adapter types the hub registers.
+const ADAPTER_TYPES: [&str; 4] = ["consulting", "conversation", "discussion", "workflow"];
 
 impl Default for HubOptions {
     fn default() -> HubOptions {
@@ -535,41 +917,41 @@ struct HubFields {
     attach_plugin: Option<bool>,
 }
 
-struct RawHub(HubOptions);
-
-impl<'de> Deserialize<'de> for RawHub {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let fields = HubFields::deserialize(deserializer)?;
-        let _ = fields.attach_plugin; // hubsim's agents carry no network tools either way
-        let mut options = HubOptions::default();
-        if let Some(epoch) = fields.epoch {
-            options.epoch = Timestamp::parse_iso(&epoch).ok_or_else(|| {
-                de::Error::custom(format!("hub.epoch: `{epoch}` is not an ISO-8601 timestamp"))
-            })?;
-        }
-        for (name, value, slot) in [
-            (
-                "invite_ack_timeout",
-                fields.invite_ack_timeout,
-                &mut options.invite_ack_timeout_seconds,
-            ),
-            (
-                "step_timeout",
-                fields.step_timeout,
-                &mut options.step_timeout_seconds,
-            ),
-        ] {
-            if let Some(value) = value {
-                if !(value.is_finite() && value > 0.0 && value < 1e9) {
-                    return Err(de::Error::custom(format!(
-                        "hub.{name} must be a positive number of seconds"
-                    )));
-                }
-                *slot = value;
-            }
-        }
-        Ok(RawHub(options))
+/// The `hub:` block's values; a problem's path is inside the block.
+fn hub_options(fields: HubFields) -> Result<HubOptions, Problem> {
+    let _ = fields.attach_plugin; // hubsim's agents carry no network tools either way
+    let mut options = HubOptions::default();
+    if let Some(epoch) = fields.epoch {
+        options.epoch = Timestamp::parse_iso(&epoch).ok_or_else(|| {
+            Problem::at(
+                format!("hub.epoch: `{epoch}` is not an ISO-8601 timestamp"),
+                ["epoch"],
+            )
+        })?;
     }
+    for (name, value, slot) in [
+        (
+            "invite_ack_timeout",
+            fields.invite_ack_timeout,
+            &mut options.invite_ack_timeout_seconds,
+        ),
+        (
+            "step_timeout",
+            fields.step_timeout,
+            &mut options.step_timeout_seconds,
+        ),
+    ] {
+        if let Some(value) = value {
+            if !(value.is_finite() && value > 0.0 && value < 1e9) {
+                return Err(Problem::at(
+                    format!("hub.{name} must be a positive number of seconds"),
+                    [name],
+                ));
+            }
+            *slot = value;
+        }
+    }
+    Ok(options)
 }
 
 /// A YAML value as the JSON object Python's `yaml.safe_load` + `json.dumps` would give: mapping

@@ -208,7 +208,7 @@ fn describe(value: &serde_yaml::Value) -> String {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NetworkFields {
+pub(super) struct NetworkFields {
     latency: Option<serde_yaml::Value>,
     model_time: Option<serde_yaml::Value>,
     clock: Option<String>,
@@ -238,84 +238,104 @@ struct FaultFields {
     agent: Option<String>,
 }
 
-pub(super) struct RawNetwork(pub(super) NetworkOptions);
-
-impl<'de> Deserialize<'de> for RawNetwork {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let f = NetworkFields::deserialize(deserializer)?;
-        let mut options = NetworkOptions::default();
-        let field = |name: &str, value: &Option<serde_yaml::Value>, slot: &mut u64| {
-            if let Some(value) = value {
-                *slot = duration_micros(value).map_err(|e| format!("network.{name}: {e}"))?;
-            }
-            Ok::<(), String>(())
-        };
-        let run = || -> Result<NetworkOptions, String> {
-            if let Some(value) = &f.latency {
-                options.latency = range(value).map_err(|e| format!("network.latency: {e}"))?;
-            }
-            if let Some(value) = &f.model_time {
-                options.model_time =
-                    range(value).map_err(|e| format!("network.model_time: {e}"))?;
-            }
-            options.frozen_clock = match f.clock.as_deref() {
-                None | Some("sim") => false,
-                Some("frozen") => true,
-                Some(other) => {
-                    return Err(format!(
-                        "network.clock: expected `sim` or `frozen`, got `{other}`"
-                    ))
-                }
-            };
-            options.text_wire = match f.wire.as_deref() {
-                None | Some("frames") => false,
-                Some("text") => true,
-                Some(other) => {
-                    return Err(format!(
-                        "network.wire: expected `frames` or `text`, got `{other}`"
-                    ))
-                }
-            };
-            field("ttl_sweep", &f.ttl_sweep, &mut options.ttl_sweep)?;
-            field(
-                "expectation_sweep",
-                &f.expectation_sweep,
-                &mut options.expectation_sweep,
-            )?;
-            field("keepalive", &f.keepalive, &mut options.keepalive)?;
-            field("sync", &f.sync, &mut options.sync)?;
-            field("rpc_timeout", &f.rpc_timeout, &mut options.rpc_timeout)?;
-            field("quiesce", &f.quiesce, &mut options.quiesce)?;
-            options.reconnect = match &f.reconnect {
-                None => options.reconnect,
-                Some(serde_yaml::Value::Null) => None,
-                Some(value) => {
-                    let after =
-                        duration_micros(value).map_err(|e| format!("network.reconnect: {e}"))?;
-                    // A client retries a failed re-attach this often: at 0 it would retry
-                    // forever at one moment.
-                    if after < 1_000 {
-                        return Err(format!(
-                            "network.reconnect: at least 1ms (null: never re-attach), got {}",
-                            describe(value)
-                        ));
-                    }
-                    Some(after)
-                }
-            };
-            for (idx, fault) in f.faults.iter().flatten().enumerate() {
-                let timed =
-                    timed_fault(fault).map_err(|e| format!("network.faults[{idx}]: {e}"))?;
-                options.faults.push(timed);
-            }
-            Ok(options)
-        };
-        run().map(RawNetwork).map_err(de::Error::custom)
+impl Fault {
+    /// The key of a `network.faults` entry that names the fault's agent.
+    pub(super) fn key(&self) -> &'static str {
+        match self {
+            Fault::Partition(_) => "partition",
+            Fault::Repair(_) => "repair",
+            Fault::Hold(_) => "hold",
+            Fault::Release(_) => "release",
+            Fault::Disconnect(_) => "disconnect",
+            Fault::Crash => "crash",
+            Fault::Restart => "restart",
+            Fault::Latency { .. } => "agent",
+        }
     }
 }
 
-fn timed_fault(f: &FaultFields) -> Result<TimedFault, String> {
-    let at = duration_micros(&f.at).map_err(|e| format!("at: {e}"))?;
+/// The `network:` block's values; a problem's path is inside the block.
+pub(super) fn options(f: NetworkFields) -> Result<NetworkOptions, Problem> {
+    let mut options = NetworkOptions::default();
+    let field = |name: &'static str, value: &Option<serde_yaml::Value>, slot: &mut u64| {
+        if let Some(value) = value {
+            *slot = duration_micros(value)
+                .map_err(|e| Problem::at(format!("network.{name}: {e}"), [name]))?;
+        }
+        Ok::<(), Problem>(())
+    };
+    if let Some(value) = &f.latency {
+        options.latency =
+            range(value).map_err(|e| Problem::at(format!("network.latency: {e}"), ["latency"]))?;
+    }
+    if let Some(value) = &f.model_time {
+        options.model_time = range(value)
+            .map_err(|e| Problem::at(format!("network.model_time: {e}"), ["model_time"]))?;
+    }
+    options.frozen_clock = match f.clock.as_deref() {
+        None | Some("sim") => false,
+        Some("frozen") => true,
+        Some(other) => {
+            return Err(Problem::at(
+                format!("network.clock: expected `sim` or `frozen`, got `{other}`"),
+                ["clock"],
+            ))
+        }
+    };
+    options.text_wire = match f.wire.as_deref() {
+        None | Some("frames") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(Problem::at(
+                format!("network.wire: expected `frames` or `text`, got `{other}`"),
+                ["wire"],
+            ))
+        }
+    };
+    field("ttl_sweep", &f.ttl_sweep, &mut options.ttl_sweep)?;
+    field(
+        "expectation_sweep",
+        &f.expectation_sweep,
+        &mut options.expectation_sweep,
+    )?;
+    field("keepalive", &f.keepalive, &mut options.keepalive)?;
+    field("sync", &f.sync, &mut options.sync)?;
+    field("rpc_timeout", &f.rpc_timeout, &mut options.rpc_timeout)?;
+    field("quiesce", &f.quiesce, &mut options.quiesce)?;
+    options.reconnect = match &f.reconnect {
+        None => options.reconnect,
+        Some(serde_yaml::Value::Null) => None,
+        Some(value) => {
+            let bad = |message: String| Problem::at(message, ["reconnect"]);
+            let after =
+                duration_micros(value).map_err(|e| bad(format!("network.reconnect: {e}")))?;
+            // A client retries a failed re-attach this often: at 0 it would retry
+            // forever at one moment.
+            if after < 1_000 {
+                return Err(bad(format!(
+                    "network.reconnect: at least 1ms (null: never re-attach), got {}",
+                    describe(value)
+                )));
+            }
+            Some(after)
+        }
+    };
+    for (idx, fault) in f.faults.iter().flatten().enumerate() {
+        let timed = timed_fault(fault).map_err(|p| {
+            Problem {
+                message: format!("network.faults[{idx}]: {}", p.message),
+                ..p
+            }
+            .within([Seg::from("faults"), idx.into()])
+        })?;
+        options.faults.push(timed);
+    }
+    Ok(options)
+}
+
+/// One timed fault; a problem's path is inside the entry.
+fn timed_fault(f: &FaultFields) -> Result<TimedFault, Problem> {
+    let at = duration_micros(&f.at).map_err(|e| Problem::at(format!("at: {e}"), ["at"]))?;
     let mut faults = Vec::new();
     let agent = |name: &Option<String>| name.clone();
     if let Some(a) = agent(&f.partition) {
@@ -339,7 +359,10 @@ fn timed_fault(f: &FaultFields) -> Result<TimedFault, String> {
     ] {
         if let Some(target) = value {
             if target != "hub" {
-                return Err(format!("`{key}: {target}`: only `hub` can {key}"));
+                return Err(Problem::at(
+                    format!("`{key}: {target}`: only `hub` can {key}"),
+                    [key],
+                ));
             }
             faults.push(fault);
         }
@@ -347,17 +370,25 @@ fn timed_fault(f: &FaultFields) -> Result<TimedFault, String> {
     if let Some(value) = &f.latency {
         faults.push(Fault::Latency {
             agent: f.agent.clone(),
-            range: range(value).map_err(|e| format!("latency: {e}"))?,
+            range: range(value).map_err(|e| Problem::at(format!("latency: {e}"), ["latency"]))?,
         });
     } else if f.agent.is_some() {
-        return Err("`agent` goes with `latency`".into());
+        return Err(Problem::key("`agent` goes with `latency`", ["agent"]));
     }
     match faults.len() {
         1 => Ok(TimedFault {
             at,
             fault: faults.remove(0),
         }),
-        0 => Err("expected one of: partition, repair, hold, release, disconnect, crash, restart, latency".into()),
-        _ => Err("one fault per entry".into()),
+        0 => Err(Problem::here(
+            "expected one of: partition, repair, hold, release, disconnect, crash, restart, latency",
+        )),
+        _ => Err(Problem::key(
+            "one fault per entry",
+            [match &faults[1] {
+                Fault::Latency { .. } => "latency",
+                other => other.key(),
+            }],
+        )),
     }
 }

@@ -71,6 +71,7 @@ const OPS: &str = "open, send, close, advance, ttl_tick, expire_due, expectation
 
 pub(super) struct StepsSeed<'a> {
     pub(super) agents: Option<&'a BTreeSet<String>>,
+    pub(super) found: Found<'a>,
 }
 
 impl<'de> DeserializeSeed<'de> for StepsSeed<'_> {
@@ -96,11 +97,13 @@ impl<'de> Visitor<'de> for StepsSeed<'_> {
         let mut steps = Vec::new();
         while let Some(step) = seq.next_element_seed(StepSeed {
             agents: self.agents,
+            index: steps.len(),
+            found: self.found,
         })? {
             if steps.len() >= limits::STEPS_MAX {
-                return Err(de::Error::custom(format!(
-                    "at most {} steps",
-                    limits::STEPS_MAX
+                return Err(self.found.fail(Problem::at(
+                    format!("at most {} steps", limits::STEPS_MAX),
+                    steps_path(steps.len()),
                 )));
             }
             steps.push(step);
@@ -110,7 +113,9 @@ impl<'de> Visitor<'de> for StepsSeed<'_> {
 }
 
 struct StepSeed<'a> {
-    pub(super) agents: Option<&'a BTreeSet<String>>,
+    agents: Option<&'a BTreeSet<String>>,
+    index: usize,
+    found: Found<'a>,
 }
 
 impl<'de> DeserializeSeed<'de> for StepSeed<'_> {
@@ -130,7 +135,7 @@ impl<'de> Visitor<'de> for StepSeed<'_> {
 
     fn visit_str<E: de::Error>(self, op: &str) -> Result<Step, E> {
         match op_fields(op) {
-            Some([]) => step_from_fields(bare_step(op)).map_err(E::custom),
+            Some([]) => step_from_fields(bare_step(op)).map_err(|p| E::custom(p.message)),
             Some(_) => Err(E::custom(format!(
                 "op `{op}` needs a mapping with its fields"
             ))),
@@ -142,9 +147,10 @@ impl<'de> Visitor<'de> for StepSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Step, A::Error> {
         let fields = StepFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        let step = step_from_fields(fields).map_err(de::Error::custom)?;
+        let fail = |problem: Problem| self.found.fail(problem.within(steps_path(self.index)));
+        let step = step_from_fields(fields).map_err(fail)?;
         if let Some(agents) = self.agents {
-            check_step_agents(&step, agents).map_err(de::Error::custom)?;
+            check_step_agents(&step, agents).map_err(fail)?;
         }
         Ok(step)
     }
@@ -180,10 +186,11 @@ fn bare_step(op: &str) -> StepFields {
     }
 }
 
-fn step_from_fields(f: StepFields) -> Result<Step, String> {
+/// The step, or a problem with a path inside the step.
+fn step_from_fields(f: StepFields) -> Result<Step, Problem> {
     let op = f.op.clone();
-    let allowed =
-        op_fields(&op).ok_or_else(|| format!("unknown op `{op}`, expected one of: {OPS}"))?;
+    let allowed = op_fields(&op)
+        .ok_or_else(|| Problem::at(format!("unknown op `{op}`, expected one of: {OPS}"), ["op"]))?;
     let present: Vec<&str> = [
         ("as", f.label.is_some()),
         ("by", f.by.is_some()),
@@ -215,9 +222,12 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
     if let Some(extra) = present.iter().find(|key| !allowed.contains(key)) {
         let mut known: Vec<&str> = vec!["op", "expect_error"];
         known.extend_from_slice(allowed);
-        return Err(format!(
-            "op `{op}` does not take `{extra}`; its fields are: {}",
-            known.join(", ")
+        return Err(Problem::key(
+            format!(
+                "op `{op}` does not take `{extra}`; its fields are: {}",
+                known.join(", ")
+            ),
+            [*extra],
         ));
     }
     let mut echo = Map::new();
@@ -237,18 +247,29 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
         .expect_error
         .as_ref()
         .map(parse_expect_error)
-        .transpose()?;
-    let need = |value: &Option<serde_yaml::Value>, key: &str| -> Result<String, String> {
+        .transpose()
+        .map_err(|e| Problem::at(e, ["expect_error"]))?;
+    let need = |value: &Option<serde_yaml::Value>, key: &str| -> Result<String, Problem> {
         match value {
             Some(serde_yaml::Value::String(text)) => Ok(text.clone()),
-            Some(_) => Err(format!("op `{op}`: `{key}` must be a string")),
-            None => Err(format!("op `{op}` needs `{key}`")),
+            Some(_) => Err(Problem::at(
+                format!("op `{op}`: `{key}` must be a string"),
+                [key],
+            )),
+            None => Err(Problem::here(format!("op `{op}` needs `{key}`"))),
         }
     };
+    let missing = |key: &str| Problem::here(format!("op `{op}` needs `{key}`"));
+    let at = |key: &'static str| move |message: String| Problem::at(message, [key]);
     let via_hub = match f.via.as_deref() {
         None | Some("client") => false,
         Some("hub") => true,
-        Some(other) => return Err(format!("`via: {other}`: expected `client` or `hub`")),
+        Some(other) => {
+            return Err(Problem::at(
+                format!("`via: {other}`: expected `client` or `hub`"),
+                ["via"],
+            ))
+        }
     };
     let action = match op.as_str() {
         "open" => Action::Open {
@@ -256,19 +277,26 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
             by: need(&f.by, "by")?,
             manifest_type: need(&f.manifest_type, "type")?,
             targets: parse_targets(f.target.as_ref())?,
-            ttl: f.ttl.as_ref().map(parse_ttl).transpose()?,
+            ttl: f
+                .ttl
+                .as_ref()
+                .map(parse_ttl)
+                .transpose()
+                .map_err(at("ttl"))?,
             knobs: f
                 .knobs
                 .as_ref()
                 .map(|k| mapping_or_null(k, "knobs"))
-                .transpose()?
+                .transpose()
+                .map_err(at("knobs"))?
                 .flatten(),
             intent: f.intent.clone(),
             labels: f
                 .labels
                 .as_ref()
                 .map(|l| mapping_or_null(l, "labels"))
-                .transpose()?
+                .transpose()
+                .map_err(at("labels"))?
                 .flatten(),
             wait: f.wait.unwrap_or(true),
         },
@@ -286,7 +314,8 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
                 .event_data
                 .as_ref()
                 .map(|d| mapping_or_null(d, "event_data"))
-                .transpose()?
+                .transpose()
+                .map_err(at("event_data"))?
                 .flatten(),
             depth: f.depth,
             via_hub,
@@ -298,37 +327,33 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
             reason: f.reason.clone().unwrap_or_default(),
             via_hub,
         },
-        "advance" => Action::Advance(parse_advance(f.seconds.as_ref())?),
+        "advance" => Action::Advance(parse_advance(f.seconds.as_ref()).map_err(
+            |e| match f.seconds {
+                Some(_) => Problem::at(e, ["seconds"]),
+                None => Problem::here(e),
+            },
+        )?),
         "ttl_tick" | "expire_due" => Action::TtlTick,
         "expectation_tick" => Action::ExpectationTick,
         "set_rule" => Action::SetRule {
             agent: need(&f.agent, "agent")?,
-            rule: f
-                .rule
-                .ok_or_else(|| format!("op `{op}` needs `rule`"))?
-                .into_rule(),
+            rule: f.rule.ok_or_else(|| missing("rule"))?.into_rule(),
         },
         "unregister" => Action::Unregister {
             agent: need(&f.agent, "agent")?,
         },
         "checkpoint" => Action::Checkpoint {
             agent: need(&f.agent, "agent")?,
-            task: f
-                .task
-                .clone()
-                .ok_or_else(|| format!("op `{op}` needs `task`"))?,
+            task: f.task.clone().ok_or_else(|| missing("task"))?,
             state: f
                 .state
                 .as_ref()
                 .map(yaml_to_json)
-                .ok_or_else(|| format!("op `{op}` needs `state`"))?,
+                .ok_or_else(|| missing("state"))?,
         },
         "read_checkpoint" => Action::ReadCheckpoint {
             agent: need(&f.agent, "agent")?,
-            task: f
-                .task
-                .clone()
-                .ok_or_else(|| format!("op `{op}` needs `task`"))?,
+            task: f.task.clone().ok_or_else(|| missing("task"))?,
         },
         "next_envelope" => Action::NextEnvelope {
             agent: need(&f.agent, "agent")?,
@@ -336,9 +361,10 @@ fn step_from_fields(f: StepFields) -> Result<Step, String> {
         "wait" => Action::Wait(
             f.seconds
                 .as_ref()
-                .ok_or_else(|| "op `wait` needs `seconds`".to_string())
+                .ok_or_else(|| missing("seconds"))
                 .and_then(|s| {
-                    super::network::duration_micros(s).map_err(|e| format!("op `wait`: {e}"))
+                    super::network::duration_micros(s)
+                        .map_err(|e| Problem::at(format!("op `wait`: {e}"), ["seconds"]))
                 })?,
         ),
         "partition" => Action::Fault(Fault::Partition(need(&f.agent, "agent")?)),
@@ -382,19 +408,26 @@ fn parse_expect_error(value: &serde_yaml::Value) -> Result<ExpectError, String> 
     Ok(ExpectError { type_name, pattern })
 }
 
-fn parse_targets(value: Option<&serde_yaml::Value>) -> Result<Vec<String>, String> {
+fn parse_targets(value: Option<&serde_yaml::Value>) -> Result<Vec<String>, Problem> {
     match value {
-        None => Err("op `open` needs `target`".into()),
+        None => Err(Problem::here("op `open` needs `target`")),
         Some(serde_yaml::Value::String(name)) => Ok(vec![name.clone()]),
         Some(serde_yaml::Value::Sequence(items)) => items
             .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| "`target` entries must be names".to_string())
+            .enumerate()
+            .map(|(idx, item)| {
+                item.as_str().map(str::to_string).ok_or_else(|| {
+                    Problem::at(
+                        "`target` entries must be names",
+                        [Seg::from("target"), idx.into()],
+                    )
+                })
             })
             .collect(),
-        Some(_) => Err("`target` must be a name or a list of names".into()),
+        Some(_) => Err(Problem::at(
+            "`target` must be a name or a list of names",
+            ["target"],
+        )),
     }
 }
 
@@ -436,30 +469,36 @@ fn mapping_or_null(value: &serde_yaml::Value, key: &str) -> Result<Option<Value>
     }
 }
 
-pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Result<(), String> {
-    let check = |name: &str| -> Result<(), String> {
+/// Every agent the step names is declared; a problem's path is inside the step.
+pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Result<(), Problem> {
+    let check = |name: &str, path: Vec<Seg>| -> Result<(), Problem> {
         if agents.contains(name) {
             Ok(())
         } else {
             let known: Vec<&str> = agents.iter().map(String::as_str).collect();
-            Err(format!(
-                "op `{}`: unknown agent `{name}` (agents: {})",
-                step.op,
-                known.join(", ")
+            Err(Problem::at(
+                format!(
+                    "op `{}`: unknown agent `{name}` (agents: {})",
+                    step.op,
+                    known.join(", ")
+                ),
+                path,
             ))
         }
     };
-    let check_refs = |data: &Option<Value>| -> Result<(), String> {
-        let mut names = Vec::new();
+    let check_refs = |data: &Option<Value>, key: &str| -> Result<(), Problem> {
+        let mut refs = Vec::new();
         if let Some(data) = data {
-            collect_refs(data, &mut names);
+            collect_refs(data, &mut vec![Seg::from(key)], &mut refs);
         }
-        names.iter().try_for_each(|name| check(name))
+        refs.into_iter()
+            .try_for_each(|(name, path)| check(&name, path))
     };
+    let key = |key: &str| vec![Seg::from(key)];
     match &step.action {
         Action::Open { by, knobs, .. } => {
-            check(by)?;
-            check_refs(knobs)
+            check(by, key("by"))?;
+            check_refs(knobs, "knobs")
         }
         Action::Send {
             by,
@@ -467,31 +506,47 @@ pub(super) fn check_step_agents(step: &Step, agents: &BTreeSet<String>) -> Resul
             event_data,
             ..
         } => {
-            check(by)?;
-            audience.iter().flatten().try_for_each(|name| check(name))?;
-            check_refs(event_data)
+            check(by, key("by"))?;
+            for (idx, name) in audience.iter().flatten().enumerate() {
+                check(name, vec![Seg::from("audience"), idx.into()])?;
+            }
+            check_refs(event_data, "event_data")
         }
-        Action::Close { by, .. } => check(by),
+        Action::Close { by, .. } => check(by, key("by")),
         Action::SetRule { agent, .. }
         | Action::Unregister { agent }
         | Action::Checkpoint { agent, .. }
         | Action::ReadCheckpoint { agent, .. }
-        | Action::NextEnvelope { agent } => check(agent),
-        Action::Fault(fault) => fault.agent().map_or(Ok(()), check),
+        | Action::NextEnvelope { agent } => check(agent, key("agent")),
+        Action::Fault(fault) => fault.agent().map_or(Ok(()), |a| check(a, key("agent"))),
         _ => Ok(()),
     }
 }
 
-/// Names referenced as `{$id: name}` inside data.
-fn collect_refs(value: &Value, names: &mut Vec<String>) {
+/// Names referenced as `{$id: name}` inside data, with the path of each name.
+fn collect_refs(value: &Value, path: &mut Vec<Seg>, refs: &mut Vec<(String, Vec<Seg>)>) {
     match value {
         Value::Object(map) if map.len() == 1 && map.contains_key("$id") => {
             if let Some(Value::String(name)) = map.get("$id") {
-                names.push(name.clone());
+                let mut at = path.clone();
+                at.push(Seg::from("$id"));
+                refs.push((name.clone(), at));
             }
         }
-        Value::Object(map) => map.values().for_each(|v| collect_refs(v, names)),
-        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, names)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                path.push(Seg::from(key.as_str()));
+                collect_refs(v, path, refs);
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (idx, v) in items.iter().enumerate() {
+                path.push(Seg::Index(idx));
+                collect_refs(v, path, refs);
+                path.pop();
+            }
+        }
         _ => {}
     }
 }
