@@ -6,6 +6,7 @@
 //! itself in the browser from the [`Timeline`] it embeds as JSON.
 
 use crate::sim::timeline::Timeline;
+use serde_json::Value;
 use std::fmt::Write as _;
 
 const STYLE: &str = include_str!("report.css");
@@ -13,24 +14,61 @@ const SCRIPT: &str = include_str!("report.js");
 
 /// The report of one run.
 pub fn page(timeline: &Timeline) -> String {
-    let data = serde_json::to_string(timeline).unwrap_or_else(|_| "{}".to_string());
+    let (data, frames) = split_frames(timeline);
     let title = format!(
         "{} seed {} ({})",
         timeline.scenario, timeline.seed, timeline.backend
     );
-    let mut out = String::with_capacity(data.len() + STYLE.len() + SCRIPT.len() + 4096);
+    let mut out =
+        String::with_capacity(data.len() + frames.len() + STYLE.len() + SCRIPT.len() + 4096);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     let _ = writeln!(out, "<title>hubsim: {}</title>", escape(&title));
     let _ = writeln!(out, "<style>\n{STYLE}</style>\n</head>\n<body>");
     out.push_str("<div id=\"app\"><p id=\"loading\">Drawing the run...</p></div>\n");
-    // `</` never appears inside the data, so the data cannot end its script element.
+    // `<` never appears in either block, so neither can end its script element.
     let _ = writeln!(
         out,
         "<script type=\"application/json\" id=\"run-data\">{}</script>",
         script_safe(&data)
     );
+    let _ = writeln!(
+        out,
+        "<script type=\"text/plain\" id=\"frame-data\">{}</script>",
+        script_safe(&frames)
+    );
     let _ = writeln!(out, "<script>\n{SCRIPT}</script>\n</body>\n</html>");
     out
+}
+
+/// The timeline as JSON without its frames' JSON, and the frames' JSON one per line: each
+/// entry's `frame.json` becomes `frame.line`, its line (-1: none). The script parses the
+/// timeline at once and reads a frame's line only when it is shown, so the page opens in the
+/// time it takes to parse the events, however large the frames are.
+fn split_frames(timeline: &Timeline) -> (String, String) {
+    let mut value = serde_json::to_value(timeline).unwrap_or_default();
+    let mut frames = String::new();
+    let mut lines = 0i64;
+    let entries = value.get_mut("entries").and_then(Value::as_array_mut);
+    for entry in entries.into_iter().flatten() {
+        let Some(frame) = entry.get_mut("frame").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let line = match frame.remove("json") {
+            Some(Value::String(json)) if !json.is_empty() => {
+                // Compact JSON has no raw line break; a cut frame's text keeps to one line too.
+                frames.push_str(&json.replace('\n', " "));
+                frames.push('\n');
+                lines += 1;
+                lines - 1
+            }
+            _ => -1,
+        };
+        frame.insert("line".to_string(), Value::from(line));
+    }
+    (
+        serde_json::to_string(&value).unwrap_or_else(|_| "{}".to_string()),
+        frames,
+    )
 }
 
 /// One failing run an index page links.

@@ -31,6 +31,13 @@
     return (Number.isInteger(s) ? s.toFixed(1) : String(+s.toFixed(6))) + "s";
   };
   const frameKindOf = (e) => (e.frame ? e.frame.kind : null);
+  // Each frame's JSON is one line of #frame-data, split when a frame is first shown.
+  let frameLines = null;
+  const frameJson = (line) => {
+    if (line < 0) return "";
+    if (!frameLines) frameLines = document.getElementById("frame-data").textContent.split("\n");
+    return frameLines[line] || "";
+  };
 
   // Frames: a numbered frame's entries (send, then delivery or drop) are one arrow.
   const frames = [];
@@ -40,11 +47,11 @@
     if (!e.frame) continue;
     let f = e.frame.seq > 0 ? bySeq.get(e.frame.seq) : undefined;
     if (!f) {
-      f = { seq: e.frame.seq, up: e.frame.up, kind: e.frame.kind, agent: e.agents[0], start: null, end: null, dropped: false, json: "" };
+      f = { seq: e.frame.seq, up: e.frame.up, kind: e.frame.kind, agent: e.agents[0], start: null, end: null, dropped: false, line: -1 };
       frames.push(f);
       if (e.frame.seq > 0) bySeq.set(e.frame.seq, f);
     }
-    if (e.frame.json) f.json = e.frame.json;
+    if (e.frame.line >= 0) f.line = e.frame.line;
     if (e.kind === "sent") f.start = e;
     else {
       if (!f.start && e.kind === "dropped") f.start = e;
@@ -282,8 +289,8 @@
     if (f) {
       const ends = [f.start, f.end].filter((x, i, a) => x && a.indexOf(x) === i);
       html += `<p>frame ${f.seq || "(unnumbered)"}: ${ends.map((x) => `<a data-jump="${x.n}">#${x.n} ${esc(x.kind)} at ${secs(x.at)}</a>`).join(", ")}${f.dropped ? " — <b>dropped</b>" : ""}</p>`;
-      let json = f.json;
-      try { json = JSON.stringify(JSON.parse(json), null, 2); } catch (_) { /* cut or not JSON: shown as is */ }
+      let json = frameJson(f.line);
+      try { json = JSON.stringify(JSON.parse(json), null, 2); } catch (_) { json = json.replace(/\\u003c/g, "<"); /* cut: shown as is */ }
       html += `<pre>${esc(json)}</pre>`;
     }
     if (e.refs && e.refs.length) {

@@ -284,3 +284,42 @@ fn check_writes_a_report_per_failing_seed_and_an_index_beside_a_json_report() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The text between `<script ... id="ID">` and `</script>` in `html`.
+fn script_text<'a>(html: &'a str, id: &str) -> &'a str {
+    let open = format!("id=\"{id}\">");
+    let start = html.find(&open).expect("the script is there") + open.len();
+    let end = start + html[start..].find("</script>").expect("closed");
+    &html[start..end]
+}
+
+#[test]
+fn the_page_keeps_each_frame_json_once_on_its_own_line() {
+    let seen = timeline("net_hole_cursor_skip", 0);
+    let html = hubsim::report::html::page(&seen);
+    let data: serde_json::Value =
+        serde_json::from_str(script_text(&html, "run-data")).expect("the data is JSON");
+    let lines: Vec<&str> = script_text(&html, "frame-data").lines().collect();
+    let with_json: Vec<_> = seen
+        .entries
+        .iter()
+        .filter(|e| e.frame.as_ref().is_some_and(|f| !f.json.is_empty()))
+        .collect();
+    assert_eq!(lines.len(), with_json.len());
+    assert_eq!(lines.len(), seen.frame_count(), "each frame's JSON, once");
+    let entries = data["entries"].as_array().expect("entries");
+    for entry in &with_json {
+        let line = entries[entry.n - 1]["frame"]["line"]
+            .as_u64()
+            .expect("a line number") as usize;
+        let frame = entry.frame.as_ref().expect("a frame");
+        let parsed: serde_json::Value = serde_json::from_str(lines[line]).expect("JSON");
+        assert_eq!(
+            parsed,
+            serde_json::from_str::<serde_json::Value>(&frame.json).expect("JSON"),
+            "#{}: line {line} is another frame",
+            entry.n
+        );
+    }
+    assert!(!script_text(&html, "frame-data").contains('<'));
+}
