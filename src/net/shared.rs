@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// A [`HubServer`] shared between the owner loop of [`serve_shared`] and code on the same
+/// A [`HubServer`] shared between the owner loop of [`serve_shared`](super::ws::serve_shared) and code on the same
 /// thread, with the hub clock they both read. Cloning gives another handle to the same hub.
 #[derive(Clone)]
 pub struct SharedHub {

@@ -1,12 +1,12 @@
 //! The one harness that runs a scenario's steps on a simulated network, whatever carries the
 //! frames: the event-driven backend ([`super::events`]) and turmoil ([`super::turmoil`]) both
-//! implement [`Network`], and everything a step means is written here once: registration,
+//! implement `Network`, and everything a step means is written here once: registration,
 //! labels, `$id` references, background opens, waits, `expect_error`, the admin ops the
 //! reference runner calls on the hub directly (`advance`, the ticks, `via: hub`, its channel
 //! lookups), faults as steps, the chaos phase, the quiesce phase and the final checks.
 //!
 //! A backend owns the hub host, the agents' clients, the links and the run's
-//! [`Monitor`](super::monitor::Monitor) (checkers and event log); the harness owns the step
+//! `Monitor` (checkers and event log); the harness owns the step
 //! records, labels and background opens.
 
 use super::chaos;

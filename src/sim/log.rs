@@ -1,5 +1,5 @@
 //! The typed event log of a run: what happened, in order, with simulated time. Every network
-//! backend records into it through the run's [`Monitor`](super::monitor::Monitor): steps and
+//! backend records into it through the run's `Monitor`: steps and
 //! their outcomes, frames sent, delivered and dropped, connections opened, closed and
 //! re-attached, faults, what each agent's client saw and did (deliveries, model turns), hub
 //! timers, store syncs, crashes and restarts, and each invariant violation at the moment it was

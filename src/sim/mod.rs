@@ -1,12 +1,12 @@
 //! Scenarios and the drivers that run them: read a scenario ([`scenario`]), run it on a backend
 //! ([`run`]: in process, or on a simulated network through the one [`harness`]), check its
-//! invariants ([`check`], fed by the [`monitor`]), and print the normalised trace ([`trace`])
+//! invariants ([`check`], fed by the `monitor`), and print the normalised trace ([`trace`])
 //! and the run's event log ([`log`]).
 //!
 //! Backends: [`runner`] runs the hub core and scripted agents in process with the reference
 //! runner's scheduling; [`events`] carries frames over seeded FIFO links with a clock that jumps
 //! from event to event; [`turmoil`] carries them as WebSocket messages over turmoil's simulated
-//! TCP. The two network backends implement [`harness::Network`], so a step means the same on
+//! TCP. The two network backends implement `harness::Network`, so a step means the same on
 //! both.
 
 mod chaos;

@@ -191,7 +191,7 @@ impl Normaliser {
     }
 
     /// A message as people read it: every 32-hex word named as the trace names it (or, for an
-    /// id the trace cannot name, as [`Normaliser::for_messages`] and [`Normaliser::message_id`]
+    /// id the trace cannot name, as [`Normaliser::for_messages`] and `Normaliser::message_id`
     /// say) and every ISO timestamp as `<T+Ns>`. The trace's own text goes through
     /// [`Normaliser::text`], which this leaves alone.
     pub fn message(&self, text: &str) -> String {

@@ -1,5 +1,5 @@
 //! The turmoil backend (`--net turmoil`): the same scenarios with real WebSocket framing over
-//! turmoil's simulated TCP, driven by the one [`harness`](super::harness) like the event-driven
+//! turmoil's simulated TCP, driven by the one [`harness`] like the event-driven
 //! backend.
 //!
 //! The hub is a [`HubServer`] served by [`serve_shared`] on the turmoil host `hub`, and every
@@ -10,7 +10,7 @@
 //! stream `agent/NAME`; turmoil's seed, epoch and tick are fixed, so a seed replays byte for
 //! byte.
 //!
-//! The harness runs outside the simulation: [`Network::run_until`] steps it one tick at a time
+//! The harness runs outside the simulation: `Network::run_until` steps it one tick at a time
 //! ([`turmoil::Sim::step`]), and between ticks the harness gives commands to the hosts, reads
 //! their results, and calls the hub directly through the [`SharedHub`]. After each tick this
 //! backend takes what the clients reported, runs the checkers if the hub did anything, applies

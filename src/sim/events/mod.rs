@@ -1,8 +1,8 @@
 //! The event-driven network backend (`--net events`, the default): the hub served as a
 //! [`HubServer`], every agent a remote-mode client ([`AgentHost`]) on its own connection, and
 //! frames carried between them over a simulated network with a mock clock that jumps from event
-//! to event. The steps run in the one [`harness`](super::harness), which drives this backend
-//! through [`Network`].
+//! to event. The steps run in the one [`harness`], which drives this backend
+//! through `Network`.
 //!
 //! Topology is a star: each agent's link to the hub is a pair of FIFO pipes (TCP keeps order),
 //! each message delayed by a latency drawn from the `net` stream. Faults act on links
@@ -13,9 +13,9 @@
 //! `network.reconnect` (a new `HubClient`, a hello replaying past the hub's cursor, then
 //! `resume_pending_turns`).
 //!
-//! The state is split along its seams: [`HubHost`] (the server, its store and syncs),
-//! [`Links`] (links, connections, the event queue), the agents' clients, and the run's
-//! [`Monitor`] (checkers and event log).
+//! The state is split along its seams: `HubHost` (the server, its store and syncs),
+//! `Links` (links, connections, the event queue), the agents' clients, and the run's
+//! `Monitor` (checkers and event log).
 
 mod faults;
 
