@@ -193,6 +193,14 @@ fn main() -> ExitCode {
             eprintln!("{error}");
             ExitCode::from(2)
         }
+        // The reader went away (`hubsim run ... --timeline | head`): stop quietly, as `out!` does.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::from(141)
+        }
         Err(error) => {
             eprintln!("hubsim: {error}");
             ExitCode::from(2)
