@@ -68,7 +68,8 @@ fn shards_split_the_scenarios_without_overlap() {
     assert_eq!(first.union(&second).cloned().collect::<BTreeSet<_>>(), all);
     assert_eq!(
         all.len(),
-        crate::sims::LISTED.len() + crate::sims::regressions::LISTED.len()
+        crate::support::scenario_names("").len()
+            + crate::support::scenario_names("regressions").len()
     );
 }
 
