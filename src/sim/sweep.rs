@@ -178,6 +178,14 @@ fn duplicate_delivery(run: &NetRun) -> bool {
     })
 }
 
+/// What every repro line ends with: the hubsim version that printed it, and how to get the
+/// `hubsim` it runs on PATH (README, "Set up, run, test").
+pub const REPRO_NOTE: &str = concat!(
+    "# hubsim ",
+    env!("CARGO_PKG_VERSION"),
+    "; cargo install --path . (in its repository) puts it on PATH"
+);
+
 /// How a failure is reproduced: `hubsim run FILE --seed N` (with the backend and the bug
 /// switches of the run).
 #[derive(Clone, Debug)]
@@ -217,17 +225,17 @@ impl Repro {
         for bug in &self.bugs {
             line.push_str(&format!(" --inject-bug {bug}"));
         }
-        line.push_str(&format!("   # hubsim {}", env!("CARGO_PKG_VERSION")));
+        line.push_str("   ");
+        line.push_str(REPRO_NOTE);
         line
     }
 
     /// The command that reruns a sweep over `seeds`.
     pub fn sweep(&self, seeds: SeedRange) -> String {
         format!(
-            "hubsim check {} --seeds {seeds}{}   # hubsim {}",
+            "hubsim check {} --seeds {seeds}{}   {REPRO_NOTE}",
             self.file.display(),
             self.net_args(),
-            env!("CARGO_PKG_VERSION")
         )
     }
 }
@@ -375,11 +383,7 @@ pub fn check_in_process(
     scenario: &Scenario,
     reference: &Path,
 ) -> (Vec<Failure>, bool) {
-    let repro = format!(
-        "hubsim trace {}   # hubsim {}",
-        file.display(),
-        env!("CARGO_PKG_VERSION")
-    );
+    let repro = format!("hubsim trace {}   {REPRO_NOTE}", file.display());
     let first = super::run_in_process(scenario);
     let second = super::run_in_process(scenario);
     let mut problems: Vec<(&str, String)> = first

@@ -214,3 +214,36 @@ fn a_failing_sweep_prints_its_failures_by_kind_and_writes_every_report_asked_for
     assert_eq!(broken[0]["kind"], "load");
     assert_eq!(broken[0]["seed"], Value::Null);
 }
+
+#[test]
+fn version_and_repro_lines_say_how_to_get_hubsim_on_path() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .arg("--version")
+        .output()
+        .expect("hubsim runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("hubsim {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|line| line.contains("cargo install --path .")),
+        "{stdout}"
+    );
+    let line = Repro::new("sims/net_standard.yaml").seed(4);
+    assert_eq!(
+        line,
+        format!(
+            "hubsim run sims/net_standard.yaml --seed 4   # hubsim {}; cargo install --path . \
+             (in its repository) puts it on PATH",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    // The README's set-up names the same step.
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    assert!(readme.contains("cargo install --path ."));
+}

@@ -260,7 +260,11 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
                 seed: None,
                 kind: "load".to_string(),
                 what: error.clone(),
-                repro: format!("hubsim check {}", entry.file.display()),
+                repro: format!(
+                    "hubsim check {}   {}",
+                    entry.file.display(),
+                    sweep::REPRO_NOTE
+                ),
             });
         }
     }

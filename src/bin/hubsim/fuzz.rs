@@ -208,9 +208,9 @@ fn report(
         .map(|bug| format!(" --inject-bug {bug}"))
         .collect();
     out!(
-        "    repro: hubsim run {}{bugs_flags}   # hubsim {}",
+        "    repro: hubsim run {}{bugs_flags}   {}",
         path.display(),
-        env!("CARGO_PKG_VERSION")
+        hubsim::sim::sweep::REPRO_NOTE
     );
     Ok(known.is_some())
 }
