@@ -178,6 +178,14 @@ fn duplicate_delivery(run: &NetRun) -> bool {
     })
 }
 
+/// What every repro line ends with: the hubsim version that printed it, and how to get the
+/// `hubsim` it runs on PATH (README, "Set up, run, test").
+pub const REPRO_NOTE: &str = concat!(
+    "# hubsim ",
+    env!("CARGO_PKG_VERSION"),
+    "; cargo install --path . (in its repository) puts it on PATH"
+);
+
 /// How a failure is reproduced: `hubsim run FILE --seed N` (with the backend and the bug
 /// switches of the run).
 #[derive(Clone, Debug)]
@@ -217,17 +225,17 @@ impl Repro {
         for bug in &self.bugs {
             line.push_str(&format!(" --inject-bug {bug}"));
         }
-        line.push_str(&format!("   # hubsim {}", env!("CARGO_PKG_VERSION")));
+        line.push_str("   ");
+        line.push_str(REPRO_NOTE);
         line
     }
 
     /// The command that reruns a sweep over `seeds`.
     pub fn sweep(&self, seeds: SeedRange) -> String {
         format!(
-            "hubsim check {} --seeds {seeds}{}   # hubsim {}",
+            "hubsim check {} --seeds {seeds}{}   {REPRO_NOTE}",
             self.file.display(),
             self.net_args(),
-            env!("CARGO_PKG_VERSION")
         )
     }
 }
@@ -237,6 +245,9 @@ impl Repro {
 pub struct Failure {
     /// The seed, when one seed shows it.
     pub seed: Option<u64>,
+    /// Its kind: the violation kind (`delivery/missing`, `determinism/diverged`), or for other
+    /// failures a category: `load`, `run`, `expectation`, `reference`, `unreached`.
+    pub kind: String,
     /// What went wrong.
     pub what: String,
     /// The command that reproduces it.
@@ -294,6 +305,7 @@ impl Tally {
         let mut fail = |what: String| {
             self.failures.push(Failure {
                 seed: Some(seed),
+                kind: if outcome.failed { "run" } else { "expectation" }.to_string(),
                 what,
                 repro: repro.seed(seed),
             })
@@ -310,6 +322,7 @@ impl Tally {
             // One run cannot show it; a sweep of this seed runs it twice.
             self.failures.push(Failure {
                 seed: Some(seed),
+                kind: "determinism/diverged".to_string(),
                 what: format!("determinism: {divergence}"),
                 repro: repro.sweep(SeedRange {
                     start: seed,
@@ -325,6 +338,7 @@ impl Tally {
                 self.violations += 1;
                 self.failures.push(Failure {
                     seed: Some(seed),
+                    kind: violation.kind.to_string(),
                     what: violation.to_string(),
                     repro: repro.seed(seed),
                 });
@@ -343,6 +357,7 @@ impl Tally {
             if !self.reached.contains(name) {
                 self.failures.push(Failure {
                     seed: None,
+                    kind: "unreached".to_string(),
                     what: format!("no seed in {seeds} reached `{name}`"),
                     repro: repro.sweep(seeds),
                 });
@@ -368,17 +383,18 @@ pub fn check_in_process(
     scenario: &Scenario,
     reference: &Path,
 ) -> (Vec<Failure>, bool) {
-    let repro = format!(
-        "hubsim trace {}   # hubsim {}",
-        file.display(),
-        env!("CARGO_PKG_VERSION")
-    );
+    let repro = format!("hubsim trace {}   {REPRO_NOTE}", file.display());
     let first = super::run_in_process(scenario);
     let second = super::run_in_process(scenario);
-    let mut problems: Vec<String> = first
+    let mut problems: Vec<(&str, String)> = first
         .mismatches
         .iter()
-        .map(|m| format!("expectation mismatch (in process): {m}"))
+        .map(|m| {
+            (
+                "expectation",
+                format!("expectation mismatch (in process): {m}"),
+            )
+        })
         .collect();
     if let Some(trace) = first_divergence(&first.trace, &second.trace) {
         let in_process = RunOptions {
@@ -389,15 +405,21 @@ pub fn check_in_process(
             trace,
             event: event_divergence(scenario, &in_process, &in_process),
         };
-        problems.push(format!("determinism (in process): {divergence}"));
+        problems.push((
+            "determinism/diverged",
+            format!("determinism (in process): {divergence}"),
+        ));
     }
     let expected_path = reference.join(format!("{}.json", scenario.name));
     let compared = match std::fs::read_to_string(&expected_path) {
         Ok(expected) => {
             if let Some((line, want, got)) = first_divergence(&expected, &first.trace) {
-                problems.push(format!(
-                    "differs from {} at line {line}: expected `{want}`, got `{got}`",
-                    expected_path.display()
+                problems.push((
+                    "reference",
+                    format!(
+                        "differs from {} at line {line}: expected `{want}`, got `{got}`",
+                        expected_path.display()
+                    ),
                 ));
             }
             true
@@ -406,8 +428,9 @@ pub fn check_in_process(
     };
     let failures = problems
         .into_iter()
-        .map(|what| Failure {
+        .map(|(kind, what)| Failure {
             seed: None,
+            kind: kind.to_string(),
             what,
             repro: repro.clone(),
         })

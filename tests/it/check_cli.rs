@@ -68,7 +68,8 @@ fn shards_split_the_scenarios_without_overlap() {
     assert_eq!(first.union(&second).cloned().collect::<BTreeSet<_>>(), all);
     assert_eq!(
         all.len(),
-        crate::sims::LISTED.len() + crate::sims::regressions::LISTED.len()
+        crate::support::scenario_names("").len()
+            + crate::support::scenario_names("regressions").len()
     );
 }
 
@@ -135,4 +136,114 @@ fn a_runaway_run_is_stopped_and_reported() {
         refused.is_err_and(|e| e.contains("network.reconnect: at least 1ms")),
         "a zero reconnect is refused"
     );
+}
+
+#[test]
+fn a_failing_sweep_prints_its_failures_by_kind_and_writes_every_report_asked_for() {
+    let dir = std::env::temp_dir().join(format!("hubsim-kinds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp folder");
+    // A scenario that does not load: a failure of no seed, of kind `load`.
+    std::fs::write(
+        dir.join("broken.yaml"),
+        "agents: [{name: alice}]\nsteps: 3\n",
+    )
+    .expect("written");
+    let (json, junit) = (dir.join("report.json"), dir.join("report.xml"));
+    let output = Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .current_dir(root())
+        .args(["check", "tests/data/bugs/drop_dispatch.yaml"])
+        .arg(dir.join("broken.yaml"))
+        .args([
+            "--inject-bug",
+            "drop_dispatch",
+            "--seeds",
+            "6",
+            "--jobs",
+            "1",
+        ])
+        .args(["--max-failures", "2", "--report", "json"])
+        .arg(&json)
+        .args(["--report", "junit"])
+        .arg(&junit)
+        .output()
+        .expect("hubsim runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // --max-failures 2: two failures of the six printed, then the count of the rest.
+    let printed = stderr
+        .lines()
+        .filter(|line| line.starts_with("FAIL drop_dispatch (seed"))
+        .count();
+    assert_eq!(printed, 2, "{stderr}");
+    assert!(
+        stderr.contains("FAIL drop_dispatch: ... and 4 more failures"),
+        "{stderr}"
+    );
+    // The table by kind, after the failures: every failure counted, the first seeds named.
+    let table: Vec<Vec<&str>> = stderr
+        .lines()
+        .skip_while(|line| !line.starts_with("scenario "))
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        table.first().map(|header| header.join(" ")),
+        Some("scenario kind failures first seeds".to_string()),
+        "{stderr}"
+    );
+    assert_eq!(
+        table[1].join(" "),
+        "drop_dispatch delivery/missing 6 0, 1, 2, …",
+        "{stderr}"
+    );
+    assert_eq!(table[2].join(" "), "broken load 1 -", "{stderr}");
+    // Both reports: --report may be repeated.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("JSON");
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(xml.contains("<testcase classname=\"sims\" name=\"drop_dispatch\""));
+    let failures = |idx: usize| report["scenarios"][idx]["failures"].as_array().cloned();
+    let swept = failures(0).expect("failures");
+    assert_eq!(swept.len(), 6);
+    for (seed, failure) in swept.iter().enumerate() {
+        assert_eq!(failure["kind"], "delivery/missing", "{failure}");
+        assert_eq!(failure["seed"], seed, "{failure}");
+    }
+    let broken = failures(1).expect("failures");
+    assert_eq!(broken[0]["kind"], "load");
+    assert_eq!(broken[0]["seed"], Value::Null);
+}
+
+#[test]
+fn version_and_repro_lines_say_how_to_get_hubsim_on_path() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .arg("--version")
+        .output()
+        .expect("hubsim runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("hubsim {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|line| line.contains("cargo install --path .")),
+        "{stdout}"
+    );
+    let line = Repro::new("sims/net_standard.yaml").seed(4);
+    assert_eq!(
+        line,
+        format!(
+            "hubsim run sims/net_standard.yaml --seed 4   # hubsim {}; cargo install --path . \
+             (in its repository) puts it on PATH",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    // The README's set-up names the same step.
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    assert!(readme.contains("cargo install --path ."));
 }

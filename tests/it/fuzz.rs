@@ -100,7 +100,8 @@ fn hubsim_shrink_makes_a_chaos_seed_explicit_and_small() {
     let output = Command::new(hubsim)
         .current_dir(root())
         .args(["shrink", "sims/net_chaos_discussion.yaml", "--seed", "329"])
-        .args(["--kind", "delivery/cursor_skipped@discussion", "--out"])
+        // A bare kind: its last part (`delivery/cursor_skipped@discussion` as the fuzzer names it).
+        .args(["--kind", "cursor_skipped", "--out"])
         .arg(&out)
         .output()
         .expect("hubsim runs");
@@ -128,4 +129,22 @@ fn hubsim_shrink_makes_a_chaos_seed_explicit_and_small() {
         "{stderr}"
     );
     let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn hubsim_shrink_names_the_failures_when_the_kind_matches_none() {
+    let output = Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .current_dir(root())
+        .args(["shrink", "sims/net_chaos_discussion.yaml", "--seed", "329"])
+        .args(["--kind", "ttl", "--out", "/nonexistent/never-written.yaml"])
+        .output()
+        .expect("hubsim runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("shows no failure matching `--kind ttl`")
+            && stderr.contains("delivery/cursor_skipped@discussion")
+            && stderr.contains("delivery, ttl, auto_close"),
+        "{stderr}"
+    );
 }

@@ -1,5 +1,5 @@
-//! The one integration-test binary: scenario parity with the reference hub, bad input, tidiness,
-//! and the hub over WebSocket on a simulated network.
+//! The integration tests but the scenarios' own (`tests/sims.rs`): scenario parity with the
+//! reference hub, bad input, tidiness, and the hub over WebSocket on a simulated network.
 
 mod bad_input;
 mod check_cli;
@@ -11,7 +11,6 @@ mod names;
 mod network;
 mod proptest_adapters;
 mod report;
-mod sims;
 mod store;
 mod support;
 mod tidy;

@@ -88,7 +88,7 @@ const REMOTE_DIFFERENCES: &[(&str, &str, &str)] = &[
 
 #[test]
 fn every_reference_scenario_runs_on_the_network_like_in_process_or_differs_as_documented() {
-    for name in crate::sims::LISTED {
+    for name in &crate::support::scenario_names("") {
         let mut scenario = Scenario::load(&sim_path(name)).expect("loads");
         if scenario.network_only() {
             continue;

@@ -10,7 +10,7 @@ use hubsim::time::Instant;
 
 #[test]
 fn hydrate_rebuilds_every_scenario_and_refolds_to_the_live_state() {
-    for name in crate::sims::LISTED {
+    for name in &crate::support::scenario_names("") {
         let scenario = Scenario::load(&sim_path(name)).expect("loads");
         if scenario.network_only() {
             continue;

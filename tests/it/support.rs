@@ -1,7 +1,6 @@
-//! Shared helpers: paths and the scenario check.
+//! Shared helpers: paths, the scenarios in `sims/`, a small generator (also compiled into
+//! `tests/sims.rs`).
 
-use hubsim::sim::run_in_process;
-use hubsim::sim::scenario::Scenario;
 use std::path::PathBuf;
 
 /// The crate root.
@@ -14,45 +13,20 @@ pub(crate) fn sim_path(name: &str) -> PathBuf {
     root().join("sims").join(format!("{name}.yaml"))
 }
 
-/// `tests/reference/NAME.json`: the trace the real ag2 1.2.1 hub printed for the scenario.
-pub(crate) fn reference_path(name: &str) -> PathBuf {
-    root()
-        .join("tests")
-        .join("reference")
-        .join(format!("{name}.json"))
-}
-
-/// Runs `sims/NAME.yaml` in process and checks that every `expect_error` holds, that the trace
-/// is byte-identical to the reference hub's, and that a second run prints the same bytes.
-#[track_caller]
-pub(crate) fn check_sim(name: &str) {
-    let scenario = Scenario::load(&sim_path(name)).unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(
-        scenario.name, name,
-        "the scenario name must match its file name"
-    );
-    let first = run_in_process(&scenario);
-    assert!(
-        first.mismatches.is_empty(),
-        "{name}: {:#?}\nrepro: hubsim trace sims/{name}.yaml",
-        first.mismatches
-    );
-    let expected = std::fs::read_to_string(reference_path(name)).expect("reference trace exists");
-    if first.trace != expected {
-        let line = expected
-            .lines()
-            .zip(first.trace.lines())
-            .position(|(a, b)| a != b)
-            .map_or("(length)".to_string(), |idx| (idx + 1).to_string());
-        panic!(
-            "{name}: trace differs from the reference at line {line}\nrepro: hubsim trace sims/{name}.yaml | diff tests/reference/{name}.json -"
-        );
-    }
-    let second = run_in_process(&scenario);
-    assert_eq!(
-        first.trace, second.trace,
-        "{name}: two runs gave different bytes"
-    );
+/// The scenarios of `sims/FOLDER` (`""` for `sims/` itself): each `*.yaml` file's name without
+/// the extension, sorted. Scenario tests and checks over every scenario read the folder, so a
+/// new file needs no list.
+pub(crate) fn scenario_names(folder: &str) -> Vec<String> {
+    let dir = root().join("sims").join(folder);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "yaml"))
+        .filter_map(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
 }
 
 /// A small seeded generator (xorshift64*): tests stay deterministic without a dependency.

@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 /// Seeds per unit of work: small enough to balance threads, large enough to amortise.
 const CHUNK: u64 = 16;
 
-/// Failures printed per scenario (the report has them all).
-const PRINTED_PER_SCENARIO: usize = 5;
-
 /// Failing seeds per scenario that `--report html DIR` draws.
 const HTML_PER_SCENARIO: usize = 3;
 
@@ -60,6 +57,10 @@ pub(crate) struct CheckArgs {
     /// turmoil's tick in milliseconds (`--net turmoil`).
     #[arg(long, default_value_t = 1)]
     tick_ms: u64,
+    /// Failures printed per scenario, each with its repro line; the table by kind after them
+    /// and `--report json` count them all.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    max_failures: usize,
     /// Switch on a deliberate hub defect (tests of the invariant checkers).
     #[arg(long, hide = true)]
     inject_bug: Vec<String>,
@@ -257,8 +258,13 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
         if let Err(error) = &entry.scenario {
             merged[idx].tally.failures.push(Failure {
                 seed: None,
+                kind: "load".to_string(),
                 what: error.clone(),
-                repro: format!("hubsim check {}", entry.file.display()),
+                repro: format!(
+                    "hubsim check {}   {}",
+                    entry.file.display(),
+                    sweep::REPRO_NOTE
+                ),
             });
         }
     }
@@ -286,7 +292,8 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
     }
 
     let elapsed = started.elapsed().as_secs_f64();
-    print_failures(&merged);
+    print_failures(&merged, args.max_failures);
+    report::print_kinds(&merged);
     report::print_summary(&merged, elapsed, jobs);
     for (format, path) in &reports {
         if *format == report::Format::Html {
@@ -384,21 +391,22 @@ fn run_unit(
     }
 }
 
-fn print_failures(results: &[ScenarioResult]) {
+fn print_failures(results: &[ScenarioResult], max: usize) {
     for result in results {
         let failures = &result.tally.failures;
-        for failure in failures.iter().take(PRINTED_PER_SCENARIO) {
+        for failure in failures.iter().take(max) {
             let seed = failure
                 .seed
                 .map_or(String::new(), |seed| format!(" (seed {seed})"));
             eprintln!("FAIL {}{seed}: {}", result.name, failure.what);
             eprintln!("    repro: {}", failure.repro);
         }
-        if failures.len() > PRINTED_PER_SCENARIO {
+        if failures.len() > max {
             eprintln!(
-                "FAIL {}: ... and {} more failures (--report json FILE lists them all)",
+                "FAIL {}: ... and {} more failures (--max-failures N prints more; --report json \
+                 FILE lists them all)",
                 result.name,
-                failures.len() - PRINTED_PER_SCENARIO
+                failures.len() - max
             );
         }
     }

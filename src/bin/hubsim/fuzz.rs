@@ -2,6 +2,7 @@
 //! scenario file) and `hubsim shrink` (the same for a failing seed of an existing scenario).
 
 use hubsim::hub::Bugs;
+use hubsim::sim::check::Invariant;
 use hubsim::sim::fuzz::{self, explicit, generate, shrink, Finding, Findings};
 use hubsim::sim::scenario::Scenario;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -52,9 +53,12 @@ pub(crate) struct ShrinkArgs {
     /// The failing seed (default: the scenario's `seed`).
     #[arg(long)]
     seed: Option<u64>,
-    /// The failure to keep (a violation kind, or `determinism/diverged`); default: the seed's
-    /// first failure the scenario does not list as known.
-    #[arg(long)]
+    /// The failure to keep: a failure as `hubsim fuzz` names it
+    /// (`delivery/cursor_skipped@discussion`), a violation kind (`delivery/cursor_skipped`,
+    /// `determinism/diverged`), a kind's last part (`cursor_skipped`), or an invariant
+    /// (`delivery`: any of its kinds). Of several matching failures, the first the scenario does
+    /// not list as known. Default: the seed's first failure the scenario does not list as known.
+    #[arg(long, value_name = "KIND")]
     kind: Option<String>,
     /// Where to write the result (default: `sims/regressions/NAME_shrunk.yaml`).
     #[arg(long)]
@@ -204,9 +208,9 @@ fn report(
         .map(|bug| format!(" --inject-bug {bug}"))
         .collect();
     out!(
-        "    repro: hubsim run {}{bugs_flags}   # hubsim {}",
+        "    repro: hubsim run {}{bugs_flags}   {}",
         path.display(),
-        env!("CARGO_PKG_VERSION")
+        hubsim::sim::sweep::REPRO_NOTE
     );
     Ok(known.is_some())
 }
@@ -225,22 +229,38 @@ pub(crate) fn shrink_file(args: ShrinkArgs) -> Result<ExitCode, Box<dyn Error>> 
         .iter()
         .map(|k| k.kind.as_str())
         .collect();
-    let kind = match &args.kind {
-        Some(kind) if found.contains_key(kind) => kind.clone(),
-        Some(kind) => {
-            return Err(format!(
-                "seed {seed} of {} does not show `{kind}` (it shows: {})",
-                args.file.display(),
+    let matching: Vec<&String> = match &args.kind {
+        Some(wanted) => found.keys().filter(|s| kind_matches(wanted, s)).collect(),
+        None => found.keys().collect(),
+    };
+    // The first the scenario does not list as known (`known_violations` name kinds without
+    // the adapter), else the first.
+    let unknown = |s: &&&String| !known.contains(&s.split('@').next().unwrap_or_default());
+    let Some(kind) = matching
+        .iter()
+        .find(unknown)
+        .or_else(|| matching.first())
+        .map(|s| (*s).clone())
+    else {
+        let shows = if found.is_empty() {
+            "no failure".to_string()
+        } else {
+            format!(
+                "these failures: {}",
                 found.keys().cloned().collect::<Vec<_>>().join(", ")
             )
-            .into())
+        };
+        return Err(match &args.kind {
+            Some(wanted) => format!(
+                "seed {seed} of {} shows no failure matching `--kind {wanted}`; it shows {shows} \
+                 (--kind takes one of these, its kind without `@ADAPTER`, its last part, or an \
+                 invariant: {})",
+                args.file.display(),
+                Invariant::ALL.map(Invariant::name).join(", ")
+            ),
+            None => format!("seed {seed} of {} shows {shows}", args.file.display()),
         }
-        None => found
-            .keys()
-            .find(|k| !known.contains(&k.as_str()))
-            .or_else(|| found.keys().next())
-            .cloned()
-            .ok_or_else(|| format!("seed {seed} of {} shows no failure", args.file.display()))?,
+        .into());
     };
     let explicit = explicit::explicit(&tree, &scenario, seed, bugs, &kind);
     let start = if fuzz::still_fails(&explicit, seed, bugs, &kind) {
@@ -282,4 +302,19 @@ pub(crate) fn shrink_file(args: ShrinkArgs) -> Result<ExitCode, Box<dyn Error>> 
         &args.inject_bug,
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `--kind wanted` picks the failure `signature` (`INVARIANT/KIND` or
+/// `INVARIANT/KIND@ADAPTER`): the signature itself, its kind without the adapter, the kind's
+/// last part (with or without the adapter), or its invariant.
+fn kind_matches(wanted: &str, signature: &str) -> bool {
+    let (kind, adapter) = signature
+        .split_once('@')
+        .map_or((signature, None), |(kind, adapter)| (kind, Some(adapter)));
+    let (invariant, last) = kind.split_once('/').unwrap_or((kind, kind));
+    wanted == signature
+        || wanted == kind
+        || wanted == last
+        || wanted == invariant
+        || adapter.is_some_and(|adapter| wanted == format!("{last}@{adapter}"))
 }

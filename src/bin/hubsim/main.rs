@@ -35,6 +35,11 @@ use std::time::Instant;
 #[command(
     name = "hubsim",
     version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nOn PATH: `cargo install --path .` in hubsim's repository; without it, \
+         `cargo run --release -- COMMAND ...` there (README, \"Set up, run, test\")"
+    ),
     about = "Deterministic simulation harness for the AG2 agent-network hub"
 )]
 struct Cli {
@@ -334,7 +339,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         for bug in inject_bug {
             line.push_str(&format!(" --inject-bug {bug}"));
         }
-        eprintln!("repro: {line}   # hubsim {}", env!("CARGO_PKG_VERSION"));
+        eprintln!("repro: {line}   {}", hubsim::sim::sweep::REPRO_NOTE);
     }
     Ok(code)
 }

@@ -90,6 +90,101 @@ pub(crate) fn print_summary(results: &[ScenarioResult], elapsed: f64, jobs: usiz
     );
 }
 
+/// Seeds a row of the table by kind names before `…`.
+const FIRST_SEEDS: usize = 3;
+
+/// One row of the table by kind: a scenario's failures of one kind.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct KindRow<'a> {
+    pub(crate) scenario: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) count: usize,
+    /// Its distinct seeds, in seed order.
+    pub(crate) seeds: Vec<u64>,
+}
+
+impl KindRow<'_> {
+    /// The first [`FIRST_SEEDS`] seeds, `…` if there are more; `-` for failures of no seed.
+    fn first_seeds(&self) -> String {
+        if self.seeds.is_empty() {
+            return "-".to_string();
+        }
+        let mut text: Vec<String> = self
+            .seeds
+            .iter()
+            .take(FIRST_SEEDS)
+            .map(u64::to_string)
+            .collect();
+        if self.seeds.len() > FIRST_SEEDS {
+            text.push("…".to_string());
+        }
+        text.join(", ")
+    }
+}
+
+/// Each scenario's failures by kind, kinds in the order they first failed.
+pub(crate) fn kind_rows(results: &[ScenarioResult]) -> Vec<KindRow<'_>> {
+    let mut rows: Vec<KindRow<'_>> = Vec::new();
+    for result in results {
+        let first = rows.len();
+        for failure in &result.tally.failures {
+            let at = rows[first..]
+                .iter()
+                .position(|row| row.kind == failure.kind)
+                .map(|idx| first + idx);
+            let row = match at {
+                Some(idx) => &mut rows[idx],
+                None => {
+                    rows.push(KindRow {
+                        scenario: &result.name,
+                        kind: &failure.kind,
+                        count: 0,
+                        seeds: Vec::new(),
+                    });
+                    let last = rows.len() - 1;
+                    &mut rows[last]
+                }
+            };
+            row.count += 1;
+            if let Some(seed) = failure.seed {
+                if let Err(idx) = row.seeds.binary_search(&seed) {
+                    row.seeds.insert(idx, seed);
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The table of failures by kind that follows the failures (on stderr, with them): per scenario
+/// and kind, how many and the first seeds that show it. Nothing when nothing failed.
+pub(crate) fn print_kinds(results: &[ScenarioResult]) {
+    let rows = kind_rows(results);
+    if rows.is_empty() {
+        return;
+    }
+    let scenario_width = rows
+        .iter()
+        .map(|r| r.scenario.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let kind_width = rows.iter().map(|r| r.kind.len()).max().unwrap_or(0).max(4);
+    eprintln!(
+        "{:<scenario_width$} {:<kind_width$} {:>8}  first seeds",
+        "scenario", "kind", "failures"
+    );
+    for row in &rows {
+        eprintln!(
+            "{:<scenario_width$} {:<kind_width$} {:>8}  {}",
+            row.scenario,
+            row.kind,
+            row.count,
+            row.first_seeds()
+        );
+    }
+}
+
 /// Writes the report.
 pub(crate) fn write(
     format: Format,
@@ -126,6 +221,7 @@ fn json_report(results: &[ScenarioResult], elapsed: f64) -> Value {
                 "compared_with_reference": r.compared,
                 "seconds": r.seconds,
                 "failures": r.tally.failures.iter().map(|f| json!({
+                    "kind": f.kind,
                     "seed": f.seed,
                     "what": f.what,
                     "repro": f.repro,
