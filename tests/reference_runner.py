@@ -152,9 +152,12 @@ def with_agent_ids(value: Any, ids: dict[str, str]) -> Any:
 
 
 def error_matches(expected: Any, error: dict | None) -> bool:
-    """A step without `expect_error` must succeed; with it, the error must have that type/message."""
+    """A step without `expect_error` must succeed; with it, the error must have that type/message
+    (or, with `any_of`, match one alternative; a `null` alternative is success)."""
     if expected is None:
         return error is None
+    if isinstance(expected, dict) and "any_of" in expected:
+        return any(error_matches(alternative, error) for alternative in expected["any_of"])
     if isinstance(expected, str):
         expected = {"type": expected}
     return (

@@ -558,10 +558,14 @@ impl<N: Network> Harness<'_, N> {
         let mut notes = self.notes;
         notes.extend(ending.notes);
         let (violations, logs, events) = ending.monitor.into_parts();
+        let mut agents = ending.agents;
+        for (agent, log) in agents.iter_mut().zip(&logs) {
+            agent.handled = log.handled.len();
+        }
         NetRun {
             run: Run {
                 hub: ending.hub,
-                agents: ending.agents,
+                agents,
                 labels,
                 steps: self.steps,
                 mismatches: self.mismatches,

@@ -12,6 +12,7 @@
 mod chaos;
 pub mod check;
 pub mod events;
+pub mod expect;
 pub mod fuzz;
 pub mod harness;
 pub mod log;
@@ -80,6 +81,8 @@ pub struct Outcome {
     /// Steps whose result did not match their `expect_error`, and harness notes, with the
     /// trace's names for ids and timestamps.
     pub mismatches: Vec<String>,
+    /// The `expect:` assertions that do not hold at the end, with the trace's names.
+    pub expect: Vec<String>,
     /// Network counters (network runs only).
     pub stats: Option<NetStats>,
     /// Broken invariants (network runs only), their messages with the trace's names.
@@ -123,6 +126,7 @@ pub fn run_network(scenario: &Scenario, options: &RunOptions) -> Result<NetRun, 
 
 fn outcome(scenario: &Scenario, run: NetRun, options: &RunOptions) -> Outcome {
     let (violations, mismatches) = sweep::reported(&run);
+    let expect = sweep::expect_failures(scenario, &run);
     let timeline = run.events.enabled().then(|| {
         let origin = timeline::Origin::of(scenario, options);
         timeline::Timeline::new(&origin, &run.run, &run.events, &run.violations)
@@ -130,6 +134,7 @@ fn outcome(scenario: &Scenario, run: NetRun, options: &RunOptions) -> Outcome {
     Outcome {
         trace: trace::render(&scenario.name, &run.run),
         mismatches,
+        expect,
         stats: Some(run.stats),
         violations,
         events: run.events,
@@ -152,15 +157,18 @@ fn in_process(scenario: &Scenario, level: LogLevel) -> Outcome {
         let origin = timeline::Origin::of(scenario, &options);
         timeline::Timeline::new(&origin, &run, &events, &[])
     });
-    let mismatches = if run.mismatches.is_empty() {
-        Vec::new()
+    let failed = expect::check(&scenario.expect, &run);
+    let (mismatches, expect) = if run.mismatches.is_empty() && failed.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
         let names = trace::Normaliser::for_messages(&run, []);
-        run.mismatches.iter().map(|m| names.message(m)).collect()
+        let name = |messages: &[String]| messages.iter().map(|m| names.message(m)).collect();
+        (name(&run.mismatches), name(&failed))
     };
     Outcome {
         trace: trace::render(&scenario.name, &run),
         mismatches,
+        expect,
         stats: None,
         violations: Vec::new(),
         events,

@@ -23,6 +23,8 @@ pub struct SeedOutcome {
     pub trace: String,
     /// `expect_error` mismatches and harness notes, with the trace's names.
     pub mismatches: Vec<String>,
+    /// The `expect:` assertions that do not hold at the end, with the trace's names.
+    pub expect: Vec<String>,
     /// Every broken invariant, known or not, its message with the trace's names.
     pub violations: Vec<Violation>,
     /// Where a second run of the seed diverged.
@@ -55,6 +57,7 @@ pub fn run_seed_on(scenario: &Scenario, seed: u64, bugs: Bugs, backend: Backend)
                 seed,
                 trace: String::new(),
                 mismatches: vec![format!("hubsim: {error}")],
+                expect: Vec::new(),
                 violations: Vec::new(),
                 divergence: None,
                 reached: BTreeSet::new(),
@@ -97,10 +100,12 @@ pub fn run_seed_on(scenario: &Scenario, seed: u64, bugs: Bugs, backend: Backend)
     }
     reached.extend(run.violations.iter().map(|v| v.kind.to_string()));
     let (violations, mismatches) = reported(&run);
+    let expect = expect_failures(scenario, &run);
     SeedOutcome {
         seed,
         trace: rendered,
         mismatches,
+        expect,
         violations,
         divergence,
         reached,
@@ -131,6 +136,21 @@ pub fn reported(run: &NetRun) -> (Vec<Violation>, Vec<String>) {
         .collect();
     let mismatches = mismatches.iter().map(|m| names.message(m)).collect();
     (violations, mismatches)
+}
+
+/// The scenario's `expect:` assertions that do not hold at the end of a network run, named as
+/// [`reported`] names its messages.
+pub fn expect_failures(scenario: &Scenario, run: &NetRun) -> Vec<String> {
+    let failed = super::expect::check(&scenario.expect, &run.run);
+    if failed.is_empty() {
+        return failed;
+    }
+    let seen = run
+        .logs
+        .iter()
+        .flat_map(|log| log.received.iter().map(|delivery| &*delivery.envelope));
+    let names = Normaliser::for_messages(&run.run, seen);
+    failed.iter().map(|m| names.message(m)).collect()
 }
 
 /// Runs `scenario` as `first` and as `second` say, each with its event log on (frames
@@ -302,10 +322,10 @@ impl Tally {
     /// Tallies one seed's outcome.
     pub fn add(&mut self, scenario: &Scenario, outcome: &SeedOutcome, repro: &Repro) {
         let seed = outcome.seed;
-        let mut fail = |what: String| {
+        let mut fail = |kind: &str, what: String| {
             self.failures.push(Failure {
                 seed: Some(seed),
-                kind: if outcome.failed { "run" } else { "expectation" }.to_string(),
+                kind: if outcome.failed { "run" } else { kind }.to_string(),
                 what,
                 repro: repro.seed(seed),
             })
@@ -315,8 +335,12 @@ impl Tally {
         // mode"), so on the network only its invariants count.
         if scenario.network_only() || outcome.failed {
             for mismatch in &outcome.mismatches {
-                fail(format!("expectation mismatch: {mismatch}"));
+                fail("expectation", format!("expectation mismatch: {mismatch}"));
             }
+        }
+        // `expect:` holds on every seed, whatever the scenario's format.
+        for failed in &outcome.expect {
+            fail("expect", format!("expect failed: {failed}"));
         }
         if let Some(divergence) = &outcome.divergence {
             // One run cannot show it; a sweep of this seed runs it twice.
@@ -395,6 +419,12 @@ pub fn check_in_process(
                 format!("expectation mismatch (in process): {m}"),
             )
         })
+        .chain(
+            first
+                .expect
+                .iter()
+                .map(|m| ("expect", format!("expect failed (in process): {m}"))),
+        )
         .collect();
     if let Some(trace) = first_divergence(&first.trace, &second.trace) {
         let in_process = RunOptions {

@@ -901,6 +901,7 @@ impl Network for Turmoil {
                 RunAgent {
                     id: state.host.id.unwrap_or(AgentId(0)),
                     model: state.host.model.clone(),
+                    handled: 0, // the harness counts them from the client's log
                 }
             })
             .collect();

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod check_cli;
+mod expect;
 mod faults;
 mod fuzz;
 mod invariants;

@@ -310,7 +310,8 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
             ExitCode::SUCCESS
         }
     } else if scenario.network_only() {
-        print_outcome(&scenario, &outcome)?
+        std::io::stdout().write_all(outcome.trace.as_bytes())?;
+        print_mismatches(&scenario, &outcome)
     } else {
         // A reference-format scenario's `expect_error`s describe ag2 in process (`hubsim
         // trace`); over the wire some errors arrive untyped, as `check` also allows.
@@ -320,6 +321,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
         }
         ExitCode::SUCCESS
     };
+    if !print_expect(&scenario, &outcome) {
+        code = ExitCode::FAILURE;
+    }
     for violation in &outcome.violations {
         if hubsim::sim::sweep::is_known(&scenario, violation) {
             eprintln!("{}: known violation {violation}", scenario.name);
@@ -344,16 +348,34 @@ fn run(args: &RunArgs) -> Result<ExitCode, Box<dyn Error>> {
     Ok(code)
 }
 
+/// `hubsim trace`: the trace, then what did not hold (`expect_error`, `expect:`).
 fn print_outcome(scenario: &Scenario, outcome: &Outcome) -> Result<ExitCode, Box<dyn Error>> {
     std::io::stdout().write_all(outcome.trace.as_bytes())?;
-    for mismatch in &outcome.mismatches {
-        eprintln!("{}: EXPECTATION MISMATCH {mismatch}", scenario.name);
-    }
-    Ok(if outcome.mismatches.is_empty() {
-        ExitCode::SUCCESS
+    let code = print_mismatches(scenario, outcome);
+    Ok(if print_expect(scenario, outcome) {
+        code
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn print_mismatches(scenario: &Scenario, outcome: &Outcome) -> ExitCode {
+    for mismatch in &outcome.mismatches {
+        eprintln!("{}: EXPECTATION MISMATCH {mismatch}", scenario.name);
+    }
+    if outcome.mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints the `expect:` assertions that did not hold; true if all held.
+fn print_expect(scenario: &Scenario, outcome: &Outcome) -> bool {
+    for failed in &outcome.expect {
+        eprintln!("{}: EXPECT FAILED {failed}", scenario.name);
+    }
+    outcome.expect.is_empty()
 }
 
 /// Scenario files named by `paths` (folders are read for `*.yaml`, with their subfolders,

@@ -755,6 +755,7 @@ impl Network for World {
             .map(|host| RunAgent {
                 id: host.id.unwrap_or(AgentId(0)),
                 model: host.model,
+                handled: 0, // the harness counts them from the client's log
             })
             .collect();
         Ending {

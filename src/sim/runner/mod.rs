@@ -38,6 +38,8 @@ pub struct AgentRuntime {
     pub endpoint: EndpointId,
     /// Set once the agent unregistered through its client.
     pub disconnected: bool,
+    /// Envelopes whose handler finished while the agent was connected.
+    pub handled: usize,
     inbox: VecDeque<Arc<Envelope>>,
     status: Status,
 }
@@ -168,6 +170,7 @@ impl Driver {
                 id,
                 endpoint,
                 disconnected: false,
+                handled: 0,
                 inbox: VecDeque::new(),
                 status: Status::Idle,
             });
@@ -258,6 +261,9 @@ impl Driver {
                     } else {
                         finish_turn(&mut self.hub, now, agent, &trigger, *outcome);
                     }
+                    if !disconnected {
+                        self.agents[idx].handled += 1;
+                    }
                     self.pump();
                     self.run_inbox(idx);
                 }
@@ -270,11 +276,16 @@ impl Driver {
         while let Some(envelope) = self.agents[idx].inbox.pop_front() {
             let agent = &self.agents[idx];
             match react(&self.hub, agent.id, agent.model.handler, &envelope) {
-                Reaction::Ignore => {}
+                Reaction::Ignore => {
+                    if !agent.disconnected {
+                        self.agents[idx].handled += 1;
+                    }
+                }
                 Reaction::Ack(ack) => {
                     if !agent.disconnected {
                         let _ = self.hub.post_envelope(self.now(), *ack);
                         self.pump();
+                        self.agents[idx].handled += 1;
                     }
                 }
                 Reaction::Turn => {
@@ -325,6 +336,7 @@ impl Driver {
                 .map(|agent| RunAgent {
                     id: agent.id,
                     model: agent.model,
+                    handled: agent.handled,
                 })
                 .collect(),
             labels: self.labels,

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 mod agents;
 mod checking;
+mod expect;
 mod network;
 mod source;
 mod steps;
@@ -165,6 +166,8 @@ pub struct Scenario {
     pub network: NetworkOptions,
     /// How `hubsim check` sweeps it: seeds, invariants, known violations, probes, chaos.
     pub sweep: SweepOptions,
+    /// What must hold at the end of every run (`expect:`; empty: nothing).
+    pub expect: crate::sim::expect::Expect,
 }
 
 impl Scenario {
@@ -238,24 +241,34 @@ impl AgentSpec {
     }
 }
 
-/// What a failing step must fail with.
-#[derive(Clone, Debug)]
+/// What a step must fail with: one of `errors`, or, if `may_succeed`, nothing at all
+/// (`expect_error: {any_of: [..., null]}`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ExpectError {
+    /// The errors the step may fail with (any one of them).
+    pub errors: Vec<ErrorMatch>,
+    /// The step may also succeed (a `null` alternative of `any_of`).
+    pub may_succeed: bool,
+}
+
+/// One error a step may fail with.
+#[derive(Clone, Debug)]
+pub struct ErrorMatch {
     /// The exception type name, if constrained.
     pub type_name: Option<String>,
     /// A regex searched in the message (`re.search`), if constrained; compiled once at load.
     pub pattern: Option<regex::Regex>,
 }
 
-impl PartialEq for ExpectError {
-    fn eq(&self, other: &ExpectError) -> bool {
+impl PartialEq for ErrorMatch {
+    fn eq(&self, other: &ErrorMatch) -> bool {
         self.type_name == other.type_name
             && self.pattern.as_ref().map(regex::Regex::as_str)
                 == other.pattern.as_ref().map(regex::Regex::as_str)
     }
 }
 
-impl ExpectError {
+impl ErrorMatch {
     /// The reference runner's `_matches`: the type must be equal and the pattern found in the
     /// raw message.
     pub fn matches(&self, type_name: &str, message: &str) -> bool {
@@ -264,6 +277,38 @@ impl ExpectError {
             .as_ref()
             .is_none_or(|t| t.is_empty() || t == type_name);
         type_ok && self.pattern.as_ref().is_none_or(|re| re.is_match(message))
+    }
+}
+
+impl fmt::Display for ErrorMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let type_name = self
+            .type_name
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or("an error");
+        match &self.pattern {
+            Some(pattern) => write!(f, "{type_name} matching /{}/", pattern.as_str()),
+            None => f.write_str(type_name),
+        }
+    }
+}
+
+impl ExpectError {
+    /// Whether an error of `type_name` with `message` is one of those expected.
+    pub fn matches(&self, type_name: &str, message: &str) -> bool {
+        self.errors.iter().any(|e| e.matches(type_name, message))
+    }
+}
+
+impl fmt::Display for ExpectError {
+    /// `ProtocolError matching /closed/ or success`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut each: Vec<String> = self.errors.iter().map(ToString::to_string).collect();
+        if self.may_succeed {
+            each.push("success".to_string());
+        }
+        f.write_str(&each.join(" or "))
     }
 }
 
@@ -611,6 +656,7 @@ const SCENARIO_FIELDS: &[&str] = &[
     "invariants",
     "known_violations",
     "expect_reached",
+    "expect",
     "chaos",
     "backends",
 ];
@@ -622,6 +668,8 @@ struct RawScenario {
     keys: BTreeSet<String>,
     /// Whether `steps` came before `agents` (their agent names are then checked afterwards).
     steps_first: bool,
+    /// The labels and agent names `expect:` uses, checked once the whole scenario is read.
+    expect_names: Vec<expect::NameRef>,
 }
 
 struct ScenarioSeed<'a> {
@@ -688,7 +736,9 @@ impl<'de> Visitor<'de> for ScenarioSeed<'_> {
             steps: Vec::new(),
             network: NetworkOptions::default(),
             sweep: SweepOptions::default(),
+            expect: Default::default(),
         };
+        let mut expect_names = Vec::new();
         let mut known_agents: Option<BTreeSet<String>> = None;
         let mut seen = BTreeSet::new();
         let mut steps_first = false;
@@ -737,6 +787,14 @@ impl<'de> Visitor<'de> for ScenarioSeed<'_> {
                     checking::probes(&names).map_err(fail)?;
                     scenario.sweep.expect_reached = names;
                 }
+                "expect" => {
+                    let value: serde_yaml::Value = map.next_value()?;
+                    if !value.is_null() {
+                        let (expect, names) = expect::parse(&value).map_err(|p| found.fail(p))?;
+                        scenario.expect = expect;
+                        expect_names = names;
+                    }
+                }
                 "chaos" => {
                     let fields: checking::ChaosFields = map.next_value()?;
                     scenario.sweep.chaos = Some(checking::chaos(fields).map_err(fail)?);
@@ -752,6 +810,7 @@ impl<'de> Visitor<'de> for ScenarioSeed<'_> {
             scenario,
             keys: seen,
             steps_first,
+            expect_names,
         })
     }
 }
@@ -765,6 +824,7 @@ impl RawScenario {
             mut scenario,
             keys,
             steps_first,
+            expect_names,
         } = self;
         if !keys.contains("agents") && !keys.contains("steps") {
             return Err(Problem::here(format!(
@@ -816,6 +876,13 @@ impl RawScenario {
             }
         }
         check_labels_and_types(&scenario.steps)?;
+        let labels = Labels::of(&scenario.steps);
+        expect::check_names(
+            &expect_names,
+            &names,
+            |label| labels.known(label),
+            &labels.listed(),
+        )?;
         Ok(scenario)
     }
 }
@@ -825,19 +892,69 @@ fn steps_path(idx: usize) -> [Seg; 2] {
     [Seg::from("steps"), Seg::Index(idx)]
 }
 
+/// The channel labels a scenario's steps open: `as:` labels, and `chN` if some open has none.
+struct Labels<'s> {
+    opened: Vec<&'s str>,
+    unnamed_opens: bool,
+}
+
+impl<'s> Labels<'s> {
+    /// The labels opened by `steps`.
+    fn of(steps: &'s [Step]) -> Labels<'s> {
+        let mut labels = Labels {
+            opened: Vec::new(),
+            unnamed_opens: false,
+        };
+        for step in steps {
+            labels.add(step);
+        }
+        labels
+    }
+
+    fn add(&mut self, step: &'s Step) {
+        if let Action::Open { label, .. } = &step.action {
+            match label {
+                Some(label) => self.opened.push(label),
+                None => self.unnamed_opens = true,
+            }
+        }
+    }
+
+    /// `label` is opened (`chN` is, once an open has no `as:`).
+    fn known(&self, label: &str) -> bool {
+        let automatic = self.unnamed_opens
+            && label
+                .strip_prefix("ch")
+                .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0));
+        self.opened.contains(&label) || automatic
+    }
+
+    /// The labels, sorted, for a message (`none` if there are none).
+    fn listed(&self) -> String {
+        let mut labels = self.opened.clone();
+        if self.unnamed_opens {
+            labels.push("chN");
+        }
+        if labels.is_empty() {
+            return "none".to_string();
+        }
+        labels.sort_unstable();
+        labels.dedup();
+        labels.join(", ")
+    }
+}
+
 /// Each `channel` a step names was opened (`as:`, or `chN` for an open without one) by an
 /// earlier step, unless the step asks for `unknown_channel`; each `open` names a registered
 /// adapter type, unless it expects an error.
 fn check_labels_and_types(steps: &[Step]) -> Result<(), Problem> {
-    let mut opened: Vec<&str> = Vec::new();
-    let mut unnamed_opens = false;
+    let mut labels = Labels {
+        opened: Vec::new(),
+        unnamed_opens: false,
+    };
     for (idx, step) in steps.iter().enumerate() {
         match &step.action {
-            Action::Open {
-                label,
-                manifest_type,
-                ..
-            } => {
+            Action::Open { manifest_type, .. } => {
                 if step.expect_error.is_none()
                     && crate::hub::adapter::AdapterKind::lookup(manifest_type, 1).is_none()
                 {
@@ -850,10 +967,7 @@ fn check_labels_and_types(steps: &[Step]) -> Result<(), Problem> {
                     )
                     .within(steps_path(idx)));
                 }
-                match label {
-                    Some(label) => opened.push(label),
-                    None => unnamed_opens = true,
-                }
+                labels.add(step);
             }
             Action::Send {
                 channel,
@@ -864,30 +978,24 @@ fn check_labels_and_types(steps: &[Step]) -> Result<(), Problem> {
                 channel,
                 unknown_channel: false,
                 ..
-            } => {
-                let automatic = unnamed_opens
-                    && channel
-                        .strip_prefix("ch")
-                        .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0));
-                if !opened.contains(&channel.as_str()) && !automatic {
-                    let so_far = if opened.is_empty() {
-                        "none".to_string()
-                    } else {
-                        let mut labels = opened.clone();
-                        labels.sort_unstable();
-                        labels.dedup();
-                        labels.join(", ")
-                    };
-                    return Err(Problem::at(
-                        format!(
-                            "channel `{channel}` is used before any step opens it \
+            } if !labels.known(channel) => {
+                let so_far = if labels.opened.is_empty() {
+                    "none".to_string()
+                } else {
+                    let mut opened = labels.opened.clone();
+                    opened.sort_unstable();
+                    opened.dedup();
+                    opened.join(", ")
+                };
+                return Err(Problem::at(
+                    format!(
+                        "channel `{channel}` is used before any step opens it \
                              (no earlier `open` has `as: {channel}`; opened so far: {so_far}); \
                              `unknown_channel: true` asks for a channel the hub never minted"
-                        ),
-                        ["channel"],
-                    )
-                    .within(steps_path(idx)));
-                }
+                    ),
+                    ["channel"],
+                )
+                .within(steps_path(idx)));
             }
             _ => {}
         }

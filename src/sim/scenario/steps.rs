@@ -248,7 +248,7 @@ fn step_from_fields(f: StepFields) -> Result<Step, Problem> {
         .as_ref()
         .map(parse_expect_error)
         .transpose()
-        .map_err(|e| Problem::at(e, ["expect_error"]))?;
+        .map_err(|p| p.within(["expect_error"]))?;
     let need = |value: &Option<serde_yaml::Value>, key: &str| -> Result<String, Problem> {
         match value {
             Some(serde_yaml::Value::String(text)) => Ok(text.clone()),
@@ -384,7 +384,48 @@ fn step_from_fields(f: StepFields) -> Result<Step, Problem> {
     })
 }
 
-fn parse_expect_error(value: &serde_yaml::Value) -> Result<ExpectError, String> {
+/// `expect_error`: a type name, `{type, match}`, or `{any_of: [...]}` whose alternatives are
+/// either of those or `null` (the step may also succeed). A problem's path is inside it.
+fn parse_expect_error(value: &serde_yaml::Value) -> Result<ExpectError, Problem> {
+    if let Some(alternatives) = value.as_mapping().and_then(|map| map.get("any_of")) {
+        if value.as_mapping().is_some_and(|map| map.len() > 1) {
+            return Err(Problem::here(
+                "expect_error: `any_of` stands alone; put `type`/`match` in its alternatives",
+            ));
+        }
+        let items = alternatives
+            .as_sequence()
+            .filter(|items| !items.is_empty())
+            .ok_or_else(|| {
+                Problem::at(
+                    "expect_error.any_of: expected a non-empty list of errors \
+                     (a type name, `{type, match}`, or `null` for success)",
+                    ["any_of"],
+                )
+            })?;
+        let mut expected = ExpectError {
+            errors: Vec::new(),
+            may_succeed: false,
+        };
+        for (idx, item) in items.iter().enumerate() {
+            if item.is_null() {
+                expected.may_succeed = true;
+            } else {
+                let one = error_match(item)
+                    .map_err(|e| Problem::at(e, [Seg::from("any_of"), idx.into()]))?;
+                expected.errors.push(one);
+            }
+        }
+        return Ok(expected);
+    }
+    Ok(ExpectError {
+        errors: vec![error_match(value).map_err(Problem::here)?],
+        may_succeed: false,
+    })
+}
+
+/// One error: a type name or `{type, match}`.
+fn error_match(value: &serde_yaml::Value) -> Result<ErrorMatch, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Fields {
@@ -405,7 +446,7 @@ fn parse_expect_error(value: &serde_yaml::Value) -> Result<ExpectError, String> 
         .filter(|p| !p.is_empty())
         .map(|p| regex::Regex::new(&p).map_err(|e| format!("expect_error.match: {e}")))
         .transpose()?;
-    Ok(ExpectError { type_name, pattern })
+    Ok(ErrorMatch { type_name, pattern })
 }
 
 fn parse_targets(value: Option<&serde_yaml::Value>) -> Result<Vec<String>, Problem> {
