@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -657,7 +658,7 @@ fn log_auth_refusal(endpoint: EndpointId, text: &str) {
         .or_else(|| frame.get("error"))
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default();
-    tracing::warn!(%endpoint, message, "refused: auth_failed");
+    tracing::warn!(%endpoint, error = message, "refused: auth_failed");
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -839,6 +840,8 @@ fn close_code(error: &WsError) -> Option<CloseCode> {
     match error {
         WsError::Capacity(_) => Some(CloseCode::Size),
         WsError::Utf8(_) => Some(CloseCode::Invalid),
+        // A peer that vanished without a closing handshake gets no frame (`websockets`: 1006).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(CloseCode::Protocol),
         _ => None,
     }

@@ -11,6 +11,7 @@ mod names;
 mod network;
 mod proptest_adapters;
 mod report;
+mod serve;
 mod sims;
 mod store;
 mod support;

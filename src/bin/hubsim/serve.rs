@@ -214,6 +214,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
     tracing_subscriber::fmt()
         .with_max_level(args.log_level.filter())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let keys = api_keys(args.api_keys.as_deref())?;
