@@ -59,7 +59,7 @@ impl AuthConfig {
                         "no api_key registered for {}",
                         py_str_repr(name)
                     ))),
-                    Some(expected) if expected != token => {
+                    Some(expected) if !same_secret(expected, token) => {
                         Err(auth(format!("api_key mismatch for {}", py_str_repr(name))))
                     }
                     Some(_) => Ok(()),
@@ -71,6 +71,20 @@ impl AuthConfig {
             ))),
         }
     }
+}
+
+/// Compares two secrets in time that depends on their lengths only, as ag2's
+/// `hmac.compare_digest`.
+fn same_secret(expected: &str, given: &str) -> bool {
+    let (expected, given) = (expected.as_bytes(), given.as_bytes());
+    if expected.len() != given.len() {
+        return false;
+    }
+    let difference = expected
+        .iter()
+        .zip(given)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
 }
 
 impl Hub {

@@ -13,4 +13,4 @@ pub mod ws;
 
 pub use client::{Received, WsClient};
 pub use shared::SharedHub;
-pub use ws::{check_exposure, serve, serve_shared, Listener};
+pub use ws::{check_exposure, serve, serve_shared, serve_with, Listener, ServeOptions};

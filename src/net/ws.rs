@@ -10,6 +10,13 @@
 //!
 //! Client side: [`WsClient`](super::client::WsClient), in `client.rs`.
 //!
+//! [`serve_with`] adds what a hub on real sockets needs ([`ServeOptions`]): WebSocket keepalive
+//! as `websockets` does it (the server pings every connection; one that does not answer in time
+//! is closed with 1011), a connection cap (1013 past it), a deadline for binding an agent (1008
+//! after it), accept errors (out of descriptors) waited out with a growing pause, a graceful
+//! shutdown (1001 to every connection), and a `tracing` line per connection opened, closed or
+//! refused. [`serve`] and [`serve_shared`] (the simulations) use none of them.
+//!
 //! Behaviour on bad input, following ag2 1.2.1 over `websockets`:
 //! - a message over 1 MiB makes tungstenite fail the read; the connection is closed with code
 //!   1009, and the hub keeps serving the others;
@@ -26,12 +33,16 @@ use crate::server::{HubServer, ServerOutput};
 use crate::time::{Instant, Now, Timestamp};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -57,11 +68,63 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long a closing handshake may take (`websockets`' `close_timeout`).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Consecutive accept errors before [`serve`] gives up.
-pub const ACCEPT_ERRORS_MAX: u32 = 100;
+/// The first pause after a failed accept (for example when out of file descriptors); it doubles
+/// with each failure in a row up to [`ACCEPT_BACKOFF_MAX`]. The listener never gives up.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 
-/// Pause after a failed accept (for example when out of file descriptors).
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest pause after failed accepts.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Over-cap connections being told so at once; past it, more are dropped without a close frame.
+const REFUSING_MAX: usize = 64;
+
+/// How long telling an over-cap connection to go away (handshake and close frame) may take.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `websockets`' keepalive defaults, which ag2's `serve_ws` and `WsLink` keep.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// How long `websockets` waits for the answer to a keepalive ping.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The close reason `websockets` gives when a keepalive ping goes unanswered (code 1011).
+pub const KEEPALIVE_REASON: &str = "keepalive ping timeout";
+
+/// The close reason of a connection over the cap (code 1013).
+pub const OVER_CAP_REASON: &str = "too many connections; try again later";
+
+/// The close reason of a connection that bound no agent in time (code 1008).
+pub const NO_HELLO_REASON: &str = "no hello in time";
+
+/// What [`serve_with`] does beyond carrying frames. The default does none of it, as the
+/// simulations want; [`ServeOptions::real`] is `hubsim serve`'s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Ping every connection this often (a WebSocket ping frame, as `websockets`); `None`: no
+    /// keepalive.
+    pub ping_interval: Option<Duration>,
+    /// Close a connection with 1011 when a ping is not answered within this; `None`: wait for
+    /// the answer forever.
+    pub ping_timeout: Option<Duration>,
+    /// Connections at once (including those still in their handshake); more are accepted and
+    /// closed at once with 1013.
+    pub max_connections: Option<usize>,
+    /// Close a connection with 1008 when no agent is bound to it (a hello welcomed, or a
+    /// `register`) within this.
+    pub hello_timeout: Option<Duration>,
+}
+
+impl ServeOptions {
+    /// ag2's keepalive (20 s / 20 s), 1024 connections, 30 s to say hello.
+    pub fn real() -> ServeOptions {
+        ServeOptions {
+            ping_interval: Some(PING_INTERVAL),
+            ping_timeout: Some(PING_TIMEOUT),
+            max_connections: Some(1024),
+            hello_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
 
 /// The hosts ag2's `serve_ws` counts as loopback.
 pub const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
@@ -99,27 +162,27 @@ pub trait Listener {
     /// The accepted stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 
-    /// The next connection.
-    fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// The next connection and its peer's address.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
 }
 
 impl Listener for tokio::net::TcpListener {
     type Stream = tokio::net::TcpStream;
 
-    async fn accept(&self) -> io::Result<tokio::net::TcpStream> {
-        let (stream, _peer) = tokio::net::TcpListener::accept(self).await?;
-        // Frames are small and answered one by one: send them at once.
-        stream.set_nodelay(true)?;
-        Ok(stream)
+    async fn accept(&self) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
+        // Frames are small and answered one by one: send them at once. A socket that refuses
+        // the option still works.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
     }
 }
 
 impl Listener for turmoil::net::TcpListener {
     type Stream = turmoil::net::TcpStream;
 
-    async fn accept(&self) -> io::Result<turmoil::net::TcpStream> {
-        let (stream, _peer) = turmoil::net::TcpListener::accept(self).await?;
-        Ok(stream)
+    async fn accept(&self) -> io::Result<(turmoil::net::TcpStream, SocketAddr)> {
+        turmoil::net::TcpListener::accept(self).await
     }
 }
 
@@ -164,15 +227,14 @@ enum Event {
         endpoint: EndpointId,
         close: Option<CloseCode>,
     },
-    /// The listener failed too often.
-    AcceptFailed(io::Error),
 }
 
 /// What the owner asks a connection's writer to do.
 #[derive(Debug)]
 enum Outgoing {
     Text(String),
-    Close(CloseCode),
+    /// Send a close frame with this code and reason, and end.
+    Close(CloseCode, &'static str),
 }
 
 /// The owner's side of one connection.
@@ -180,17 +242,45 @@ struct Connection {
     outgoing: mpsc::Sender<Outgoing>,
     /// Still known to the server (false once it was detached).
     attached: bool,
+    /// When it must have an agent bound by; `None` once it had one, or without a deadline.
+    hello_by: Option<tokio::time::Instant>,
 }
 
-/// Serves `server` on `listener` until the listener fails [`ACCEPT_ERRORS_MAX`] times in a row.
-/// The hub clock starts at `epoch` and moves with tokio's clock (simulated under turmoil).
+/// Serves `server` on `listener` for ever, with none of [`ServeOptions`]. The hub clock starts
+/// at `epoch` and moves with tokio's clock (simulated under turmoil).
 ///
 /// Connection tasks are spawned on the current tokio runtime; the owner loop runs in the
 /// caller's task.
 ///
 /// # Errors
-/// The listener's last error.
+/// None today; the listener's failures are waited out.
 pub async fn serve<L>(listener: L, server: HubServer, epoch: Timestamp) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+{
+    serve_with(
+        listener,
+        server,
+        epoch,
+        ServeOptions::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
+/// [`serve`] with `options`, until `shutdown` resolves: then it stops accepting, closes every
+/// connection with 1001 (going away, as `websockets` does when its server closes) and returns
+/// once they are closed, after [`CLOSE_TIMEOUT`] at most.
+///
+/// # Errors
+/// None today; the listener's failures are waited out.
+pub async fn serve_with<L>(
+    listener: L,
+    server: HubServer,
+    epoch: Timestamp,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
 where
     L: Listener + Send + 'static,
 {
@@ -198,7 +288,7 @@ where
         start: tokio::time::Instant::now(),
         epoch,
     };
-    run_owner(listener, Owned { server, clock }).await
+    run_owner(listener, Owned { server, clock }, options, shutdown).await
 }
 
 /// [`serve`] for a hub shared with code on the same thread (a simulation harness): the owner
@@ -209,27 +299,43 @@ where
 /// The future is not `Send`: run it on a current-thread runtime or a turmoil host.
 ///
 /// # Errors
-/// The listener's last error.
+/// None today; the listener's failures are waited out.
 pub async fn serve_shared<L>(listener: L, hub: SharedHub) -> io::Result<()>
 where
     L: Listener + Send + 'static,
 {
-    run_owner(listener, hub).await
+    run_owner(
+        listener,
+        hub,
+        ServeOptions::default(),
+        std::future::pending(),
+    )
+    .await
 }
 
-async fn run_owner<L, S>(listener: L, seat: S) -> io::Result<()>
+async fn run_owner<L, S>(
+    listener: L,
+    seat: S,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
 where
     L: Listener + Send + 'static,
     S: Seat,
 {
     let (events_tx, events) = mpsc::channel(EVENTS_QUEUE_MAX);
-    let accepting = tokio::spawn(accept_loop(listener, events_tx));
+    // Every connection task holds a sender; once all are dropped, every socket is closed.
+    let (alive, mut closed) = mpsc::channel::<()>(1);
+    let accepting = tokio::spawn(accept_loop(listener, events_tx, options, alive));
     let mut owner = Owner {
         seat,
         connections: BTreeMap::new(),
+        hello_deadlines: BTreeSet::new(),
+        hello_timeout: options.hello_timeout,
     };
-    let result = owner.run(events).await;
+    let result = owner.run(events, shutdown).await;
     accepting.abort();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed.recv()).await;
     result
 }
 
@@ -255,42 +361,136 @@ impl Seat for Owned {
     }
 }
 
-async fn accept_loop<L: Listener>(listener: L, events: mpsc::Sender<Event>) {
-    let mut errors = 0;
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                errors = 0;
-                tokio::spawn(connection(stream, events.clone()));
-            }
-            Err(error) => {
-                errors += 1;
-                if errors >= ACCEPT_ERRORS_MAX {
-                    let _ = events.send(Event::AcceptFailed(error)).await;
-                    return;
-                }
-                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
-            }
+/// Counts itself in a shared counter while it lives.
+struct Counted {
+    counter: Arc<AtomicUsize>,
+    /// The count with this one in it.
+    value: usize,
+}
+
+impl Counted {
+    fn new(counter: &Arc<AtomicUsize>) -> Counted {
+        let value = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        Counted {
+            counter: Arc::clone(counter),
+            value,
         }
     }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections for ever. A failed accept (out of descriptors, say) is waited out with a
+/// pause that grows to [`ACCEPT_BACKOFF_MAX`]; connections over the cap are told to come back.
+async fn accept_loop<L: Listener>(
+    listener: L,
+    events: mpsc::Sender<Event>,
+    options: ServeOptions,
+    alive: mpsc::Sender<()>,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                let pause = backoff.map_or(ACCEPT_BACKOFF_MIN, |pause| {
+                    (pause * 2).min(ACCEPT_BACKOFF_MAX)
+                });
+                tracing::warn!(%error, pause_ms = pause.as_millis() as u64, "accept failed; pausing");
+                backoff = Some(pause);
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        if backoff.take().is_some() {
+            tracing::info!("accepting again");
+        }
+        let counted = Counted::new(&open);
+        if options
+            .max_connections
+            .is_some_and(|max| counted.value > max)
+        {
+            drop(counted);
+            let refusal = Counted::new(&refusing);
+            if refusal.value > REFUSING_MAX {
+                tracing::warn!(%peer, "refused: too many connections (dropped at once)");
+                continue;
+            }
+            tokio::spawn(refuse(stream, peer, refusal, alive.clone()));
+            continue;
+        }
+        let spawned = connection(
+            stream,
+            peer,
+            events.clone(),
+            options,
+            counted,
+            alive.clone(),
+        );
+        tokio::spawn(spawned);
+    }
+}
+
+/// Tells a connection over the cap to come back later: handshake, a close frame with 1013, and
+/// the peer's answer (so it reads the frame before the socket goes).
+async fn refuse<S>(stream: S, peer: SocketAddr, _counted: Counted, _alive: mpsc::Sender<()>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let refusing = async {
+        let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config()));
+        let mut socket = handshake.await.ok()?;
+        let frame = CloseFrame {
+            code: CloseCode::Again,
+            reason: OVER_CAP_REASON.into(),
+        };
+        socket.close(Some(frame)).await.ok()?;
+        while let Some(Ok(_)) = socket.next().await {}
+        Some(())
+    };
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, refusing).await;
+    tracing::warn!(%peer, code = 1013, reason = OVER_CAP_REASON, "refused: too many connections");
 }
 
 struct Owner<S> {
     seat: S,
     /// Ordered, so nothing here depends on hash order.
     connections: BTreeMap<EndpointId, Connection>,
+    /// The connections with no agent bound yet, by deadline.
+    hello_deadlines: BTreeSet<(tokio::time::Instant, EndpointId)>,
+    hello_timeout: Option<Duration>,
 }
 
 impl<S: Seat> Owner<S> {
-    async fn run(&mut self, mut events: mpsc::Receiver<Event>) -> io::Result<()> {
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<Event>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let deadline = self.seat.deadline();
+            let hello_deadline = self.hello_deadlines.first().map(|(at, _)| *at);
             tokio::select! {
                 biased;
+                () = &mut shutdown => {
+                    tracing::info!(connections = self.connections.len(), "shutting down");
+                    let endpoints: Vec<EndpointId> = self.connections.keys().copied().collect();
+                    for endpoint in endpoints {
+                        self.drop_connection(endpoint, Some((CloseCode::Away, "")));
+                    }
+                    self.route();
+                    return Ok(());
+                }
                 event = events.recv() => match event {
-                    Some(Event::AcceptFailed(error)) => return Err(error),
                     Some(event) => self.handle_event(event),
-                    // The accept loop holds a sender until it fails, and says so first.
+                    // The accept loop holds a sender for ever.
                     None => return Ok(()),
                 },
                 () = self.seat.changed() => {
@@ -299,6 +499,7 @@ impl<S: Seat> Owner<S> {
                     }
                 }
                 () = sleep_until(deadline) => self.seat.with(HubServer::handle_timeout),
+                () = sleep_until(hello_deadline) => self.expire_hellos(),
             }
             self.route();
         }
@@ -309,9 +510,16 @@ impl<S: Seat> Owner<S> {
             Event::Opened { outgoing, reply } => {
                 let endpoint = self.seat.with(|server, _| server.connect());
                 if reply.send(endpoint).is_ok() {
+                    let hello_by = self
+                        .hello_timeout
+                        .and_then(|timeout| tokio::time::Instant::now().checked_add(timeout));
+                    if let Some(at) = hello_by {
+                        self.hello_deadlines.insert((at, endpoint));
+                    }
                     let connection = Connection {
                         outgoing,
                         attached: true,
+                        hello_by,
                     };
                     self.connections.insert(endpoint, connection);
                 } else {
@@ -319,10 +527,20 @@ impl<S: Seat> Owner<S> {
                 }
             }
             Event::Message { endpoint, text } => {
-                if self.connections.get(&endpoint).is_some_and(|c| c.attached) {
-                    self.seat.count(true);
-                    self.seat
-                        .with(|server, now| server.receive(now, endpoint, &text));
+                let Some(connection) = self.connections.get(&endpoint) else {
+                    return;
+                };
+                if !connection.attached {
+                    return;
+                }
+                let waiting = connection.hello_by;
+                self.seat.count(true);
+                self.seat
+                    .with(|server, now| server.receive(now, endpoint, &text));
+                if let Some(at) = waiting {
+                    if self.has_agent(endpoint) {
+                        self.hello_said(endpoint, at);
+                    }
                 }
             }
             Event::Detached { endpoint } => {
@@ -333,23 +551,55 @@ impl<S: Seat> Owner<S> {
                     }
                 }
             }
-            Event::Ended { endpoint, close } => self.drop_connection(endpoint, close),
-            // `run` returns on it before calling here.
-            Event::AcceptFailed(_) => {}
+            Event::Ended { endpoint, close } => {
+                self.drop_connection(endpoint, close.map(|code| (code, "")));
+            }
+        }
+    }
+
+    /// Whether an agent is bound to `endpoint`.
+    fn has_agent(&mut self, endpoint: EndpointId) -> bool {
+        self.seat
+            .with(|server, _| !server.hub().bound_to(endpoint).is_empty())
+    }
+
+    /// `endpoint` had an agent bound: its hello deadline goes.
+    fn hello_said(&mut self, endpoint: EndpointId, at: tokio::time::Instant) {
+        self.hello_deadlines.remove(&(at, endpoint));
+        if let Some(connection) = self.connections.get_mut(&endpoint) {
+            connection.hello_by = None;
+        }
+    }
+
+    /// Closes the connections past their hello deadline that still have no agent bound (a
+    /// hello held behind a blocked frame may have bound one since).
+    fn expire_hellos(&mut self) {
+        let now = tokio::time::Instant::now();
+        while let Some(&(at, endpoint)) = self.hello_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.hello_said(endpoint, at);
+            if !self.has_agent(endpoint) {
+                self.drop_connection(endpoint, Some((CloseCode::Policy, NO_HELLO_REASON)));
+            }
         }
     }
 
     /// Forgets a connection; its writer closes the socket once it has sent what is queued.
-    fn drop_connection(&mut self, endpoint: EndpointId, close: Option<CloseCode>) {
+    fn drop_connection(&mut self, endpoint: EndpointId, close: Option<(CloseCode, &'static str)>) {
         let Some(connection) = self.connections.remove(&endpoint) else {
             return;
         };
+        if let Some(at) = connection.hello_by {
+            self.hello_deadlines.remove(&(at, endpoint));
+        }
         if connection.attached {
             self.seat.with(|server, _| server.disconnect(endpoint));
         }
-        if let Some(code) = close {
+        if let Some((code, reason)) = close {
             // A full queue means the writer is stuck anyway; its stall timeout ends it.
-            let _ = connection.outgoing.try_send(Outgoing::Close(code));
+            let _ = connection.outgoing.try_send(Outgoing::Close(code, reason));
         }
     }
 
@@ -370,10 +620,13 @@ impl<S: Seat> Owner<S> {
                     let Some(connection) = self.connections.get(&endpoint) else {
                         continue;
                     };
+                    if tracing::enabled!(tracing::Level::WARN) && text.contains("\"auth_failed\"") {
+                        log_auth_refusal(endpoint, &text);
+                    }
                     self.seat.count(false);
                     if connection.outgoing.try_send(Outgoing::Text(text)).is_err() {
                         // The peer stopped reading (or the writer is gone).
-                        self.drop_connection(endpoint, Some(CloseCode::Policy));
+                        self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
                     }
                 }
                 ServerOutput::Close { endpoint } => {
@@ -382,12 +635,30 @@ impl<S: Seat> Owner<S> {
                     if let Some(connection) = self.connections.get_mut(&endpoint) {
                         connection.attached = false;
                     }
-                    self.drop_connection(endpoint, Some(CloseCode::Size));
+                    self.drop_connection(endpoint, Some((CloseCode::Size, "")));
                 }
             }
         }
         self.seat.routed();
     }
+}
+
+/// Logs a hello or `register` refused for its credentials: the hub's `auth_failed` answer (an
+/// `error` frame, or a response's `error_code`), whose message names no secret.
+fn log_auth_refusal(endpoint: EndpointId, text: &str) {
+    let Ok(frame) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    let code = frame.get("code").or_else(|| frame.get("error_code"));
+    if code.and_then(serde_json::Value::as_str) != Some("auth_failed") {
+        return;
+    }
+    let message = frame
+        .get("message")
+        .or_else(|| frame.get("error"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    tracing::warn!(%endpoint, error = message, "refused: auth_failed");
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -397,14 +668,40 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// How a connection ended, for its log line.
+enum Ending {
+    /// The hub closed it with this code and reason.
+    Closed(CloseCode, &'static str),
+    /// A keepalive ping went unanswered: closed with 1011.
+    Keepalive,
+    /// A write failed or stalled.
+    Lost,
+    /// The hub forgot it without a code: the peer ended it (or a harness dropped it).
+    Ended,
+}
+
 /// One accepted socket: handshake, attach, then read and write until either side ends.
-async fn connection<S>(stream: S, events: mpsc::Sender<Event>)
-where
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    events: mpsc::Sender<Event>,
+    options: ServeOptions,
+    _counted: Counted,
+    _alive: mpsc::Sender<()>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config()));
-    let Ok(Ok(socket)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await else {
-        return;
+    let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "refused: WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "refused: WebSocket handshake timed out");
+            return;
+        }
     };
     let (outgoing_tx, outgoing) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
     let (reply, endpoint) = oneshot::channel();
@@ -418,35 +715,103 @@ where
     let Ok(endpoint) = endpoint.await else {
         return;
     };
+    tracing::info!(%endpoint, %peer, "connection opened");
     let (sink, source) = socket.split();
-    let reader = tokio::spawn(read(source, endpoint, events.clone()));
-    let asked = write(sink, outgoing).await;
+    let (pongs_tx, pongs) = watch::channel(Vec::new());
+    let mut reader = tokio::spawn(read(source, endpoint, events.clone(), pongs_tx));
+    let ending = write(sink, outgoing, pongs, options).await;
+    let mut peer_end = PeerEnd::default();
+    match ending {
+        Ending::Closed(..) => {
+            // Let the peer answer the close frame, so that what it sent meanwhile is read and
+            // the socket is not reset before the peer reads the frame.
+            if let Ok(Ok(end)) = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await {
+                peer_end = end;
+            }
+        }
+        Ending::Ended if reader.is_finished() => {
+            if let Ok(end) = (&mut reader).await {
+                peer_end = end;
+            }
+        }
+        Ending::Ended | Ending::Keepalive | Ending::Lost => {}
+    }
     reader.abort();
-    if !asked {
+    if matches!(ending, Ending::Keepalive | Ending::Lost) {
         let ended = Event::Ended {
             endpoint,
             close: None,
         };
         let _ = events.send(ended).await;
     }
+    match ending {
+        Ending::Closed(code, reason) => {
+            let code = u16::from(code);
+            tracing::info!(%endpoint, %peer, code, reason, "connection closed by the hub");
+        }
+        Ending::Keepalive => tracing::warn!(
+            %endpoint,
+            %peer,
+            code = 1011,
+            reason = KEEPALIVE_REASON,
+            "connection closed by the hub"
+        ),
+        Ending::Lost => {
+            tracing::info!(%endpoint, %peer, "connection lost: a write failed or stalled");
+        }
+        Ending::Ended => tracing::info!(
+            %endpoint,
+            %peer,
+            code = peer_end.code,
+            reason = peer_end.reason,
+            "connection closed by the peer"
+        ),
+    }
 }
 
-/// Forwards the peer's messages to the owner until the socket ends.
+/// How the peer ended its side: its close frame, or what failed.
+#[derive(Debug, Default)]
+struct PeerEnd {
+    code: Option<u16>,
+    reason: String,
+}
+
+/// Forwards the peer's messages to the owner, and its pongs' payloads to the writer, until the
+/// socket ends.
 async fn read<S>(
     mut source: SplitStream<WebSocketStream<S>>,
     endpoint: EndpointId,
     events: mpsc::Sender<Event>,
-) where
+    pongs: watch::Sender<Vec<u8>>,
+) -> PeerEnd
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut detached = false;
+    let mut end = PeerEnd::default();
     let close = loop {
         let message = match source.next().await {
             None => break None,
             Some(Ok(message)) => message,
-            Some(Err(error)) => break close_code(&error),
+            Some(Err(error)) => {
+                if end.code.is_none() {
+                    end.reason = error.to_string();
+                }
+                break close_code(&error);
+            }
         };
         let event = match message {
+            Message::Pong(payload) => {
+                pongs.send_replace(payload.to_vec());
+                continue;
+            }
+            Message::Close(frame) => {
+                if let Some(frame) = frame {
+                    end.code = Some(u16::from(frame.code));
+                    end.reason = frame.reason.as_str().to_owned();
+                }
+                continue;
+            }
             _ if detached => continue,
             Message::Text(text) => Event::Message {
                 endpoint,
@@ -460,13 +825,14 @@ async fn read<S>(
                 }
             },
             // Control frames: tungstenite answers pings and close frames itself.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+            Message::Ping(_) | Message::Frame(_) => continue,
         };
         if events.send(event).await.is_err() {
-            return;
+            return end;
         }
     };
     let _ = events.send(Event::Ended { endpoint, close }).await;
+    end
 }
 
 /// The close code `websockets` would answer a failed read with.
@@ -474,41 +840,111 @@ fn close_code(error: &WsError) -> Option<CloseCode> {
     match error {
         WsError::Capacity(_) => Some(CloseCode::Size),
         WsError::Utf8(_) => Some(CloseCode::Invalid),
+        // A peer that vanished without a closing handshake gets no frame (`websockets`: 1006).
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         WsError::Protocol(_) => Some(CloseCode::Protocol),
         _ => None,
     }
 }
 
-/// Sends the owner's messages until it closes the connection (true) or a write fails or
-/// stalls (false).
+/// A keepalive ping waiting for its pong.
+struct Pinged {
+    payload: Vec<u8>,
+    sent: tokio::time::Instant,
+    answer_by: Option<tokio::time::Instant>,
+}
+
+/// Sends the owner's messages until it closes the connection or a write fails or stalls, and
+/// keeps the connection alive as `websockets` does: a ping every `ping_interval`, the next one
+/// only once the last was answered, and a close with 1011 when an answer takes longer than
+/// `ping_timeout`.
 async fn write<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     mut outgoing: mpsc::Receiver<Outgoing>,
-) -> bool
+    mut pongs: watch::Receiver<Vec<u8>>,
+    options: ServeOptions,
+) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    while let Some(next) = outgoing.recv().await {
-        match next {
-            Outgoing::Text(text) => {
-                let sent =
-                    tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::text(text)));
-                if !matches!(sent.await, Ok(Ok(()))) {
-                    return false;
+    let interval = options.ping_interval;
+    let mut next_ping = interval.and_then(|every| tokio::time::Instant::now().checked_add(every));
+    let mut pinged: Option<Pinged> = None;
+    let mut pings: u32 = 0;
+    let mut reading = true;
+    loop {
+        let ping_at = if pinged.is_none() { next_ping } else { None };
+        let answer_by = pinged.as_ref().and_then(|p| p.answer_by);
+        tokio::select! {
+            biased;
+            next = outgoing.recv() => match next {
+                Some(Outgoing::Text(text)) => {
+                    let sent =
+                        tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::text(text)));
+                    if !matches!(sent.await, Ok(Ok(()))) {
+                        return Ending::Lost;
+                    }
+                }
+                Some(Outgoing::Close(code, reason)) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let closing = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+                    return Ending::Closed(code, reason);
+                }
+                None => {
+                    // The owner forgot the connection without a code: a normal close.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+                    return Ending::Ended;
+                }
+            },
+            changed = pongs.changed(), if reading => {
+                if changed.is_err() {
+                    reading = false;
+                    continue;
+                }
+                let answered = pinged
+                    .as_ref()
+                    .is_some_and(|p| *pongs.borrow_and_update() == p.payload);
+                if let (true, Some(ping)) = (answered, pinged.take()) {
+                    let now = tokio::time::Instant::now();
+                    next_ping = interval
+                        .and_then(|every| ping.sent.checked_add(every))
+                        .map(|at| at.max(now));
                 }
             }
-            Outgoing::Close(code) => {
+            () = sleep_until(ping_at) => {
+                pings = pings.wrapping_add(1);
+                let payload = pings.to_be_bytes().to_vec();
+                let sending = sink.send(Message::Ping(payload.clone().into()));
+                if !matches!(tokio::time::timeout(WRITE_STALL_TIMEOUT, sending).await, Ok(Ok(()))) {
+                    return Ending::Lost;
+                }
+                let sent = tokio::time::Instant::now();
+                match options.ping_timeout {
+                    Some(timeout) => {
+                        pinged = Some(Pinged {
+                            payload,
+                            sent,
+                            answer_by: sent.checked_add(timeout),
+                        });
+                    }
+                    // Without a timeout, `websockets` does not wait for the answer.
+                    None => next_ping = interval.and_then(|every| sent.checked_add(every)),
+                }
+            }
+            () = sleep_until(answer_by) => {
                 let frame = CloseFrame {
-                    code,
-                    reason: "".into(),
+                    code: CloseCode::Error,
+                    reason: KEEPALIVE_REASON.into(),
                 };
+                // `websockets` sends the frame and drops the connection without waiting.
                 let closing = sink.send(Message::Close(Some(frame)));
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
-                return true;
+                let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+                return Ending::Keepalive;
             }
         }
     }
-    // The owner forgot the connection without a code: a normal close.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
-    true
 }

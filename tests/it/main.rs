@@ -12,6 +12,7 @@ mod names;
 mod network;
 mod proptest_adapters;
 mod report;
+mod serve;
 mod store;
 mod support;
 mod tidy;

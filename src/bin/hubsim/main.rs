@@ -19,6 +19,7 @@ macro_rules! out {
 mod check;
 mod fuzz;
 mod report;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hubsim::hub::Bugs;
@@ -73,18 +74,9 @@ enum Command {
         #[arg(long)]
         runs: Option<u64>,
     },
-    /// Serve a hub (default config, NoAuth) over WebSocket, as ag2's `serve_ws`, until killed.
-    Serve {
-        /// The address to bind.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// The port to bind (0 picks a free one).
-        #[arg(long)]
-        port: u16,
-        /// Bind a non-loopback host even though the hub accepts unauthenticated clients.
-        #[arg(long)]
-        allow_unauthenticated: bool,
-    },
+    /// Serve a hub over WebSocket, as ag2's `serve_ws`, until SIGINT or SIGTERM: API keys,
+    /// keepalive, a connection cap and a hello deadline, a log line per connection.
+    Serve(serve::ServeArgs),
 }
 
 /// `hubsim run`'s arguments.
@@ -185,11 +177,7 @@ fn main() -> ExitCode {
             seconds,
             runs,
         } => bench(&paths, seconds, runs),
-        Command::Serve {
-            host,
-            port,
-            allow_unauthenticated,
-        } => serve(&host, port, allow_unauthenticated),
+        Command::Serve(args) => serve::serve(args),
     };
     match result {
         Ok(code) => code,
@@ -482,27 +470,4 @@ fn bench(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `hubsim serve`: the hub over real sockets. Its hub clock starts at the current wall time.
-fn serve(host: &str, port: u16, allow_unauthenticated: bool) -> Result<ExitCode, Box<dyn Error>> {
-    use hubsim::hub::{Hub, HubConfig};
-    use hubsim::server::HubServer;
-    let config = HubConfig::default();
-    hubsim::net::check_exposure(host, config.auth.no_auth, allow_unauthenticated)?;
-    let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    let epoch = hubsim::time::Timestamp {
-        micros: i64::try_from(since_unix.as_micros())?,
-        offset_seconds: 0,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((host, port)).await?;
-        eprintln!("hubsim: serving on ws://{}/", listener.local_addr()?);
-        let server = HubServer::new(Hub::new(config, hubsim::time::Instant(0)));
-        hubsim::net::serve(listener, server, epoch).await?;
-        Ok(ExitCode::SUCCESS)
-    })
 }
