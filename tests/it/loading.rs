@@ -240,6 +240,15 @@ fn check_never_skips_the_reference_comparison_silently() {
         "{stderr}"
     );
     assert!(stderr.contains("pass --reference DIR"), "{stderr}");
+    // A network-only scenario needs no reference traces: it is swept wherever it lies.
+    let copy = dir.0.join("net_first_fault.yaml");
+    std::fs::copy(root().join("sims/net_first_fault.yaml"), &copy).expect("copy");
+    let output = hubsim(&dir.0, &["check", "net_first_fault.yaml", "--seeds", "3"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

@@ -125,7 +125,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut files = crate::scenario_files(&args.paths)?;
-    let reference = reference_folder(args.reference.as_deref(), &files)?;
+    let all_files = files.clone();
     if let Some((k, n)) = args.shard {
         files = files
             .into_iter()
@@ -176,6 +176,16 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
             })
         })
         .collect();
+    // Reference traces are read for reference-format scenarios only: a sweep of network-only
+    // ones needs no folder of them (a `--reference` given must still exist).
+    let compares = entries
+        .iter()
+        .any(|entry| entry.scenario.as_ref().is_ok_and(|s| !s.network_only()));
+    let reference = if compares || args.reference.is_some() {
+        reference_folder(args.reference.as_deref(), &all_files)?
+    } else {
+        PathBuf::from(REFERENCE_DEFAULT)
+    };
     if !skipped.is_empty() {
         eprintln!(
             "hubsim: skipped {} scenarios whose `backends:` leave out {}: {}",
