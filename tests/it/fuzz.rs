@@ -94,7 +94,7 @@ fn hubsim_fuzz_writes_a_scenario_that_hubsim_run_reproduces() {
 
 #[test]
 fn hubsim_shrink_makes_a_chaos_seed_explicit_and_small() {
-    // Seed 329 of the chaos scenario shows §8.6.1 (README, "ag2's own delivery holes").
+    // Seed 329 of the chaos scenario shows the cursor-skip hole (README, "ag2's own delivery holes").
     let hubsim = env!("CARGO_BIN_EXE_hubsim");
     let out = std::env::temp_dir().join(format!("hubsim-shrink-{}.yaml", std::process::id()));
     let output = Command::new(hubsim)

@@ -88,7 +88,7 @@ impl Checker {
         for delivery in &host.received[from.min(host.received.len())..] {
             let envelope = &delivery.envelope;
             // An explicit audience is the audience, participants or not (ag2's in-process
-            // post delivers to any registered agent named in it, hub spec §2.6); a broadcast
+            // post delivers to any registered agent named in it); a broadcast
             // goes to the channel's participants but the sender.
             let participant = view.hub.is_none_or(|hub| {
                 hub.channels

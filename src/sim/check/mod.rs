@@ -3,7 +3,7 @@
 //!
 //! A checker reads a [`View`] of the run (the hub, every agent's client log, the clocks) and
 //! records [`Violation`]s, each reported once per subject. Where ag2 1.2.1 itself breaks an
-//! invariant (the delivery holes of the transport spec, §8.6), the violation's kind names the
+//! invariant (ag2's delivery holes), the violation's kind names the
 //! hole ([`Violation::hole`]); a scenario lists the holes it shows as `known_violations`.
 //!
 //! Submodules: `delivery` (at-least-once, audience, order, one turn per trigger), `channels`
@@ -111,13 +111,13 @@ impl Default for Selection {
     }
 }
 
-/// A delivery hole of ag2 1.2.1 (transport spec §8.6) that a checker can attribute a violation
+/// A delivery hole of ag2 1.2.1 that a checker can attribute a violation
 /// to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hole {
     /// The violation kind it explains.
     pub kind: &'static str,
-    /// The spec item.
+    /// Its name, as findings print it.
     pub section: &'static str,
     /// What happens.
     pub explanation: &'static str,
@@ -127,45 +127,45 @@ pub struct Hole {
 pub const HOLES: [Hole; 3] = [
     Hole {
         kind: "delivery/cursor_skipped",
-        section: "transport spec §8.6.1",
+        section: "delivery hole: acks in completion order",
         explanation: "remote-mode handlers run concurrently and ack in completion order; an ack \
                       for a later envelope moves the cursor past one still being handled, whose \
                       handler then dies with the connection, and the replay starts past it",
     },
     Hole {
         kind: "delivery/closed_channel_not_replayed",
-        section: "transport spec §8.6.4",
+        section: "delivery hole: closed channels not replayed",
         explanation:
             "replay after a hello covers PENDING and ACTIVE channels only: what a \
                       disconnected agent missed in a channel that closed meanwhile never reaches it",
     },
     Hole {
         kind: "delivery/duplicate_turn",
-        section: "transport spec §8.6.7",
+        section: "delivery hole: check-then-act turn guard",
         explanation: "the default handler's idempotence guard is check-then-act: a replay and a \
                       live delivery of one envelope both pass it and both run the model",
     },
 ];
 
 /// Where ag2's hub itself breaks an invariant on its own terms: a post whose fold fails after
-/// the append (hub spec §2.6, step 9), and a store its hub cannot reopen.
+/// the append (ag2 appends a post before its adapter folds it), and a store its hub cannot reopen.
 pub const SURPRISES: [Hole; 3] = [
     Hole {
         kind: "delivery/fold_failed_not_dispatched",
-        section: "hub spec §2.6",
+        section: "hub surprise: the fold runs after the append",
         explanation: "ag2 appends a post to the WAL before the adapter's fold; a malformed \
                       workflow payload makes the fold raise after the append and before dispatch, \
                       so the envelope stays in the WAL and reaches nobody until a replay",
     },
     Hole {
         kind: "inbox/fold_failed_after_append",
-        section: "hub spec §2.6",
+        section: "hub surprise: the fold runs after the append",
         explanation: "the sender of a malformed workflow payload gets the fold's error for a post \
                       whose envelope stays in the WAL",
     },
     Hole {
         kind: "settle/hub_not_restarted",
-        section: "hub spec §2.1",
+        section: "hub surprise: hydrate re-folds every WAL",
         explanation: "hydrate re-folds every stored WAL and raises on what its adapter cannot \
                       fold (a malformed workflow payload kept after its fold raised, a ghost \
                       channel's state), so the hub cannot reopen its own store",
