@@ -9,8 +9,10 @@
 
 pub mod client;
 pub mod shared;
+pub mod tap;
 pub mod ws;
 
 pub use client::{Received, WsClient};
 pub use shared::SharedHub;
-pub use ws::{check_exposure, serve, serve_shared, serve_with, Listener, ServeOptions};
+pub use tap::{Command, Ended, Pass, Tap, TapContext};
+pub use ws::{check_exposure, serve, serve_shared, serve_tapped, serve_with, Listener, ServeOptions};

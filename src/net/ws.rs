@@ -27,6 +27,9 @@
 //!   ignored, while the socket stays open until the peer closes it.
 
 use super::shared::{Seat, SharedHub};
+use super::tap::{Command, Ended, Pass, Tap, TapContext};
+use crate::hub::store::Store;
+use crate::hub::{Hub, HubConfig};
 use crate::ids::EndpointId;
 use crate::proto::frame::FRAME_BYTES_MAX;
 use crate::server::{HubServer, ServerOutput};
@@ -235,6 +238,8 @@ enum Outgoing {
     Text(String),
     /// Send a close frame with this code and reason, and end.
     Close(CloseCode, &'static str),
+    /// End at once, without a closing handshake (a fault: the peer sees the socket go).
+    Cut,
 }
 
 /// The owner's side of one connection.
@@ -288,7 +293,39 @@ where
         start: tokio::time::Instant::now(),
         epoch,
     };
-    run_owner(listener, Owned { server, clock }, options, shutdown).await
+    run_owner(listener, Owned { server, clock }, options, None, shutdown).await
+}
+
+/// [`serve_with`] with a [`Tap`] between the sockets and the hub: it sees every message both
+/// ways before it goes on, and may drop it, delay it, cut connections, or crash and restart the
+/// hub (`hubsim serve --faults`, `--record`). At shutdown it is told before any connection
+/// closes ([`Tap::finish`]).
+///
+/// # Errors
+/// None today; the listener's failures are waited out.
+pub async fn serve_tapped<L>(
+    listener: L,
+    server: HubServer,
+    epoch: Timestamp,
+    options: ServeOptions,
+    tap: Box<dyn Tap>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+{
+    let clock = Clock {
+        start: tokio::time::Instant::now(),
+        epoch,
+    };
+    run_owner(
+        listener,
+        Owned { server, clock },
+        options,
+        Some(tap),
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] for a hub shared with code on the same thread (a simulation harness): the owner
@@ -308,6 +345,7 @@ where
         listener,
         hub,
         ServeOptions::default(),
+        None,
         std::future::pending(),
     )
     .await
@@ -317,6 +355,7 @@ async fn run_owner<L, S>(
     listener: L,
     seat: S,
     options: ServeOptions,
+    tap: Option<Box<dyn Tap>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
@@ -332,6 +371,9 @@ where
         connections: BTreeMap::new(),
         hello_deadlines: BTreeSet::new(),
         hello_timeout: options.hello_timeout,
+        tap,
+        started: tokio::time::Instant::now(),
+        down: None,
     };
     let result = owner.run(events, shutdown).await;
     accepting.abort();
@@ -465,6 +507,20 @@ struct Owner<S> {
     /// The connections with no agent bound yet, by deadline.
     hello_deadlines: BTreeSet<(tokio::time::Instant, EndpointId)>,
     hello_timeout: Option<Duration>,
+    /// What `hubsim serve --faults/--record` puts between the sockets and the hub.
+    tap: Option<Box<dyn Tap>>,
+    /// When the owner started: the tap's time counts from it.
+    started: tokio::time::Instant,
+    /// A crashed hub's durable state, until it restarts.
+    down: Option<Down>,
+}
+
+/// What a crashed hub restarts from.
+struct Down {
+    store: Store,
+    config: HubConfig,
+    /// The highest id the crashed hub minted: the restarted one mints past it.
+    id_floor: u128,
 }
 
 impl<S: Seat> Owner<S> {
@@ -475,12 +531,22 @@ impl<S: Seat> Owner<S> {
     ) -> io::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let deadline = self.seat.deadline();
+            let deadline = if self.down.is_some() {
+                None
+            } else {
+                self.seat.deadline()
+            };
             let hello_deadline = self.hello_deadlines.first().map(|(at, _)| *at);
+            let tap_deadline = self
+                .tap
+                .as_ref()
+                .and_then(|tap| tap.next_due())
+                .and_then(|at| self.started.checked_add(Duration::from_micros(at)));
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
                     tracing::info!(connections = self.connections.len(), "shutting down");
+                    self.tap_finish();
                     let endpoints: Vec<EndpointId> = self.connections.keys().copied().collect();
                     for endpoint in endpoints {
                         self.drop_connection(endpoint, Some((CloseCode::Away, "")));
@@ -488,6 +554,7 @@ impl<S: Seat> Owner<S> {
                     self.route();
                     return Ok(());
                 }
+                () = sleep_until(tap_deadline) => self.tap_due(),
                 event = events.recv() => match event {
                     Some(event) => self.handle_event(event),
                     // The accept loop holds a sender for ever.
@@ -507,6 +574,9 @@ impl<S: Seat> Owner<S> {
 
     fn handle_event(&mut self, event: Event) {
         match event {
+            Event::Opened { .. } if self.down.is_some() => {
+                // The hub is down: dropping the reply ends the connection at once.
+            }
             Event::Opened { outgoing, reply } => {
                 let endpoint = self.seat.with(|server, _| server.connect());
                 if reply.send(endpoint).is_ok() {
@@ -522,6 +592,7 @@ impl<S: Seat> Owner<S> {
                         hello_by,
                     };
                     self.connections.insert(endpoint, connection);
+                    self.tap_opened(endpoint);
                 } else {
                     self.seat.with(|server, _| server.disconnect(endpoint));
                 }
@@ -533,14 +604,8 @@ impl<S: Seat> Owner<S> {
                 if !connection.attached {
                     return;
                 }
-                let waiting = connection.hello_by;
-                self.seat.count(true);
-                self.seat
-                    .with(|server, now| server.receive(now, endpoint, &text));
-                if let Some(at) = waiting {
-                    if self.has_agent(endpoint) {
-                        self.hello_said(endpoint, at);
-                    }
+                if self.tap_inbound(endpoint, &text) == Pass::Now {
+                    self.receive(endpoint, &text);
                 }
             }
             Event::Detached { endpoint } => {
@@ -554,6 +619,180 @@ impl<S: Seat> Owner<S> {
             Event::Ended { endpoint, close } => {
                 self.drop_connection(endpoint, close.map(|code| (code, "")));
             }
+        }
+    }
+
+    /// The hub reads a message from `endpoint` (a live, attached connection).
+    fn receive(&mut self, endpoint: EndpointId, text: &str) {
+        let Some(connection) = self.connections.get(&endpoint) else {
+            return;
+        };
+        let waiting = connection.hello_by;
+        self.seat.count(true);
+        self.seat
+            .with(|server, now| server.receive(now, endpoint, text));
+        if let Some(at) = waiting {
+            if self.has_agent(endpoint) {
+                self.hello_said(endpoint, at);
+            }
+        }
+        let at = self.tap_now();
+        if let Some(tap) = &mut self.tap {
+            self.seat.with(|server, _| {
+                tap.handled(
+                    TapContext {
+                        at,
+                        server: Some(server),
+                    },
+                    endpoint,
+                );
+            });
+        }
+    }
+
+    /// Microseconds since the owner started.
+    fn tap_now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Calls the tap (if any) with the server (while the hub is up).
+    fn with_tap<R: Default>(&mut self, f: impl FnOnce(&mut dyn Tap, TapContext<'_>) -> R) -> R {
+        let at = self.tap_now();
+        let Some(tap) = self.tap.as_deref_mut() else {
+            return R::default();
+        };
+        if self.down.is_some() {
+            return f(tap, TapContext { at, server: None });
+        }
+        self.seat.with(|server, _| {
+            f(
+                tap,
+                TapContext {
+                    at,
+                    server: Some(server),
+                },
+            )
+        })
+    }
+
+    fn tap_opened(&mut self, endpoint: EndpointId) {
+        self.with_tap(|tap, cx| tap.opened(cx, endpoint));
+    }
+
+    fn tap_inbound(&mut self, endpoint: EndpointId, text: &str) -> Pass {
+        if self.tap.is_none() {
+            return Pass::Now;
+        }
+        self.with_tap(|tap, cx| Some(tap.inbound(cx, endpoint, text)))
+            .unwrap_or(Pass::Now)
+    }
+
+    fn tap_outbound(&mut self, endpoint: EndpointId, text: &str) -> Pass {
+        if self.tap.is_none() {
+            return Pass::Now;
+        }
+        self.with_tap(|tap, cx| Some(tap.outbound(cx, endpoint, text)))
+            .unwrap_or(Pass::Now)
+    }
+
+    fn tap_finish(&mut self) {
+        self.with_tap(|tap, cx| tap.finish(cx));
+    }
+
+    /// Carries out what the tap says is due.
+    fn tap_due(&mut self) {
+        let commands = self.with_tap(|tap, cx| tap.due(cx));
+        for command in commands {
+            match command {
+                Command::Deliver { endpoint, up, text } => {
+                    let live = self
+                        .connections
+                        .get(&endpoint)
+                        .is_some_and(|connection| connection.attached || !up);
+                    self.with_tap(|tap, cx| tap.delivered(cx, endpoint, up, live));
+                    if !live {
+                        continue;
+                    }
+                    if up {
+                        self.receive(endpoint, &text);
+                    } else {
+                        self.send(endpoint, text);
+                    }
+                }
+                Command::Cut(endpoint) => self.cut(endpoint, Ended::Cut),
+                Command::Crash => self.crash(),
+                Command::Restart => self.restart(),
+            }
+            self.route();
+        }
+    }
+
+    /// Ends a connection without a closing handshake.
+    fn cut(&mut self, endpoint: EndpointId, ended: Ended) {
+        let Some(connection) = self.connections.remove(&endpoint) else {
+            return;
+        };
+        if let Some(at) = connection.hello_by {
+            self.hello_deadlines.remove(&(at, endpoint));
+        }
+        if connection.attached && self.down.is_none() {
+            self.seat.with(|server, _| server.disconnect(endpoint));
+        }
+        let _ = connection.outgoing.try_send(Outgoing::Cut);
+        self.with_tap(|tap, cx| tap.closed(cx, endpoint, ended));
+    }
+
+    /// The hub crashes: its durable state is kept, every connection is cut.
+    fn crash(&mut self) {
+        if self.down.is_some() {
+            return;
+        }
+        let endpoints: Vec<EndpointId> = self.connections.keys().copied().collect();
+        for endpoint in endpoints {
+            self.cut(endpoint, Ended::Crash);
+        }
+        let down = self.seat.with(|server, _| Down {
+            store: server.hub().snapshot(),
+            config: server.hub().config.clone(),
+            id_floor: server.hub().last_id(),
+        });
+        // What the crashed hub still had to send goes with it.
+        while self.seat.with(|server, _| server.poll_output()).is_some() {}
+        self.down = Some(down);
+        tracing::warn!("hub crashed (a fault)");
+        self.with_tap(|tap, cx| tap.crashed(cx));
+    }
+
+    /// A crashed hub restarts from its durable state (ag2's `Hub.open` over its store).
+    fn restart(&mut self) {
+        let Some(down) = self.down.take() else {
+            return;
+        };
+        let hydrated = self.seat.with(|server, now| {
+            Hub::hydrate(down.config.clone(), &down.store, down.id_floor, now.mono).map(|hub| {
+                *server = HubServer::new(hub);
+            })
+        });
+        match &hydrated {
+            Ok(()) => tracing::warn!("hub restarted from its durable state (a fault)"),
+            Err(error) => {
+                tracing::error!(error = %error.message, "the hub could not restart from its durable state");
+                self.down = Some(down);
+            }
+        }
+        self.with_tap(|tap, cx| tap.restarted(cx, hydrated.as_ref().map(|_| ())));
+    }
+
+    /// Hands `text` to `endpoint`'s writer; a writer that is not keeping up loses its
+    /// connection.
+    fn send(&mut self, endpoint: EndpointId, text: String) {
+        let Some(connection) = self.connections.get(&endpoint) else {
+            return;
+        };
+        self.seat.count(false);
+        if connection.outgoing.try_send(Outgoing::Text(text)).is_err() {
+            // The peer stopped reading (or the writer is gone).
+            self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
         }
     }
 
@@ -597,10 +836,15 @@ impl<S: Seat> Owner<S> {
         if connection.attached {
             self.seat.with(|server, _| server.disconnect(endpoint));
         }
-        if let Some((code, reason)) = close {
-            // A full queue means the writer is stuck anyway; its stall timeout ends it.
-            let _ = connection.outgoing.try_send(Outgoing::Close(code, reason));
-        }
+        let ended = match close {
+            Some((code, reason)) => {
+                // A full queue means the writer is stuck anyway; its stall timeout ends it.
+                let _ = connection.outgoing.try_send(Outgoing::Close(code, reason));
+                Ended::Hub(u16::from(code))
+            }
+            None => Ended::Peer,
+        };
+        self.with_tap(|tap, cx| tap.closed(cx, endpoint, ended));
     }
 
     /// Hands the server's outputs to the writers.
@@ -617,16 +861,14 @@ impl<S: Seat> Owner<S> {
             match output {
                 ServerOutput::Frame { .. } => {}
                 ServerOutput::Send { endpoint, text } => {
-                    let Some(connection) = self.connections.get(&endpoint) else {
+                    if !self.connections.contains_key(&endpoint) {
                         continue;
-                    };
+                    }
                     if tracing::enabled!(tracing::Level::WARN) && text.contains("\"auth_failed\"") {
                         log_auth_refusal(endpoint, &text);
                     }
-                    self.seat.count(false);
-                    if connection.outgoing.try_send(Outgoing::Text(text)).is_err() {
-                        // The peer stopped reading (or the writer is gone).
-                        self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
+                    if self.tap_outbound(endpoint, &text) == Pass::Now {
+                        self.send(endpoint, text);
                     }
                 }
                 ServerOutput::Close { endpoint } => {
@@ -676,6 +918,8 @@ enum Ending {
     Keepalive,
     /// A write failed or stalled.
     Lost,
+    /// A fault cut it: no closing handshake.
+    Cut,
     /// The hub forgot it without a code: the peer ended it (or a harness dropped it).
     Ended,
 }
@@ -734,14 +978,13 @@ async fn connection<S>(
                 peer_end = end;
             }
         }
-        Ending::Ended | Ending::Keepalive | Ending::Lost => {}
+        Ending::Ended | Ending::Keepalive | Ending::Lost | Ending::Cut => {}
     }
     reader.abort();
     if matches!(ending, Ending::Keepalive | Ending::Lost) {
-        let ended = Event::Ended {
-            endpoint,
-            close: None,
-        };
+        // The writer already sent a keepalive close: the owner's own close goes nowhere.
+        let close = matches!(ending, Ending::Keepalive).then_some(CloseCode::Error);
+        let ended = Event::Ended { endpoint, close };
         let _ = events.send(ended).await;
     }
     match ending {
@@ -759,6 +1002,7 @@ async fn connection<S>(
         Ending::Lost => {
             tracing::info!(%endpoint, %peer, "connection lost: a write failed or stalled");
         }
+        Ending::Cut => tracing::info!(%endpoint, %peer, "connection cut (a fault)"),
         Ending::Ended => tracing::info!(
             %endpoint,
             %peer,
@@ -885,6 +1129,7 @@ where
                         return Ending::Lost;
                     }
                 }
+                Some(Outgoing::Cut) => return Ending::Cut,
                 Some(Outgoing::Close(code, reason)) => {
                     let frame = CloseFrame {
                         code,

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 mod agents;
 mod checking;
 mod expect;
+mod live;
 mod network;
 mod source;
 mod steps;
@@ -31,6 +32,7 @@ pub use checking::{
     Chaos, ChaosKind, KnownViolation, NetworkBackend, SeedRange, SweepOptions, DEFAULT_SEEDS,
     PROBES,
 };
+pub use live::FaultPlan;
 pub use network::{duration_seconds, Fault, NetworkOptions, Range, TimedFault, EVENTS_MAX};
 
 pub use source::NESTING_MAX;

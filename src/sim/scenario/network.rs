@@ -225,7 +225,7 @@ pub(super) struct NetworkFields {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FaultFields {
+pub(super) struct FaultFields {
     at: serde_yaml::Value,
     partition: Option<String>,
     repair: Option<String>,
@@ -334,7 +334,7 @@ pub(super) fn options(f: NetworkFields) -> Result<NetworkOptions, Problem> {
 }
 
 /// One timed fault; a problem's path is inside the entry.
-fn timed_fault(f: &FaultFields) -> Result<TimedFault, Problem> {
+pub(super) fn timed_fault(f: &FaultFields) -> Result<TimedFault, Problem> {
     let at = duration_micros(&f.at).map_err(|e| Problem::at(format!("at: {e}"), ["at"]))?;
     let mut faults = Vec::new();
     let agent = |name: &Option<String>| name.clone();
