@@ -15,4 +15,6 @@ pub mod ws;
 pub use client::{Received, WsClient};
 pub use shared::SharedHub;
 pub use tap::{Command, Ended, Pass, Tap, TapContext};
-pub use ws::{check_exposure, serve, serve_shared, serve_tapped, serve_with, Listener, ServeOptions};
+pub use ws::{
+    check_exposure, serve, serve_shared, serve_tapped, serve_with, Listener, ServeOptions,
+};

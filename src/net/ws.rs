@@ -308,7 +308,7 @@ pub async fn serve_tapped<L>(
     server: HubServer,
     epoch: Timestamp,
     options: ServeOptions,
-    tap: Box<dyn Tap>,
+    tap: Box<dyn Tap + Send>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
@@ -355,7 +355,7 @@ async fn run_owner<L, S>(
     listener: L,
     seat: S,
     options: ServeOptions,
-    tap: Option<Box<dyn Tap>>,
+    tap: Option<Box<dyn Tap + Send>>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
@@ -508,7 +508,7 @@ struct Owner<S> {
     hello_deadlines: BTreeSet<(tokio::time::Instant, EndpointId)>,
     hello_timeout: Option<Duration>,
     /// What `hubsim serve --faults/--record` puts between the sockets and the hub.
-    tap: Option<Box<dyn Tap>>,
+    tap: Option<Box<dyn Tap + Send>>,
     /// When the owner started: the tap's time counts from it.
     started: tokio::time::Instant,
     /// A crashed hub's durable state, until it restarts.

@@ -167,6 +167,8 @@ pub enum CloseReason {
     Crash,
     /// The hub closed it (a message over the size limit).
     Hub,
+    /// The agent closed it (a recorded serve).
+    Peer,
 }
 
 impl CloseReason {
@@ -177,6 +179,7 @@ impl CloseReason {
             CloseReason::Disconnect => "disconnect",
             CloseReason::Crash => "hub crash",
             CloseReason::Hub => "closed by the hub",
+            CloseReason::Peer => "closed by the agent",
         }
     }
 }

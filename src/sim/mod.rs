@@ -15,6 +15,7 @@ pub mod events;
 pub mod expect;
 pub mod fuzz;
 pub mod harness;
+pub mod live;
 pub mod log;
 pub(crate) mod monitor;
 pub(crate) mod random;

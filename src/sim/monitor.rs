@@ -53,6 +53,12 @@ impl Monitor {
         }
     }
 
+    /// Adds an agent (a recorded serve meets its agents as they connect); its index.
+    pub(crate) fn add_agent(&mut self, name: &str) -> usize {
+        self.agents.push(AgentLog::new(name));
+        self.agents.len() - 1
+    }
+
     /// Whether any invariant is checked.
     pub(crate) fn checking(&self) -> bool {
         self.checker.selection() != Selection::NONE

@@ -375,6 +375,26 @@ impl Timeline {
     }
 }
 
+impl Timeline {
+    /// Each violation with the entries it concerns, as a terminal shows them.
+    pub fn violation_report(&self) -> String {
+        let mut out = String::new();
+        for entry in self.entries.iter().filter(|e| e.kind == Kind::Violation) {
+            write_entry(&mut out, entry);
+            for n in &entry.refs {
+                if let Some(concerned) = self.entries.get(n.wrapping_sub(1)) {
+                    out.push_str("        ");
+                    write_entry(&mut out, concerned);
+                }
+            }
+        }
+        for (kind, message) in &self.final_violations {
+            let _ = writeln!(out, "   end  VIOLATION {kind} at the end: {message}");
+        }
+        out
+    }
+}
+
 /// One entry's line.
 fn write_entry(out: &mut String, entry: &Entry) {
     let number = format!("#{}", entry.n);

@@ -6,6 +6,8 @@ use hubsim::hub::link::AuthConfig;
 use hubsim::hub::{Hub, HubConfig};
 use hubsim::net::ServeOptions;
 use hubsim::server::HubServer;
+use hubsim::sim::live::{LiveOptions, LiveTap};
+use hubsim::sim::scenario::FaultPlan;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,18 @@ pub(crate) struct ServeArgs {
     /// What to log to stderr: one line per connection opened, closed or refused at `info`.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+    /// Inject the faults of FILE (the scenario format's timed faults and `chaos`) into the
+    /// connections of the agents they name, at offsets from the start.
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+    /// The seed of the fault file's `chaos` draws and latencies.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Record the run: at shutdown, write its event log as DIR/timeline.txt and
+    /// DIR/report.html, check the invariants a recording can judge, and print each violation
+    /// with its events (the exit status is then 1).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
 }
 
 /// `--log-level`.
@@ -242,6 +256,11 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
         max_connections: Some(args.max_connections),
         hello_timeout: unless_zero(args.hello_timeout),
     };
+    let plan = match (&args.faults, &args.record) {
+        (Some(path), _) => Some(FaultPlan::load(path)?),
+        (None, Some(_)) => Some(FaultPlan::default()),
+        (None, None) => None,
+    };
     let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let epoch = hubsim::time::Timestamp {
         micros: i64::try_from(since_unix.as_micros())?,
@@ -265,9 +284,50 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
             ?options,
             "serving"
         );
+        let ttl_sweep = config.ttl_sweep_interval_micros;
         let server = HubServer::new(Hub::new(config, hubsim::time::Instant(0)));
-        hubsim::net::serve_with(listener, server, epoch, options, shutdown_signal()).await?;
+        let Some(plan) = plan else {
+            hubsim::net::serve_with(listener, server, epoch, options, shutdown_signal()).await?;
+            tracing::info!("stopped");
+            return Ok(ExitCode::SUCCESS);
+        };
+        if !plan.faults.is_empty() || plan.chaos.is_some() {
+            tracing::info!(
+                faults = plan.faults.len(),
+                chaos = plan.chaos.is_some(),
+                seed = args.seed,
+                "injecting faults"
+            );
+        }
+        let live = LiveOptions {
+            plan,
+            seed: args.seed,
+            record: args.record.clone(),
+            epoch,
+            ttl_sweep,
+        };
+        let (tap, outcome) = LiveTap::new(live);
+        hubsim::net::serve_tapped(
+            listener,
+            server,
+            epoch,
+            options,
+            Box::new(tap),
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("stopped");
+        let outcome = outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if args.record.is_none() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprint!("{}", hubsim::sim::live::describe(&outcome));
+        if outcome.error.is_some() || outcome.violations > 0 {
+            return Ok(ExitCode::FAILURE);
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -107,13 +107,12 @@ impl FaultPlan {
         })?;
         if scan.content.is_none() {
             return Err(Diag {
-                message: "empty fault file: expected a mapping with `faults` and/or `chaos`"
-                    .into(),
+                message: "empty fault file: expected a mapping with `faults` and/or `chaos`".into(),
                 at: Some(0),
             });
         }
-        let fields: PlanFields = serde_yaml::from_str(text)
-            .map_err(|error| Diag::from_yaml(text, &error, &scan))?;
+        let fields: PlanFields =
+            serde_yaml::from_str(text).map_err(|error| Diag::from_yaml(text, &error, &scan))?;
         fields.check().map_err(|problem| Diag::find(text, problem))
     }
 }
@@ -188,7 +187,10 @@ mod tests {
                 "faults:\n  - {at: 2s, explode: bob}\n",
                 "2:14: faults[0]: unknown field `explode`",
             ),
-            ("faults:\n  - {at: 2s, crash: bob}\n", "2:21: faults[0]: `crash: bob`: only `hub` can crash"),
+            (
+                "faults:\n  - {at: 2s, crash: bob}\n",
+                "2:21: faults[0]: `crash: bob`: only `hub` can crash",
+            ),
             ("chaos: {until: 1m, faults: [hold]}\n", "1:1: `chaos` draws"),
             ("keepalive: soon\n", "1:12: keepalive:"),
             ("", "1:1: empty fault file"),
