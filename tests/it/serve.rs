@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-type TestResult<T = ()> = Result<T, Box<dyn Error>>;
+pub(crate) type TestResult<T = ()> = Result<T, Box<dyn Error>>;
 type Ws = WebSocketStream<TcpStream>;
 
 /// A hub served on a free loopback port until the sender is used or dropped.
@@ -289,11 +289,11 @@ async fn shutdown_closes_every_connection_with_1001() -> TestResult {
 }
 
 /// The rest of a child's stderr, read on a thread so that the child never blocks on it.
-type Log = std::thread::JoinHandle<String>;
+pub(crate) type Log = std::thread::JoinHandle<String>;
 
 /// `hubsim serve` in a child process; `shell` runs before it (`ulimit -n 256`). Returns the
 /// child and its address, read from its first stderr line.
-fn spawn_serve(
+pub(crate) fn spawn_serve(
     shell: &str,
     args: &[&str],
     env: &[(&str, &str)],
@@ -339,7 +339,7 @@ fn signal_term(child: &Child) -> TestResult {
 }
 
 /// Sends SIGTERM and waits for the exit status, with the rest of stderr.
-fn terminate(child: Child, log: Log) -> TestResult<(std::process::ExitStatus, String)> {
+pub(crate) fn terminate(child: Child, log: Log) -> TestResult<(std::process::ExitStatus, String)> {
     signal_term(&child)?;
     finish(child, log)
 }

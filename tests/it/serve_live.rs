@@ -426,3 +426,67 @@ fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+#[test]
+fn the_binary_injects_a_fault_file_with_chaos_and_prints_what_its_recording_found() -> TestResult {
+    let dir = tempdir("binary");
+    std::fs::create_dir_all(&dir)?;
+    let faults = dir.join("faults.yaml");
+    std::fs::write(
+        &faults,
+        "faults:\n  - {at: 200ms, disconnect: zed}\nagents: [zed]\n\
+         chaos: {from: 0s, until: 1s, faults: [hold, latency], rate: 20..20, duration: 10ms..50ms}\n",
+    )?;
+    let record = dir.join("recording");
+    let args = [
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+        "--seed",
+        "3",
+        "--faults",
+        faults.to_str().ok_or("path")?,
+        "--record",
+        record.to_str().ok_or("path")?,
+    ];
+    let (child, addr, log) = crate::serve::spawn_serve("", &args, &[])?;
+    local(async {
+        let mut zed = Peer::connect(addr).await?;
+        zed.register("zed").await?;
+        zed.cut().await?;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        Ok(())
+    })?;
+    let (status, log) = crate::serve::terminate(child, log)?;
+    assert!(status.success(), "{status:?}\n{log}");
+    let timeline = read(&record.join("timeline.txt"));
+    assert!(timeline.contains("fault: disconnect zed"), "{timeline}");
+    // The seed's chaos draws: holds and latency changes of zed, at least one of each kind
+    // the seed switched on (20 a second for a second).
+    assert!(timeline.matches("fault: ").count() > 2, "{timeline}");
+    for line in [
+        format!("recorded: {}", record.join("timeline.txt").display()),
+        format!("recorded: {}", record.join("report.html").display()),
+        "invariants at shutdown: no violation".to_string(),
+    ] {
+        assert!(log.contains(&line), "no {line:?} in:\n{log}");
+    }
+
+    // A fault file with a mistake is refused before serving, with its position.
+    std::fs::write(&faults, "faults:\n  - {at: 2s, disconect: zed}\n")?;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hubsim"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--faults",
+            faults.to_str().ok_or("path")?,
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown field `disconect`"), "{stderr}");
+    assert!(stderr.contains("faults.yaml:2:14"), "{stderr}");
+    Ok(())
+}
