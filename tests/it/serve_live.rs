@@ -490,3 +490,13 @@ fn the_binary_injects_a_fault_file_with_chaos_and_prints_what_its_recording_foun
     assert!(stderr.contains("faults.yaml:2:14"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn the_readmes_example_fault_file_loads() -> TestResult {
+    let path = crate::support::root().join("docs/serve-faults.yaml");
+    let plan = FaultPlan::load(&path).map_err(|e| e.to_string())?;
+    assert_eq!(plan.faults.len(), 9);
+    assert_eq!(plan.keepalive, 40_000_000);
+    assert!(plan.chaos.is_some());
+    Ok(())
+}
