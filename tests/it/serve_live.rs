@@ -500,3 +500,46 @@ fn the_readmes_example_fault_file_loads() -> TestResult {
     assert!(plan.chaos.is_some());
     Ok(())
 }
+
+#[test]
+fn a_partition_outliving_the_keepalive_cuts_the_agent_and_loses_what_waited() -> TestResult {
+    let dir = tempdir("partition");
+    local(async {
+        let plan = "faults:\n  - {at: 500ms, partition: gus}\nkeepalive: 500ms\n";
+        let live = start(plan, Some(dir.clone())).await?;
+        let mut gus = Peer::connect(live.addr).await?;
+        gus.register("gus").await?;
+        live.until(0.6).await;
+        // Partitioned: the request waits, unanswered, until the keepalive cuts the socket.
+        gus.send(
+            json!({"request_id": "lost", "op": "list_agents", "params": {},
+                        "kind": "request"}),
+        )
+        .await?;
+        gus.cut().await?;
+        assert!(live.started.elapsed() >= Duration::from_secs(1));
+        // A new connection naming gus during the partition is cut as soon as it does.
+        let mut again = Peer::connect(live.addr).await?;
+        again
+            .send(
+                json!({"kind": "hello", "name": "gus", "auth_scheme": "none",
+                         "auth_claim": {}, "since_envelope_id": null}),
+            )
+            .await?;
+        again.cut().await?;
+        live.stop(Vec::new()).await?;
+        let timeline = read(&dir.join("timeline.txt"));
+        for expected in [
+            "fault: partition gus",
+            "gus -> hub       dropped (connection closed) request list_agents",
+            "gus              connection closed (keepalive)",
+            "gus -> hub       dropped (connection closed) hello (no replay)",
+        ] {
+            assert!(
+                timeline.contains(expected),
+                "no {expected:?} in:\n{timeline}"
+            );
+        }
+        Ok(())
+    })
+}
