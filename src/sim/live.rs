@@ -57,6 +57,10 @@ pub const RECORDED_INVARIANTS: [Invariant; 5] = [
     Invariant::Wal,
 ];
 
+/// Messages kept for one direction of one connection at most: past it the connection is cut,
+/// as a socket whose buffers filled would be (the server's own bound on a writer's queue).
+pub const KEPT_MAX: usize = crate::net::ws::OUTBOUND_MESSAGES_MAX;
+
 /// What `hubsim serve --faults/--record` asks for.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -226,6 +230,10 @@ impl LiveTap {
         if !held && latency.max == 0 && queue.is_empty() {
             return Pass::Now;
         }
+        if queue.len() >= KEPT_MAX {
+            self.pending.push(Command::Cut(endpoint));
+            return Pass::Drop;
+        }
         let ready = if held {
             None
         } else {
@@ -371,9 +379,13 @@ impl Tap for LiveTap {
             }
         }
         let pass = self.pass(cx.at, endpoint, true, text, seq);
-        if pass == Pass::Now {
-            if let (Some(recorder), Some(agent)) = (&mut self.recorder, &agent) {
-                recorder.delivered_up(cx.at, agent, seq);
+        if let (Some(recorder), Some(agent)) = (&mut self.recorder, &agent) {
+            match pass {
+                Pass::Now => recorder.delivered_up(cx.at, agent, seq),
+                Pass::Drop => {
+                    recorder.dropped(cx.at, agent, true, seq, DropReason::ConnectionClosed);
+                }
+                Pass::Keep => {}
             }
         }
         pass
@@ -408,8 +420,14 @@ impl Tap for LiveTap {
             _ => 0,
         };
         let pass = self.pass(cx.at, endpoint, false, text, seq);
-        if pass == Pass::Now {
-            self.delivered_down(cx.at, endpoint, seq);
+        match pass {
+            Pass::Now => self.delivered_down(cx.at, endpoint, seq),
+            Pass::Drop => {
+                if let (Some(recorder), Some(agent)) = (&mut self.recorder, &agent) {
+                    recorder.dropped(cx.at, agent, false, seq, DropReason::ConnectionClosed);
+                }
+            }
+            Pass::Keep => {}
         }
         pass
     }
@@ -881,4 +899,123 @@ pub fn describe(outcome: &LiveOutcome) -> String {
         out.push_str(&outcome.report);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LiveOptions, LiveTap, KEPT_MAX};
+    use crate::ids::EndpointId;
+    use crate::net::{Command, Pass, Tap, TapContext};
+    use crate::sim::scenario::FaultPlan;
+    use crate::time::{Timestamp, DEFAULT_EPOCH};
+
+    fn tap(plan: &str) -> LiveTap {
+        let options = LiveOptions {
+            plan: FaultPlan::parse(plan).expect("plan"),
+            seed: 1,
+            record: None,
+            epoch: Timestamp::parse_iso(DEFAULT_EPOCH).expect("epoch"),
+            ttl_sweep: 0,
+        };
+        LiveTap::new(options).0
+    }
+
+    fn cx(at: u64) -> TapContext<'static> {
+        TapContext { at, server: None }
+    }
+
+    const HELLO: &str = r#"{"kind": "hello", "name": "bob", "auth_scheme": "none", "auth_claim": {}, "since_envelope_id": null}"#;
+    const PING: &str = r#"{"kind": "ping"}"#;
+
+    fn delivered(commands: &[Command]) -> Vec<(bool, String)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Deliver { up, text, .. } => Some((*up, text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hold_keeps_both_ways_in_order_until_its_release() {
+        let mut tap = tap("faults: [{at: 1s, hold: bob}, {at: 2s, release: bob}]");
+        let bob = EndpointId(1);
+        tap.opened(cx(0), bob);
+        assert_eq!(tap.inbound(cx(10), bob, HELLO), Pass::Now);
+        assert_eq!(tap.next_due(), Some(1_000_000));
+        assert!(tap.due(cx(1_000_000)).is_empty());
+        assert_eq!(tap.inbound(cx(1_100_000), bob, PING), Pass::Keep);
+        assert_eq!(tap.outbound(cx(1_200_000), bob, "first"), Pass::Keep);
+        assert_eq!(tap.outbound(cx(1_300_000), bob, "second"), Pass::Keep);
+        // Nothing moves before the release.
+        assert_eq!(tap.next_due(), Some(2_000_000));
+        let released = tap.due(cx(2_000_000));
+        assert_eq!(
+            delivered(&released),
+            [
+                (true, PING.to_string()),
+                (false, "first".to_string()),
+                (false, "second".to_string())
+            ]
+        );
+        assert_eq!(tap.next_due(), None);
+        // Another connection, not named bob, was never held.
+        let other = EndpointId(2);
+        tap.opened(cx(0), other);
+        assert_eq!(tap.outbound(cx(1_500_000), other, "x"), Pass::Now);
+    }
+
+    #[test]
+    fn latency_delays_each_message_in_order() {
+        let mut tap = tap("faults: [{at: 0s, latency: 10ms..50ms, agent: bob}]");
+        let bob = EndpointId(1);
+        tap.opened(cx(0), bob);
+        tap.due(cx(0));
+        assert_eq!(tap.inbound(cx(0), bob, HELLO), Pass::Keep);
+        for n in 0..20 {
+            assert_eq!(tap.outbound(cx(n), bob, &n.to_string()), Pass::Keep);
+        }
+        let mut out = Vec::new();
+        while let Some(at) = tap.next_due() {
+            assert!(at >= 10_000, "delivered before the least latency: {at}");
+            out.extend(delivered(&tap.due(cx(at))));
+        }
+        let down: Vec<String> = out
+            .iter()
+            .filter(|(up, _)| !up)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let expected: Vec<String> = (0..20).map(|n: u64| n.to_string()).collect();
+        assert_eq!(down, expected);
+    }
+
+    #[test]
+    fn a_held_connection_past_the_cap_is_cut() {
+        let mut tap = tap("faults: [{at: 0s, hold: bob}]");
+        let bob = EndpointId(1);
+        tap.opened(cx(0), bob);
+        assert_eq!(tap.inbound(cx(0), bob, HELLO), Pass::Now);
+        tap.due(cx(0));
+        for _ in 0..KEPT_MAX {
+            assert_eq!(tap.outbound(cx(1), bob, "x"), Pass::Keep);
+        }
+        assert_eq!(tap.outbound(cx(1), bob, "x"), Pass::Drop);
+        assert_eq!(tap.due(cx(2)), [Command::Cut(bob)]);
+    }
+
+    #[test]
+    fn a_disconnect_cuts_every_connection_of_its_agent_only() {
+        let mut tap = tap("faults: [{at: 1s, disconnect: bob}]");
+        for (endpoint, name) in [(1, "bob"), (2, "alice"), (3, "bob")] {
+            let endpoint = EndpointId(endpoint);
+            tap.opened(cx(0), endpoint);
+            let hello = HELLO.replace("bob", name);
+            assert_eq!(tap.inbound(cx(0), endpoint, &hello), Pass::Now);
+        }
+        assert_eq!(
+            tap.due(cx(1_000_000)),
+            [Command::Cut(EndpointId(1)), Command::Cut(EndpointId(3))]
+        );
+    }
 }
