@@ -1,11 +1,11 @@
-"""What every case of the suite shares: starting a hub server in a child process, ag2 clients
-pointed at it, a scripted model, and a time bound on everything.
+"""What every case of the suite shares: a hub server (`hubsim serve` in a child process, or ag2's
+own), ag2 clients pointed at it, a scripted model, and a time bound on everything.
 
 A case is a class of `async def test_*` methods over `self.start_server(...)`; `against(Cases,
 "hubsim", "ag2")` turns it into one `unittest` class per server, so the same assertions run
 against `hubsim serve` and against ag2 1.2.1's own `serve_ws` (`ag2_serve.py`): what they pin is
-ag2's behaviour, and hubsim must show it. A case that needs flags only `hubsim serve` has
-passes them as `extra_args` and names only "hubsim".
+ag2's behaviour, and hubsim must show it. A case that needs flags only `hubsim serve` has passes
+them as `start_server(extra_args=(...))` and is made for "hubsim" alone.
 
 `hubsim serve` is the binary named by the environment variable `HUBSIM_BIN` (`run.py --hubsim
 PATH` sets it).
@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import unittest
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from ag2 import Agent
 from ag2.network import HubClient, WsLink
 from ag2.testing import TestConfig
 
-HERE = Path(__file__).resolve().parent
 # Every test method is cut off after this long (the cases take a few seconds each).
 CASE_TIMEOUT_S = 30.0
 # A client's RPCs and hellos give up after this long (ag2's default is 30 s).
@@ -60,46 +58,38 @@ def seconds_flag(value: float) -> str:
     return f"{round(value * 1000)}ms"
 
 
-class Server:
-    """One hub server in a child process: `hubsim serve --port 0` or ag2's `serve_ws`.
+class HubsimServer:
+    """`hubsim serve --port 0` in a child process.
 
-    `start` waits for the `serving on ws://ADDR/` line on stderr; a thread keeps reading stderr
-    (the pipe never fills) into `log`. `stop` sends SIGTERM and asserts exit status 0.
+    `start` waits for the `hubsim: serving on ws://ADDR/` line on stderr; a thread keeps reading
+    stderr (the pipe never fills) into `log`. `stop` sends SIGTERM and asserts exit status 0.
+    `extra_args` are more `hubsim serve` flags.
     """
+
+    kind = "hubsim"
 
     def __init__(
         self,
-        kind: str,
         *,
         api_keys: Path | None = None,
         ping_interval_s: float | None = None,
         ping_timeout_s: float | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        if kind == "hubsim":
-            command = [hubsim_bin(), "serve", "--port", "0"]
-            flag = seconds_flag
-        elif kind == "ag2":
-            if extra_args:
-                raise ValueError(f"ag2's serve_ws takes no {' '.join(extra_args)}")
-            command = [sys.executable, str(HERE / "ag2_serve.py")]
-            flag = str
-        else:
-            raise ValueError(f"unknown server kind {kind!r}")
+        command = [hubsim_bin(), "serve", "--port", "0"]
         if api_keys is not None:
             command += ["--api-keys", str(api_keys)]
         if ping_interval_s is not None:
-            command += ["--ping-interval", flag(ping_interval_s)]
+            command += ["--ping-interval", seconds_flag(ping_interval_s)]
         if ping_timeout_s is not None:
-            command += ["--ping-timeout", flag(ping_timeout_s)]
-        self.kind = kind
+            command += ["--ping-timeout", seconds_flag(ping_timeout_s)]
         self.command = command + list(extra_args)
         self.log: list[str] = []
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
 
-    def start(self) -> "Server":
+    def start(self) -> "HubsimServer":
         env = dict(os.environ)
         env.pop("HUBSIM_API_KEYS", None)
         self.process = subprocess.Popen(
@@ -121,8 +111,10 @@ class Server:
         self.reader = threading.Thread(target=read, daemon=True)
         self.reader.start()
         if not found.wait(START_TIMEOUT_S) or not self.url:
-            self.stop_quietly()
-            raise AssertionError(f"{self.kind} printed no address in {START_TIMEOUT_S} s:\n{self.log_text()}")
+            with contextlib.suppress(AssertionError):
+                self.process.kill()
+                self.stop()
+            raise AssertionError(f"hubsim printed no address in {START_TIMEOUT_S} s:\n{self.log_text()}")
         return self
 
     def stop(self) -> None:
@@ -143,18 +135,89 @@ class Server:
         assert process.stderr is not None
         process.stderr.close()
         if status is None:
-            raise AssertionError(f"{self.kind} did not exit within {STOP_TIMEOUT_S} s of SIGTERM:\n{self.log_text()}")
+            raise AssertionError(f"hubsim did not exit within {STOP_TIMEOUT_S} s of SIGTERM:\n{self.log_text()}")
         if status != 0:
-            raise AssertionError(f"{self.kind} exited with status {status} after SIGTERM:\n{self.log_text()}")
-
-    def stop_quietly(self) -> None:
-        with contextlib.suppress(AssertionError):
-            if self.process is not None:
-                self.process.kill()
-            self.stop()
+            raise AssertionError(f"hubsim exited with status {status} after SIGTERM:\n{self.log_text()}")
 
     def log_text(self) -> str:
         return "\n".join(f"    {line}" for line in self.log)
+
+
+class Ag2Server:
+    """ag2 1.2.1's own hub and `serve_ws` (`ag2_serve.serve`), on a thread with its own event
+    loop; `stop` ends it and asserts it ended cleanly."""
+
+    kind = "ag2"
+
+    def __init__(
+        self,
+        *,
+        api_keys: Path | None = None,
+        ping_interval_s: float | None = None,
+        ping_timeout_s: float | None = None,
+    ) -> None:
+        self.options = (
+            None if api_keys is None else str(api_keys),
+            20.0 if ping_interval_s is None else ping_interval_s,
+            20.0 if ping_timeout_s is None else ping_timeout_s,
+        )
+        self.url = ""
+        self.failure: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> "Ag2Server":
+        import ag2_serve
+
+        ready = threading.Event()
+
+        def on_ready(url: str) -> None:
+            self.url = url
+            ready.set()
+
+        async def run() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.stopping = asyncio.Event()
+            await ag2_serve.serve(*self.options, on_ready, self.stopping)
+
+        def thread() -> None:
+            try:
+                asyncio.run(run())
+            except BaseException as error:  # noqa: BLE001 - reported by stop()
+                self.failure = error
+            ready.set()
+
+        self.thread = threading.Thread(target=thread, daemon=True)
+        self.thread.start()
+        if not ready.wait(START_TIMEOUT_S) or not self.url:
+            raise AssertionError(f"ag2's serve_ws did not start: {self.failure!r}")
+        return self
+
+    def stop(self) -> None:
+        if self.thread is None:
+            return
+        thread, self.thread = self.thread, None
+        if self.loop is not None and self.stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self.loop.call_soon_threadsafe(self.stopping.set)
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
+            raise AssertionError(f"ag2's serve_ws did not stop within {STOP_TIMEOUT_S} s")
+        if self.failure is not None:
+            raise AssertionError(f"ag2's serve_ws failed: {self.failure!r}")
+
+    def log_text(self) -> str:
+        return "    (ag2's hub runs in this process; AG2_CLIENTS_VERBOSE=1 shows its log)"
+
+
+def Server(kind: str, **options: Any) -> HubsimServer | Ag2Server:  # noqa: N802 - a factory
+    """A server of `kind` ("hubsim" or "ag2"), not yet started; options: see `HubsimServer`."""
+    if kind == "hubsim":
+        return HubsimServer(**options)
+    if kind == "ag2":
+        return Ag2Server(**options)
+    raise ValueError(f"unknown server kind {kind!r}")
 
 
 class Script(TestConfig):
@@ -184,7 +247,7 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
 
     server_kind = "hubsim"
 
-    def start_server(self, **options: Any) -> Server:
+    def start_server(self, **options: Any) -> HubsimServer | Ag2Server:
         """Starts a server for this test; it is stopped (SIGTERM, exit 0) when the test ends.
         Options: see `Server`."""
         server = Server(self.server_kind, **options).start()
@@ -192,7 +255,7 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         self.servers.append(server)
         return server
 
-    async def hub_client(self, server: Server) -> HubClient:
+    async def hub_client(self, server: HubsimServer | Ag2Server) -> HubClient:
         """An ag2 remote-mode client, connected; closed when the test ends."""
         client = HubClient(WsLink(server.url), rpc_timeout=RPC_TIMEOUT_S)
         self.addAsyncCleanup(client.close)
@@ -200,7 +263,7 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         return client
 
     def setUp(self) -> None:
-        self.servers: list[Server] = []
+        self.servers: list[HubsimServer | Ag2Server] = []
 
     def run(self, result=None):  # type: ignore[override]
         """Prints each server's log under a failing test."""
@@ -235,7 +298,3 @@ def against(cases: type, *kinds: str) -> dict[str, type]:
                 body[attribute] = bounded(getattr(cases, attribute))
         made[name] = type(name, (cases, ServerCase), body)
     return made
-
-
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start

@@ -27,6 +27,7 @@ PING_S = 0.5
 # After this long with the connection closed, the hub has dropped its endpoint (it does so as it
 # closes the socket: this only covers a busy machine).
 SETTLE_S = 0.5
+CHILD_START_TIMEOUT_S = 20.0
 ONE_PENDING = {"limits": {"inbox": {"max_pending": 1}}}
 
 # A remote agent in a child process: registers `dora` (one pending notify at most), opens a
@@ -155,7 +156,8 @@ class Keepalive:
         self.addCleanup(child.wait)
         self.addCleanup(child.kill)
         self.addCleanup(child.stdout.close)
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), RPC_TIMEOUT_S)
+        # The child imports ag2 first: a few seconds on a loaded machine.
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), CHILD_START_TIMEOUT_S)
         channel_id = line.strip()
         self.assertRegex(channel_id, r"^[0-9a-f]{32}$")
         dora_id = await alice_hub._rpc("find_agent_id", {"name": "dora"})
