@@ -27,6 +27,7 @@ def main() -> int:
     parser.add_argument("-k", dest="patterns", action="append", default=[], help="only tests whose name has this")
     args = parser.parse_args()
     os.environ["HUBSIM_BIN"] = str(Path(args.hubsim).resolve())
+    sys.dont_write_bytecode = True  # no __pycache__ beside the sources
     sys.path.insert(0, str(HERE))
 
     loader = unittest.TestLoader()

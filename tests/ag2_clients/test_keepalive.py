@@ -137,7 +137,7 @@ class Keepalive:
         self.assertEqual((mute.ws.close_code, mute.ws.close_reason), (1011, "keepalive ping timeout"))
         # The first unanswered ping comes within one interval, the close one timeout after it.
         self.assertGreaterEqual(silent_s, PING_S * 0.9)
-        self.assertLess(silent_s, 2 * PING_S + 1.0)
+        self.assertLess(silent_s, 2 * PING_S + 1.5)
 
         await asyncio.sleep(SETTLE_S)
         self.assertEqual(await self.posts_refused(alice_hub, channel_id, alice.agent_id), [])
