@@ -251,7 +251,9 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         """Starts a server for this test; it is stopped (SIGTERM, exit 0) when the test ends.
         Options: see `Server`."""
         server = Server(self.server_kind, **options).start()
-        self.addCleanup(server.stop)
+        # Stopped off the event loop, which goes on running the clients' side of the closing
+        # handshakes (ag2's server runs in this process and waits for them).
+        self.addAsyncCleanup(asyncio.to_thread, server.stop)
         self.servers.append(server)
         return server
 

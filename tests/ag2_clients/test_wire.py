@@ -116,11 +116,11 @@ class WireAnswers(ServerCase):
         seen: dict[str, dict[str, list[str]]] = {}
         for kind in ("ag2", "hubsim"):
             server = Server(kind).start()
-            self.addCleanup(server.stop)
+            self.addAsyncCleanup(asyncio.to_thread, server.stop)
             self.servers.append(server)
             for probe, messages in PROBES.items():
                 seen.setdefault(probe, {})[kind] = await transcript(server.url, messages)
-            server.stop()
+            await asyncio.to_thread(server.stop)
         for probe, by_kind in seen.items():
             with self.subTest(probe=probe):
                 self.assertEqual("\n".join(by_kind["hubsim"]), "\n".join(by_kind["ag2"]))
