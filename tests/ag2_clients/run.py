@@ -35,7 +35,9 @@ def main() -> int:
     suite = loader.discover(str(HERE), pattern="test_*.py", top_level_dir=str(HERE))
     start = time.monotonic()
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # A test that fails and then errors in its clean-up counts once.
+    failing = {test.id() for test, _ in result.failures + result.errors}
+    failed = len(failing | {test.id() for test in result.unexpectedSuccesses})
     passed = result.testsRun - failed - len(result.skipped)
     print(f"ag2-clients: {result.testsRun} tests in {time.monotonic() - start:.1f} s")
     print(f"ag2-clients: {passed} passed, {failed} failed, {len(result.skipped)} skipped")
