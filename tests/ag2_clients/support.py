@@ -249,7 +249,7 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
 
     def start_server(self, **options: Any) -> HubsimServer | Ag2Server:
         """Starts a server for this test; it is stopped (SIGTERM, exit 0) when the test ends.
-        Options: see `Server`."""
+        Options: see `HubsimServer` (`Ag2Server` takes all but `extra_args`)."""
         server = Server(self.server_kind, **options).start()
         # Stopped off the event loop, which goes on running the clients' side of the closing
         # handshakes (ag2's server runs in this process and waits for them).
