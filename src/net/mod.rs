@@ -8,9 +8,13 @@
 //! streams, and [`Listener`] is the one seam between the two.
 
 pub mod client;
+pub mod durable;
 pub mod shared;
 pub mod ws;
 
 pub use client::{Received, WsClient};
+pub use durable::Durability;
 pub use shared::SharedHub;
-pub use ws::{check_exposure, serve, serve_shared, serve_with, Listener, ServeOptions};
+pub use ws::{
+    check_exposure, serve, serve_durable, serve_shared, serve_with, Listener, ServeOptions,
+};

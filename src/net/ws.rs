@@ -26,6 +26,7 @@
 //!   guard), so the connection is detached from the hub and everything it sends later is
 //!   ignored, while the socket stays open until the peer closes it.
 
+use super::durable::Durability;
 use super::shared::{Seat, SharedHub};
 use crate::ids::EndpointId;
 use crate::proto::frame::FRAME_BYTES_MAX;
@@ -284,11 +285,31 @@ pub async fn serve_with<L>(
 where
     L: Listener + Send + 'static,
 {
+    serve_durable(listener, server, epoch, options, shutdown, None).await
+}
+
+/// [`serve_with`], with a store kept through `durability`: the owner calls it after every event
+/// (before the event's outputs leave), at the deadline it asks for, and at shutdown.
+///
+/// # Errors
+/// The store could not be written at shutdown.
+pub async fn serve_durable<L>(
+    listener: L,
+    server: HubServer,
+    epoch: Timestamp,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    durability: Option<Box<dyn Durability>>,
+) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+{
     let clock = Clock {
         start: tokio::time::Instant::now(),
         epoch,
     };
-    run_owner(listener, Owned { server, clock }, options, shutdown).await
+    let seat = Owned { server, clock };
+    run_owner(listener, seat, options, shutdown, durability).await
 }
 
 /// [`serve`] for a hub shared with code on the same thread (a simulation harness): the owner
@@ -304,13 +325,8 @@ pub async fn serve_shared<L>(listener: L, hub: SharedHub) -> io::Result<()>
 where
     L: Listener + Send + 'static,
 {
-    run_owner(
-        listener,
-        hub,
-        ServeOptions::default(),
-        std::future::pending(),
-    )
-    .await
+    let options = ServeOptions::default();
+    run_owner(listener, hub, options, std::future::pending(), None).await
 }
 
 async fn run_owner<L, S>(
@@ -318,6 +334,7 @@ async fn run_owner<L, S>(
     seat: S,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
+    durability: Option<Box<dyn Durability>>,
 ) -> io::Result<()>
 where
     L: Listener + Send + 'static,
@@ -332,6 +349,7 @@ where
         connections: BTreeMap::new(),
         hello_deadlines: BTreeSet::new(),
         hello_timeout: options.hello_timeout,
+        durability,
     };
     let result = owner.run(events, shutdown).await;
     accepting.abort();
@@ -465,6 +483,8 @@ struct Owner<S> {
     /// The connections with no agent bound yet, by deadline.
     hello_deadlines: BTreeSet<(tokio::time::Instant, EndpointId)>,
     hello_timeout: Option<Duration>,
+    /// The store kept in step with the hub, if any.
+    durability: Option<Box<dyn Durability>>,
 }
 
 impl<S: Seat> Owner<S> {
@@ -477,6 +497,7 @@ impl<S: Seat> Owner<S> {
         loop {
             let deadline = self.seat.deadline();
             let hello_deadline = self.hello_deadlines.first().map(|(at, _)| *at);
+            let sync_deadline = self.durability.as_ref().and_then(|store| store.deadline());
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
@@ -486,7 +507,9 @@ impl<S: Seat> Owner<S> {
                         self.drop_connection(endpoint, Some((CloseCode::Away, "")));
                     }
                     self.route();
-                    return Ok(());
+                    return self
+                        .durable(|store, server| store.shutdown(server))
+                        .unwrap_or(Ok(()));
                 }
                 event = events.recv() => match event {
                     Some(event) => self.handle_event(event),
@@ -500,7 +523,12 @@ impl<S: Seat> Owner<S> {
                 }
                 () = sleep_until(deadline) => self.seat.with(HubServer::handle_timeout),
                 () = sleep_until(hello_deadline) => self.expire_hellos(),
+                () = sleep_until(sync_deadline) => {
+                    self.durable(|store, server| store.flush(server));
+                    continue;
+                }
             }
+            self.durable(|store, server| store.handled(server));
             self.route();
         }
     }
@@ -555,6 +583,12 @@ impl<S: Seat> Owner<S> {
                 self.drop_connection(endpoint, close.map(|code| (code, "")));
             }
         }
+    }
+
+    /// Calls the store with the server, if there is a store.
+    fn durable<R>(&mut self, call: impl FnOnce(&mut dyn Durability, &HubServer) -> R) -> Option<R> {
+        let store = self.durability.as_deref_mut()?;
+        Some(self.seat.with(|server, _| call(store, server)))
     }
 
     /// Whether an agent is bound to `endpoint`.
