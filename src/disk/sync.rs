@@ -227,6 +227,8 @@ pub struct DiskStore {
     ids_reserved: u128,
     /// Task ids already warned about (they cannot be directory names).
     unstorable: BTreeSet<String>,
+    /// Audit records already looked at for the agents they name (see [`DiskStore::sync`]).
+    audit_seen: usize,
 }
 
 /// A store opened: the store, what it holds, and the id floor to hydrate the hub with.
@@ -283,6 +285,7 @@ impl DiskStore {
             on_disk,
             ids_reserved: loaded.ids_reserved,
             unstorable: BTreeSet::new(),
+            audit_seen: loaded.store.audit().len(),
         };
         if created {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -323,11 +326,33 @@ impl DiskStore {
     /// Writes what changed in `view` since the last sync, fsyncs it, and says what it wrote.
     /// After a failure, what was written is remembered and the rest is written next time.
     ///
+    /// Agents' files are compared only for the agents named (`agent_id`) by the audit records
+    /// written since the last sync: the hub audits every change to an agent (registered,
+    /// unregistered, resume, rule, skill, observation), so the others cannot have changed, and a
+    /// sync of a hub with 10,000 agents does not compare them all. Cursors are compared whole.
+    /// [`DiskStore::sync_all`] compares every agent.
+    ///
     /// # Errors
     /// The first file that could not be written.
     pub fn sync(&mut self, view: &StoreView<'_>) -> Result<Written, StoreError> {
+        self.sync_with(view, false)
+    }
+
+    /// [`DiskStore::sync`], comparing every agent's files (at shutdown).
+    ///
+    /// # Errors
+    /// The first file that could not be written.
+    pub fn sync_all(&mut self, view: &StoreView<'_>) -> Result<Written, StoreError> {
+        self.sync_with(view, true)
+    }
+
+    fn sync_with(&mut self, view: &StoreView<'_>, all: bool) -> Result<Written, StoreError> {
         self.files.written = Written::default();
-        self.sync_agents(view)?;
+        let named =
+            (!all).then(|| named_agents(&view.audit[self.audit_seen.min(view.audit.len())..]));
+        self.sync_agents(view, named.as_ref())?;
+        self.audit_seen = view.audit.len();
+        self.sync_cursors(view)?;
         self.sync_channels(view)?;
         self.sync_tasks(view)?;
         let path = self
@@ -366,45 +391,45 @@ impl DiskStore {
         Ok(())
     }
 
-    fn sync_agents(&mut self, view: &StoreView<'_>) -> Result<(), StoreError> {
+    fn sync_agents(
+        &mut self,
+        view: &StoreView<'_>,
+        named: Option<&BTreeSet<AgentId>>,
+    ) -> Result<(), StoreError> {
         let root = self.files.root.clone();
         let mut index_stale = self.on_disk.capability_index.is_none();
-        for (agent, entry) in view.agents {
-            let dir = agent_dir(&root, *agent);
+        let changed: Box<dyn Iterator<Item = (&AgentId, &crate::hub::AgentEntry)>> = match named {
+            None => Box::new(view.agents.iter()),
+            Some(named) => Box::new(named.iter().filter_map(|id| view.agents.get_key_value(id))),
+        };
+        for (agent, entry) in changed {
+            // Only a changed file costs a path (most syncs change few agents, if any).
+            let dir = || agent_dir(&root, *agent);
             let disk = self.on_disk.agents.entry(*agent).or_default();
             // The passport first: ag2 skips an agent directory without one.
             if disk.passport.as_ref() != Some(&entry.passport) {
                 let text = layout::passport_text(&entry.passport);
-                self.files.replace(&dir.join(layout::PASSPORT), &text)?;
+                self.files.replace(&dir().join(layout::PASSPORT), &text)?;
                 disk.passport = Some(entry.passport.clone());
             }
             if disk.resume.as_ref() != Some(&entry.resume) {
                 let text = layout::resume_text(&entry.resume);
-                self.files.replace(&dir.join(layout::RESUME), &text)?;
+                self.files.replace(&dir().join(layout::RESUME), &text)?;
                 disk.resume = Some(entry.resume.clone());
                 index_stale = true;
             }
             if disk.rule.as_ref() != Some(&entry.rule) {
                 self.files
-                    .replace(&dir.join(layout::RULE), &layout::rule_text(&entry.rule))?;
+                    .replace(&dir().join(layout::RULE), &layout::rule_text(&entry.rule))?;
                 disk.rule = Some(entry.rule.clone());
             }
             if disk.skill != entry.skill {
-                let path = dir.join(layout::SKILL);
+                let path = dir().join(layout::SKILL);
                 match &entry.skill {
                     Some(skill) => self.files.replace(&path, skill)?,
                     None => self.files.remove(&path, false)?,
                 }
                 disk.skill.clone_from(&entry.skill);
-            }
-            let cursors = view.cursors.get(agent);
-            if cursors.map_or(!disk.cursors.is_empty(), |c| *c != disk.cursors) {
-                let path = dir.join(layout::CURSORS);
-                match cursors.filter(|c| !c.is_empty()) {
-                    Some(cursors) => self.files.replace(&path, &layout::cursors_text(cursors))?,
-                    None => self.files.remove(&path, false)?,
-                }
-                disk.cursors = cursors.cloned().unwrap_or_default();
             }
         }
         // Every agent of the view is on disk now; more on disk means some were unregistered.
@@ -436,10 +461,29 @@ impl DiskStore {
         Ok(())
     }
 
+    /// Each agent's `inbox.cursors.json` that changed (receipts move cursors without an audit
+    /// record).
+    fn sync_cursors(&mut self, view: &StoreView<'_>) -> Result<(), StoreError> {
+        let root = self.files.root.clone();
+        for (agent, disk) in &mut self.on_disk.agents {
+            let cursors = view.cursors.get(agent);
+            if cursors.map_or(disk.cursors.is_empty(), |c| *c == disk.cursors) {
+                continue;
+            }
+            let path = agent_dir(&root, *agent).join(layout::CURSORS);
+            match cursors.filter(|c| !c.is_empty()) {
+                Some(cursors) => self.files.replace(&path, &layout::cursors_text(cursors))?,
+                None => self.files.remove(&path, false)?,
+            }
+            disk.cursors = cursors.cloned().unwrap_or_default();
+        }
+        Ok(())
+    }
+
     fn sync_channels(&mut self, view: &StoreView<'_>) -> Result<(), StoreError> {
         let root = self.files.root.clone();
         for (channel, metadata, wal) in &view.channels {
-            let dir = channel_dir(&root, *channel);
+            let dir = || channel_dir(&root, *channel);
             let disk = self
                 .on_disk
                 .channels
@@ -450,10 +494,13 @@ impl DiskStore {
                 });
             if disk.metadata.as_ref() != Some(*metadata) {
                 let text = layout::channel_text(metadata);
-                self.files.replace(&dir.join(layout::METADATA), &text)?;
+                self.files.replace(&dir().join(layout::METADATA), &text)?;
                 disk.metadata = Some((*metadata).clone());
             }
-            let path = dir.join(layout::WAL);
+            if wal.len() == disk.wal.lines {
+                continue;
+            }
+            let path = dir().join(layout::WAL);
             if wal.len() < disk.wal.lines {
                 // Never happens to a hub (a WAL only grows); rewrite it whole.
                 let text: String = wal.iter().map(|e| layout::wal_line(e)).collect();
@@ -559,6 +606,14 @@ impl DiskStore {
         }
         dir.map(|dir| dir.join(file))
     }
+}
+
+/// The agents that `records` name (`agent_id`).
+fn named_agents(records: &[Value]) -> BTreeSet<AgentId> {
+    records
+        .iter()
+        .filter_map(|record| record.get("agent_id")?.as_str().and_then(AgentId::parse))
+        .collect()
 }
 
 fn task_on_disk<'a>(
@@ -727,7 +782,7 @@ impl Durability for DiskSync {
     fn shutdown(&mut self, server: &HubServer) -> io::Result<()> {
         self.due = None;
         self.disk
-            .sync(&server.hub().store_view())
+            .sync_all(&server.hub().store_view())
             .map(|_| ())
             .map_err(|error| io::Error::other(format!("the store could not be written: {error}")))
     }
