@@ -698,7 +698,7 @@ pub enum SyncPolicy {
 
 /// The store as the owner loop's [`Durability`] hook, with its [`SyncPolicy`]. A failed write
 /// is logged (a warning once, then at debug while it keeps failing), the hub serves on, and the
-/// write is tried again at the next sync point, or after [`RETRY_AFTER`] when nothing comes;
+/// write is tried again at the next sync point, or a second later when nothing comes;
 /// while it fails, answers may leave before what they acknowledge is on disk. At shutdown a
 /// failure is returned.
 #[derive(Debug)]
