@@ -120,6 +120,7 @@
 //! ```
 
 pub mod client;
+pub mod disk;
 pub mod hub;
 pub mod ids;
 pub mod json;

@@ -66,14 +66,86 @@ impl Store {
     }
 }
 
+/// The hub's durable state borrowed, file by file: what [`Hub::snapshot`] copies, for a store
+/// that compares it with what it wrote last and writes only the difference.
+#[derive(Clone, Debug)]
+pub struct StoreView<'a> {
+    pub(crate) agents: &'a BTreeMap<AgentId, AgentEntry>,
+    /// Stored channels in id order: metadata and WAL.
+    pub(crate) channels: Vec<(ChannelId, &'a ChannelMetadata, &'a [Arc<Envelope>])>,
+    pub(crate) tasks: &'a BTreeMap<String, TaskMetadata>,
+    pub(crate) checkpoints: &'a BTreeMap<String, Value>,
+    pub(crate) checkpoint_writers: &'a BTreeMap<String, Vec<AgentId>>,
+    pub(crate) cursors: &'a BTreeMap<AgentId, BTreeMap<String, String>>,
+    pub(crate) audit: &'a [Value],
+    pub(crate) last_id: u128,
+}
+
+impl Store {
+    /// The store borrowed as a [`StoreView`].
+    pub fn view(&self) -> StoreView<'_> {
+        StoreView {
+            agents: &self.agents,
+            channels: self
+                .channels
+                .iter()
+                .map(|(id, stored)| (*id, &stored.metadata, stored.wal.as_slice()))
+                .collect(),
+            tasks: &self.tasks,
+            checkpoints: &self.checkpoints,
+            checkpoint_writers: &self.checkpoint_writers,
+            cursors: &self.cursors,
+            audit: self.audit.records(),
+            last_id: self.last_id,
+        }
+    }
+
+    /// Task ids in first-observation order (what `list_tasks` follows).
+    pub fn task_order(&self) -> &[String] {
+        &self.task_order
+    }
+}
+
+impl StoreView<'_> {
+    /// The highest id minted so far.
+    pub fn last_id(&self) -> u128 {
+        self.last_id
+    }
+}
+
+/// A ghost channel (whose `initial_state` failed) has no metadata file until it ends, as in
+/// ag2, so it is left out of the store while it is live.
+fn is_stored(entry: &ChannelEntry) -> bool {
+    entry.state.is_some() || entry.metadata.is_terminal()
+}
+
 impl Hub {
-    /// The hub's durable state now. A ghost channel (whose `initial_state` failed) has no
-    /// metadata file until it ends, as in ag2, so it is left out while it is live.
+    /// The hub's durable state now, borrowed (see [`StoreView`]); the same content as
+    /// [`Hub::snapshot`].
+    pub fn store_view(&self) -> StoreView<'_> {
+        StoreView {
+            agents: &self.agents,
+            channels: self
+                .channels
+                .iter()
+                .filter(|(_, entry)| is_stored(entry))
+                .map(|(id, entry)| (*id, &entry.metadata, entry.wal.as_slice()))
+                .collect(),
+            tasks: &self.tasks.tasks,
+            checkpoints: &self.tasks.checkpoints,
+            checkpoint_writers: &self.tasks.checkpoint_writers,
+            cursors: &self.cursors,
+            audit: self.audit.records(),
+            last_id: self.ids.last(),
+        }
+    }
+
+    /// The hub's durable state now (ghost channels left out while they are live).
     pub fn snapshot(&self) -> Store {
         let channels = self
             .channels
             .iter()
-            .filter(|(_, entry)| entry.state.is_some() || entry.metadata.is_terminal())
+            .filter(|(_, entry)| is_stored(entry))
             .map(|(id, entry)| {
                 (
                     *id,

@@ -8,13 +8,16 @@
 //! streams, and [`Listener`] is the one seam between the two.
 
 pub mod client;
+pub mod durable;
 pub mod shared;
 pub mod tap;
 pub mod ws;
 
 pub use client::{Received, WsClient};
+pub use durable::Durability;
 pub use shared::SharedHub;
 pub use tap::{Command, Ended, Pass, Tap, TapContext};
 pub use ws::{
-    check_exposure, serve, serve_shared, serve_tapped, serve_with, Listener, ServeOptions,
+    check_exposure, serve, serve_durable, serve_extended, serve_shared, serve_tapped, serve_with,
+    Extras, Listener, ServeOptions,
 };

@@ -26,6 +26,7 @@
 //!   guard), so the connection is detached from the hub and everything it sends later is
 //!   ignored, while the socket stays open until the peer closes it.
 
+use super::durable::Durability;
 use super::shared::{Seat, SharedHub};
 use super::tap::{Command, Ended, Pass, Tap, TapContext};
 use crate::hub::store::Store;
@@ -289,17 +290,53 @@ pub async fn serve_with<L>(
 where
     L: Listener + Send + 'static,
 {
-    let clock = Clock {
-        start: tokio::time::Instant::now(),
+    serve_extended(
+        listener,
+        server,
         epoch,
-    };
-    run_owner(listener, Owned { server, clock }, options, None, shutdown).await
+        options,
+        Extras::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// [`serve_with`] with a [`Tap`] between the sockets and the hub: it sees every message both
-/// ways before it goes on, and may drop it, delay it, cut connections, or crash and restart the
-/// hub (`hubsim serve --faults`, `--record`). At shutdown it is told before any connection
-/// closes ([`Tap::finish`]).
+/// What `hubsim serve` may put around the owner loop of [`serve_extended`].
+#[derive(Default)]
+pub struct Extras {
+    /// Sees every message both ways before it goes on, and may drop it, delay it, cut
+    /// connections, or crash and restart the hub (`--faults`, `--record`); at shutdown it is
+    /// told before any connection closes ([`Tap::finish`]).
+    pub tap: Option<Box<dyn Tap + Send>>,
+    /// Keeps the hub's durable state in a store (`--store`): called after every event (before
+    /// the event's outputs leave), at the deadline it asks for, and at shutdown; a crashed hub
+    /// restarts from what it holds.
+    pub durability: Option<Box<dyn Durability>>,
+}
+
+/// [`serve_with`], with a store kept through `durability` (see [`Extras::durability`]).
+///
+/// # Errors
+/// The store could not be written at shutdown.
+pub async fn serve_durable<L>(
+    listener: L,
+    server: HubServer,
+    epoch: Timestamp,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    durability: Option<Box<dyn Durability>>,
+) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+{
+    let extras = Extras {
+        tap: None,
+        durability,
+    };
+    serve_extended(listener, server, epoch, options, extras, shutdown).await
+}
+
+/// [`serve_with`] with a [`Tap`] between the sockets and the hub (see [`Extras::tap`]).
 ///
 /// # Errors
 /// None today; the listener's failures are waited out.
@@ -314,18 +351,34 @@ pub async fn serve_tapped<L>(
 where
     L: Listener + Send + 'static,
 {
+    let extras = Extras {
+        tap: Some(tap),
+        durability: None,
+    };
+    serve_extended(listener, server, epoch, options, extras, shutdown).await
+}
+
+/// [`serve_with`] with [`Extras`].
+///
+/// # Errors
+/// A store could not be written at shutdown.
+pub async fn serve_extended<L>(
+    listener: L,
+    server: HubServer,
+    epoch: Timestamp,
+    options: ServeOptions,
+    extras: Extras,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    L: Listener + Send + 'static,
+{
     let clock = Clock {
         start: tokio::time::Instant::now(),
         epoch,
     };
-    run_owner(
-        listener,
-        Owned { server, clock },
-        options,
-        Some(tap),
-        shutdown,
-    )
-    .await
+    let seat = Owned { server, clock };
+    run_owner(listener, seat, options, extras, shutdown).await
 }
 
 /// [`serve`] for a hub shared with code on the same thread (a simulation harness): the owner
@@ -341,11 +394,12 @@ pub async fn serve_shared<L>(listener: L, hub: SharedHub) -> io::Result<()>
 where
     L: Listener + Send + 'static,
 {
+    let options = ServeOptions::default();
     run_owner(
         listener,
         hub,
-        ServeOptions::default(),
-        None,
+        options,
+        Extras::default(),
         std::future::pending(),
     )
     .await
@@ -355,7 +409,7 @@ async fn run_owner<L, S>(
     listener: L,
     seat: S,
     options: ServeOptions,
-    tap: Option<Box<dyn Tap + Send>>,
+    extras: Extras,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
@@ -371,9 +425,10 @@ where
         connections: BTreeMap::new(),
         hello_deadlines: BTreeSet::new(),
         hello_timeout: options.hello_timeout,
-        tap,
+        tap: extras.tap,
         started: tokio::time::Instant::now(),
         down: None,
+        durability: extras.durability,
     };
     let result = owner.run(events, shutdown).await;
     accepting.abort();
@@ -507,6 +562,8 @@ struct Owner<S> {
     /// The connections with no agent bound yet, by deadline.
     hello_deadlines: BTreeSet<(tokio::time::Instant, EndpointId)>,
     hello_timeout: Option<Duration>,
+    /// The store kept in step with the hub, if any.
+    durability: Option<Box<dyn Durability>>,
     /// What `hubsim serve --faults/--record` puts between the sockets and the hub.
     tap: Option<Box<dyn Tap + Send>>,
     /// When the owner started: the tap's time counts from it.
@@ -542,6 +599,7 @@ impl<S: Seat> Owner<S> {
                 .as_ref()
                 .and_then(|tap| tap.next_due())
                 .and_then(|at| self.started.checked_add(Duration::from_micros(at)));
+            let sync_deadline = self.durability.as_ref().and_then(|store| store.deadline());
             tokio::select! {
                 biased;
                 () = &mut shutdown => {
@@ -552,7 +610,9 @@ impl<S: Seat> Owner<S> {
                         self.drop_connection(endpoint, Some((CloseCode::Away, "")));
                     }
                     self.route();
-                    return Ok(());
+                    return self
+                        .durable(|store, server| store.shutdown(server))
+                        .unwrap_or(Ok(()));
                 }
                 () = sleep_until(tap_deadline) => self.tap_due(),
                 event = events.recv() => match event {
@@ -567,7 +627,12 @@ impl<S: Seat> Owner<S> {
                 }
                 () = sleep_until(deadline) => self.seat.with(HubServer::handle_timeout),
                 () = sleep_until(hello_deadline) => self.expire_hellos(),
+                () = sleep_until(sync_deadline) => {
+                    self.durable(|store, server| store.flush(server));
+                    continue;
+                }
             }
+            self.durable(|store, server| store.handled(server));
             self.route();
         }
     }
@@ -723,6 +788,7 @@ impl<S: Seat> Owner<S> {
                 Command::Crash => self.crash(),
                 Command::Restart => self.restart(),
             }
+            self.durable(|store, server| store.handled(server));
             self.route();
         }
     }
@@ -751,11 +817,28 @@ impl<S: Seat> Owner<S> {
         for endpoint in endpoints {
             self.cut(endpoint, Ended::Crash);
         }
-        let down = self.seat.with(|server, _| Down {
-            store: server.hub().snapshot(),
+        let mut down = self.seat.with(|server, _| Down {
+            store: Store::default(),
             config: server.hub().config.clone(),
             id_floor: server.hub().last_id(),
         });
+        // A hub with a store restarts from what reached it; one without, from its state now.
+        match self
+            .durability
+            .as_deref_mut()
+            .and_then(|store| store.crashed())
+        {
+            Some(Ok((store, id_floor))) => {
+                down.store = store;
+                down.id_floor = down.id_floor.max(id_floor);
+            }
+            failed => {
+                if let Some(Err(error)) = failed {
+                    tracing::error!(%error, "the crashed hub's store cannot be read back; it restarts from its state at the crash");
+                }
+                down.store = self.seat.with(|server, _| server.hub().snapshot());
+            }
+        }
         // What the crashed hub still had to send goes with it.
         while self.seat.with(|server, _| server.poll_output()).is_some() {}
         self.down = Some(down);
@@ -794,6 +877,15 @@ impl<S: Seat> Owner<S> {
             // The peer stopped reading (or the writer is gone).
             self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
         }
+    }
+
+    /// Calls the store with the server, if there is a store (and the hub is up).
+    fn durable<R>(&mut self, call: impl FnOnce(&mut dyn Durability, &HubServer) -> R) -> Option<R> {
+        if self.down.is_some() {
+            return None;
+        }
+        let store = self.durability.as_deref_mut()?;
+        Some(self.seat.with(|server, _| call(store, server)))
     }
 
     /// Whether an agent is bound to `endpoint`.

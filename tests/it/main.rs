@@ -14,6 +14,7 @@ mod proptest_adapters;
 mod report;
 mod serve;
 mod serve_live;
+mod serve_store;
 mod store;
 mod support;
 mod tidy;

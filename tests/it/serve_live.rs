@@ -543,3 +543,73 @@ fn a_partition_outliving_the_keepalive_cuts_the_agent_and_loses_what_waited() ->
         Ok(())
     })
 }
+
+/// A crash with a store: the hub restarts from what reached the disk, so what the last sync had
+/// not written is lost (`--sync 1h`), and what it had is kept (`--sync always`).
+#[test]
+fn a_crashed_hub_with_a_store_restarts_from_what_reached_the_disk() -> TestResult {
+    use hubsim::disk::{DiskStore, DiskSync, SyncPolicy};
+    use hubsim::net::{serve_extended, Extras};
+    for (policy, kept) in [
+        (SyncPolicy::Every(Duration::from_secs(3600)), false),
+        (SyncPolicy::Always, true),
+    ] {
+        let dir = tempdir(&format!("crash_store_{kept}"));
+        local(async {
+            let opened = DiskStore::open(&dir.join("store")).map_err(|e| e.to_string())?;
+            let hub = Hub::hydrate(
+                HubConfig::default(),
+                &opened.store,
+                opened.id_floor,
+                Instant(0),
+            )
+            .map_err(|e| e.message)?;
+            let plan = "faults:\n  - {at: 1s, crash: hub}\n  - {at: 1200ms, restart: hub}\n";
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            let epoch = Timestamp::parse_iso(DEFAULT_EPOCH).expect("epoch");
+            let (tap, _) = LiveTap::new(LiveOptions {
+                plan: FaultPlan::parse(plan)?,
+                seed: 0,
+                record: None,
+                epoch,
+                ttl_sweep: 0,
+            });
+            let extras = Extras {
+                tap: Some(Box::new(tap)),
+                durability: Some(Box::new(DiskSync::new(opened.disk, policy))),
+            };
+            let started = std::time::Instant::now();
+            let task = tokio::task::spawn_local(serve_extended(
+                listener,
+                HubServer::new(hub),
+                epoch,
+                ServeOptions::default(),
+                extras,
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            let mut hal = Peer::connect(addr).await?;
+            hal.register("hal").await?;
+            assert!(
+                started.elapsed() < Duration::from_millis(900),
+                "too slow to test"
+            );
+            hal.cut().await?;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(
+                started + Duration::from_millis(1500),
+            ))
+            .await;
+            let mut probe = Peer::connect(addr).await?;
+            let found = probe.rpc("find_agent_id", json!({"name": "hal"})).await?;
+            assert_eq!(found.is_string(), kept, "{policy:?}: hal found as {found}");
+            let _ = stop.send(());
+            let (served, ()) = tokio::join!(task, probe.drain());
+            served??;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}

@@ -2,12 +2,14 @@
 //! needs (API keys, keepalive, a connection cap, a hello deadline, logs, graceful shutdown).
 
 use clap::ValueEnum;
+use hubsim::disk::{DiskStore, DiskSync, SyncPolicy};
 use hubsim::hub::link::AuthConfig;
 use hubsim::hub::{Hub, HubConfig};
-use hubsim::net::ServeOptions;
+use hubsim::net::{Durability, ServeOptions};
 use hubsim::server::HubServer;
 use hubsim::sim::live::{LiveOptions, LiveTap};
 use hubsim::sim::scenario::FaultPlan;
+use hubsim::time::Instant;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,16 @@ pub(crate) struct ServeArgs {
     /// Seconds between sweeps of turn expectations (`reply_within`, `max_silence`); 0: never.
     #[arg(long, value_name = "TIME", default_value = "10", value_parser = parse_duration)]
     expectation_sweep_interval: Duration,
+    /// Keep the hub in DIR, in ag2's store layout: a hub restarted on it goes on with its
+    /// agents, channels, WALs, tasks, cursors and ids. DIR is created if missing; one hub at a
+    /// time may use it.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// With --store: write the store at most TIME after a change (`100ms`, `1`, ...), or
+    /// `always` (also `0`): after every input, before its answers leave. A clean stop (SIGINT,
+    /// SIGTERM) writes everything either way.
+    #[arg(long, value_name = "TIME|always", default_value = "100ms", value_parser = parse_sync)]
+    sync: SyncPolicy,
     /// What to log to stderr: one line per connection opened, closed or refused at `info`.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -104,6 +116,50 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     hubsim::sim::scenario::duration_seconds(text)
         .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
         .ok_or_else(|| format!("`{text}` is not a duration: expected e.g. 20, 1.5, 500ms, 2m"))
+}
+
+/// `--sync`: `always`, `0`, or a duration.
+fn parse_sync(text: &str) -> Result<SyncPolicy, String> {
+    if text == "always" {
+        return Ok(SyncPolicy::Always);
+    }
+    let period = parse_duration(text).map_err(|_| {
+        format!("`{text}` is not `always` or a duration: expected e.g. always, 0, 100ms, 1")
+    })?;
+    Ok(if period.is_zero() {
+        SyncPolicy::Always
+    } else {
+        SyncPolicy::Every(period)
+    })
+}
+
+/// The store's hook for the owner loop.
+type Store = Box<dyn Durability>;
+
+/// The hub, rebuilt from the store in `dir` when there is one, and the store's hook.
+fn open_store(
+    config: HubConfig,
+    dir: Option<&Path>,
+    sync: SyncPolicy,
+) -> Result<(Hub, Option<Store>), Box<dyn Error>> {
+    let Some(dir) = dir else {
+        return Ok((Hub::new(config, Instant(0)), None));
+    };
+    let opened = DiskStore::open(dir)?;
+    for path in &opened.torn {
+        tracing::warn!(file = %path.display(), "the last line was cut short (a crash while writing); left out");
+    }
+    let hub = Hub::hydrate(config, &opened.store, opened.id_floor, Instant(0))
+        .map_err(|error| format!("{}: the store does not rebuild: {error}", dir.display()))?;
+    tracing::info!(
+        store = %dir.display(),
+        new = opened.fresh,
+        agents = opened.store.agent_ids().count(),
+        channels = opened.store.channels().len(),
+        ?sync,
+        "store opened"
+    );
+    Ok((hub, Some(Box::new(DiskSync::new(opened.disk, sync)))))
 }
 
 /// A duration, or `None` for zero (off).
@@ -266,28 +322,32 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
         micros: i64::try_from(since_unix.as_micros())?,
         offset_seconds: 0,
     };
+    let scheme = if config.auth.no_auth {
+        "none"
+    } else {
+        "api_key"
+    };
+    let keys = config.auth.api_keys.as_ref().map_or(0, BTreeMap::len);
+    let ttl_sweep = config.ttl_sweep_interval_micros;
+    let (hub, durability) = open_store(config, args.store.as_deref(), args.sync)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
         eprintln!("hubsim: serving on ws://{}/", listener.local_addr()?);
-        let scheme = if config.auth.no_auth {
-            "none"
-        } else {
-            "api_key"
-        };
         tracing::info!(
             address = %listener.local_addr()?,
             auth = scheme,
-            keys = config.auth.api_keys.as_ref().map_or(0, BTreeMap::len),
+            keys,
             ?options,
             "serving"
         );
-        let ttl_sweep = config.ttl_sweep_interval_micros;
-        let server = HubServer::new(Hub::new(config, hubsim::time::Instant(0)));
+        let server = HubServer::new(hub);
+        let shutdown = shutdown_signal();
         let Some(plan) = plan else {
-            hubsim::net::serve_with(listener, server, epoch, options, shutdown_signal()).await?;
+            hubsim::net::serve_durable(listener, server, epoch, options, shutdown, durability)
+                .await?;
             tracing::info!("stopped");
             return Ok(ExitCode::SUCCESS);
         };
@@ -307,15 +367,11 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
             ttl_sweep,
         };
         let (tap, outcome) = LiveTap::new(live);
-        hubsim::net::serve_tapped(
-            listener,
-            server,
-            epoch,
-            options,
-            Box::new(tap),
-            shutdown_signal(),
-        )
-        .await?;
+        let extras = hubsim::net::ws::Extras {
+            tap: Some(Box::new(tap)),
+            durability,
+        };
+        hubsim::net::serve_extended(listener, server, epoch, options, extras, shutdown).await?;
         tracing::info!("stopped");
         let outcome = outcome
             .lock()
