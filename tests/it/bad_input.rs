@@ -326,3 +326,38 @@ fn sweep_keys_are_checked_where_they_are_written() {
         check_error(&format!("{key}{AGENTS}steps: []\n"), line_column, expected);
     }
 }
+
+#[test]
+fn inputs_that_would_run_without_bound_are_refused_where_written() {
+    let agents = "agents:\n  - name: alice\n  - name: bob\n";
+    // A run simulates at most 30 days: a ten-year wait, or waits that add up past it.
+    check_error(
+        &format!("{agents}steps:\n  - {{op: wait, seconds: 315360000}}\n"),
+        "5:25",
+        &[
+            "op `wait`: the waits up to here add up to 315360000 s",
+            "at most 30 days (2592000 s)",
+        ],
+    );
+    check_error(
+        &format!("{agents}steps:\n  - {{op: wait, seconds: 2000000}}\n  - {{op: wait, seconds: 600000}}\n"),
+        "6:25",
+        &["add up to 2600000 s"],
+    );
+    check_error(
+        &format!("network:\n  faults:\n    - {{at: 8640000, partition: bob}}\n{agents}steps: []\n"),
+        "3:12",
+        &["network.faults[0]: at 8640000 s, past the longest run"],
+    );
+    check_error(
+        &format!("{agents}steps: []\nchaos: {{until: 86400000, faults: [hold], rate: 0.0001}}\n"),
+        "5:16",
+        &["chaos.until: 86400000 s is past the longest run"],
+    );
+    // A chaos profile that would draw more than 10,000 faults of a kind.
+    check_error(
+        &format!("{agents}steps: []\nchaos: {{until: 100s, faults: [hold], rate: 1000}}\n"),
+        "5:44",
+        &["chaos: up to 100000 faults of each kind (1000 a second for 100 s); at most 10000"],
+    );
+}

@@ -247,3 +247,60 @@ fn version_and_repro_lines_say_how_to_get_hubsim_on_path() {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
     assert!(readme.contains("cargo install --path ."));
 }
+
+/// The resident memory of a running process, in KiB (Linux).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_seed_range_of_any_size_starts_at_once_in_bounded_memory() {
+    // 2^40 seeds under a 4 GB address-space cap: the sweep runs them one chunk at a time
+    // instead of listing them first (which needed ~10 bytes a seed and aborted).
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4000000; exec \"$0\" check --jobs 2 --seeds 0..1099511627776 \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_hubsim"))
+        .arg(sim_path("consulting_happy"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let running = child.try_wait().expect("waits").is_none();
+    let rss = rss_kib(child.id());
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("ends");
+    assert!(
+        running,
+        "the sweep ended early: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if let Some(rss) = rss {
+        assert!(rss < 256 * 1024, "{rss} KiB resident after 3 s");
+    }
+}
+
+#[test]
+fn hub_timers_count_toward_the_event_budget() {
+    // A TTL sweep every millisecond during an hour's wait: each sweep is an event of its own
+    // (besides the moment it falls on), so the run is stopped after half as many moments.
+    let text = "network:\n  ttl_sweep: 1ms\n  expectation_sweep: 0\n\
+                agents:\n  - name: alice\n  - name: bob\n\
+                steps:\n  - {op: wait, seconds: 3600}\n";
+    let mut scenario = Scenario::parse(text, "sweepy").expect("parses");
+    scenario.network.events_max = 20_000;
+    let run = events::run_seed(&scenario, 0);
+    let runaway = run
+        .violations
+        .iter()
+        .find(|v| v.kind == "settle/runaway")
+        .expect("stopped as a runaway");
+    assert!(
+        runaway.at <= 10_500_000,
+        "stopped at {} µs: timers were not counted",
+        runaway.at
+    );
+}

@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -97,6 +96,171 @@ struct Entry {
 enum Unit {
     InProcess(usize),
     Seeds(usize, SeedRange),
+}
+
+/// The units of a sweep, numbered from 0 in scenario order (each scenario's in-process checks,
+/// then its seeds in chunks of [`CHUNK`]) and made one at a time from their number.
+struct Plan {
+    /// Per scenario: its first unit's number, whether it has in-process checks, its seeds.
+    scenarios: Vec<(u64, bool, SeedRange)>,
+    units: u64,
+}
+
+impl Plan {
+    fn new(entries: &[Entry]) -> Plan {
+        let mut scenarios = Vec::new();
+        let mut units: u64 = 0;
+        for entry in entries {
+            let Ok(scenario) = &entry.scenario else {
+                scenarios.push((units, false, SeedRange { start: 0, end: 0 }));
+                continue;
+            };
+            let in_process = !scenario.network_only();
+            scenarios.push((units, in_process, entry.seeds));
+            let chunks = entry.seeds.len().div_ceil(CHUNK);
+            units = units
+                .saturating_add(u64::from(in_process))
+                .saturating_add(chunks);
+        }
+        Plan { scenarios, units }
+    }
+
+    fn units(&self) -> u64 {
+        self.units
+    }
+
+    /// Unit `number`, if there is one.
+    fn unit(&self, number: u64) -> Option<Unit> {
+        let idx = self
+            .scenarios
+            .partition_point(|(first, _, _)| *first <= number)
+            .checked_sub(1)?;
+        let (first, in_process, seeds) = self.scenarios[idx];
+        let mut offset = number - first;
+        if in_process {
+            if offset == 0 {
+                return Some(Unit::InProcess(idx));
+            }
+            offset -= 1;
+        }
+        let start = seeds.start.checked_add(offset.checked_mul(CHUNK)?)?;
+        (start < seeds.end).then(|| {
+            Unit::Seeds(
+                idx,
+                SeedRange {
+                    start,
+                    end: seeds.end.min(start.saturating_add(CHUNK)),
+                },
+            )
+        })
+    }
+}
+
+/// Units finished ahead of the first unfinished one that may wait to be merged; past it, a
+/// worker waits before it takes another (memory stays bounded however long the sweep).
+const AHEAD_MAX: u64 = 4096;
+
+/// Hands out unit numbers and merges what the units found in number order.
+struct Merger {
+    state: Mutex<Merging>,
+    wake: std::sync::Condvar,
+}
+
+struct Merging {
+    /// The next unit to hand out.
+    next: u64,
+    /// The next unit to merge.
+    merge: u64,
+    /// Finished units waiting for the ones before them.
+    waiting: std::collections::BTreeMap<u64, Option<(Unit, Found, Duration)>>,
+    results: Vec<ScenarioResult>,
+    closed: bool,
+}
+
+impl Merger {
+    fn new(results: Vec<ScenarioResult>) -> Merger {
+        Merger {
+            state: Mutex::new(Merging {
+                next: 0,
+                merge: 0,
+                waiting: std::collections::BTreeMap::new(),
+                results,
+                closed: false,
+            }),
+            wake: std::sync::Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Merging> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next unit's number, once it is at most [`AHEAD_MAX`] ahead of the merge; `None`
+    /// once every unit was handed out.
+    fn take(&self) -> Option<u64> {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return None;
+            }
+            if state.next < state.merge.saturating_add(AHEAD_MAX) {
+                let number = state.next;
+                state.next += 1;
+                return Some(number);
+            }
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Unit `number` finished (`None`: it was past the end).
+    fn done(&self, number: u64, found: Option<(Unit, Found, Duration)>) {
+        let mut state = self.lock();
+        if found.is_none() {
+            state.closed = true;
+        }
+        state.waiting.insert(number, found);
+        loop {
+            let merge = state.merge;
+            let Some(found) = state.waiting.remove(&merge) else {
+                break;
+            };
+            state.merge += 1;
+            if let Some((unit, found, spent)) = found {
+                let idx = match unit {
+                    Unit::InProcess(idx) | Unit::Seeds(idx, _) => idx,
+                };
+                let result = &mut state.results[idx];
+                result.seconds += spent.as_secs_f64();
+                match found {
+                    Found::InProcess(failures, compared) => {
+                        result.tally.failures.extend(failures);
+                        result.compared = compared;
+                    }
+                    Found::Seeds(tally) => result.tally.merge(tally),
+                }
+            }
+        }
+        drop(state);
+        self.wake.notify_all();
+    }
+
+    /// No unit is left to hand out.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    fn into_results(self) -> Vec<ScenarioResult> {
+        self.state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .results
+    }
 }
 
 /// What a unit found.
@@ -195,28 +359,13 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
         );
     }
 
-    let mut units = Vec::new();
-    for (idx, entry) in entries.iter().enumerate() {
-        let Ok(scenario) = &entry.scenario else {
-            continue;
-        };
-        if !scenario.network_only() {
-            units.push(Unit::InProcess(idx));
-        }
-        let mut start = entry.seeds.start;
-        while start < entry.seeds.end {
-            let end = entry.seeds.end.min(start.saturating_add(CHUNK));
-            units.push(Unit::Seeds(idx, SeedRange { start, end }));
-            start = end;
-        }
-    }
-    let total_seeds: u64 = units
+    // Units are numbered, not listed: a seed range of any size costs nothing before it runs.
+    let plan = Plan::new(&entries);
+    let total_seeds: u64 = entries
         .iter()
-        .map(|unit| match unit {
-            Unit::Seeds(_, seeds) => seeds.len(),
-            Unit::InProcess(_) => 0,
-        })
-        .sum();
+        .filter(|entry| entry.scenario.is_ok())
+        .map(|entry| entry.seeds.len())
+        .fold(0, u64::saturating_add);
     let progress = ProgressBar::new(total_seeds);
     progress.set_style(
         ProgressStyle::with_template(
@@ -225,28 +374,8 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
         .progress_chars("=> "),
     );
 
-    let results: Vec<Mutex<Option<(Found, Duration)>>> =
-        units.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let jobs = jobs.max(1).min(units.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let idx = next.fetch_add(1, Ordering::Relaxed);
-                let Some(unit) = units.get(idx) else { break };
-                let began = Instant::now();
-                let found = run_unit(*unit, &entries, &reference, bugs, &progress);
-                let spent = began.elapsed();
-                if let Ok(mut slot) = results[idx].lock() {
-                    *slot = Some((found, spent));
-                }
-            });
-        }
-    });
-    progress.finish_and_clear();
-
-    // Merge in unit order: the same report whatever the thread count.
-    let mut merged: Vec<ScenarioResult> = entries
+    // Merged in unit order as units finish: the same report whatever the thread count.
+    let merged: Vec<ScenarioResult> = entries
         .iter()
         .map(|entry| ScenarioResult {
             name: entry
@@ -264,6 +393,31 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
             seconds: 0.0,
         })
         .collect();
+    let merger = Merger::new(merged);
+    let jobs = usize::try_from(plan.units())
+        .unwrap_or(usize::MAX)
+        .max(1)
+        .min(jobs.max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while let Some(number) = merger.take() {
+                    let Some(unit) = plan.unit(number) else {
+                        merger.done(number, None);
+                        continue;
+                    };
+                    let began = Instant::now();
+                    let found = run_unit(unit, &entries, &reference, bugs, &progress);
+                    merger.done(number, Some((unit, found, began.elapsed())));
+                    if number + 1 >= plan.units() {
+                        merger.close();
+                    }
+                }
+            });
+        }
+    });
+    progress.finish_and_clear();
+    let mut merged = merger.into_results();
     for (idx, entry) in entries.iter().enumerate() {
         if let Err(error) = &entry.scenario {
             merged[idx].tally.failures.push(Failure {
@@ -276,23 +430,6 @@ pub(crate) fn check(args: CheckArgs) -> Result<ExitCode, Box<dyn Error>> {
                     sweep::REPRO_NOTE
                 ),
             });
-        }
-    }
-    for (unit, slot) in units.iter().zip(results) {
-        let Some((found, spent)) = slot.into_inner().ok().flatten() else {
-            continue;
-        };
-        let idx = match unit {
-            Unit::InProcess(idx) | Unit::Seeds(idx, _) => *idx,
-        };
-        let result = &mut merged[idx];
-        result.seconds += spent.as_secs_f64();
-        match found {
-            Found::InProcess(failures, compared) => {
-                result.tally.failures.extend(failures);
-                result.compared = compared;
-            }
-            Found::Seeds(tally) => result.tally.merge(tally),
         }
     }
     for (entry, result) in entries.iter().zip(&mut merged) {
@@ -512,4 +649,61 @@ fn write_html(
 fn stem(file: &Path) -> String {
     file.file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Plan, Unit, CHUNK};
+    use hubsim::sim::scenario::SeedRange;
+
+    fn plan(scenarios: &[(bool, u64, u64)]) -> Plan {
+        let mut numbered = Vec::new();
+        let mut units = 0u64;
+        for &(in_process, start, end) in scenarios {
+            numbered.push((units, in_process, SeedRange { start, end }));
+            units += u64::from(in_process) + (end - start).div_ceil(CHUNK);
+        }
+        Plan {
+            scenarios: numbered,
+            units,
+        }
+    }
+
+    fn describe(unit: Option<Unit>) -> String {
+        match unit {
+            None => "none".into(),
+            Some(Unit::InProcess(idx)) => format!("{idx}:in-process"),
+            Some(Unit::Seeds(idx, seeds)) => format!("{idx}:{}..{}", seeds.start, seeds.end),
+        }
+    }
+
+    #[test]
+    fn units_are_made_from_their_number_in_scenario_and_seed_order() {
+        let plan = plan(&[(true, 0, 20), (false, 5, 6), (true, 0, 0)]);
+        assert_eq!(plan.units(), 5);
+        let units: Vec<String> = (0..6).map(|n| describe(plan.unit(n))).collect();
+        assert_eq!(
+            units,
+            [
+                "0:in-process",
+                "0:0..16",
+                "0:16..20",
+                "1:5..6",
+                "2:in-process",
+                "none"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_huge_seed_range_is_numbered_not_listed() {
+        let plan = plan(&[(false, 0, 1 << 40)]);
+        assert_eq!(plan.units(), (1 << 40) / CHUNK);
+        let last = plan.units() - 1;
+        assert_eq!(
+            describe(plan.unit(last)),
+            format!("0:{}..{}", (1u64 << 40) - CHUNK, 1u64 << 40)
+        );
+        assert_eq!(describe(plan.unit(plan.units())), "none");
+    }
 }

@@ -332,12 +332,7 @@ impl World {
             }
             let event = entry.remove();
             self.fire(event);
-            self.events += 1;
-            if self.events > self.options.events_max {
-                // A runaway run (work that never ends, at one moment or over time): stop it
-                // and report it instead of running forever.
-                self.aborted = true;
-                self.net.queue.clear();
+            if !self.count_event() {
                 return;
             }
         }
@@ -349,6 +344,9 @@ impl World {
             .is_some_and(|at| at.0 <= self.now)
         {
             self.hub_timers();
+            if !self.count_event() {
+                return;
+            }
         }
         for host in 0..self.agents.hosts.len() {
             if self.agents.hosts[host]
@@ -358,11 +356,28 @@ impl World {
                 self.agents.hosts[host]
                     .handle_timeout(Instant(self.now), &mut self.agents.thinks[host]);
                 self.drain_host(host);
+                if !self.count_event() {
+                    return;
+                }
             }
         }
         if self.next_sync().is_some_and(|at| at <= self.now) {
             self.sync_store();
+            self.count_event();
         }
+    }
+
+    /// Counts one event (a message, a hub timer, a client timer, a store sync) toward
+    /// `network.events_max`; past it the run is stopped (`false`): a runaway run, whose work
+    /// never ends at one moment or over time, is reported instead of running for ever.
+    fn count_event(&mut self) -> bool {
+        self.events += 1;
+        if self.events > self.options.events_max {
+            self.aborted = true;
+            self.net.queue.clear();
+            return false;
+        }
+        true
     }
 
     /// Runs the hub's due timers, then the checkers.

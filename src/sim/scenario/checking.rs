@@ -393,6 +393,25 @@ pub(super) fn chaos(fields: ChaosFields) -> Result<Chaos, Problem> {
         None => (0.05, 0.5),
         Some(value) => rate(value).map_err(at("rate"))?,
     };
+    // Faults drawn per kind at the top of the range: a bound on a run's schedule and memory.
+    let most = rate.1 * (until - from) as f64 / 1e6;
+    if most > super::limits::CHAOS_FAULTS_MAX as f64 {
+        let key = if fields.rate.is_some() {
+            "rate"
+        } else {
+            "until"
+        };
+        return Err(Problem::at(
+            format!(
+                "chaos: up to {most:.0} faults of each kind ({} a second for {} s); at most {} \
+                 are drawn: lower `rate` or shorten `from`..`until`",
+                rate.1,
+                (until - from) / 1_000_000,
+                super::limits::CHAOS_FAULTS_MAX
+            ),
+            [key],
+        ));
+    }
     let duration = match &fields.duration {
         None => Range {
             min: 100_000,

@@ -51,6 +51,11 @@ pub mod limits {
     pub const TURNS_MAX: usize = 10_000;
     /// Bytes of one scenario file.
     pub const FILE_BYTES_MAX: u64 = 4 << 20;
+    /// Simulated time a scenario may ask for (µs): its `wait` steps together, a timed fault's
+    /// `at`, `chaos.until`. 30 days: ag2's sweepers alone fire ~350,000 times in that span.
+    pub const SIM_MICROS_MAX: u64 = 30 * 86_400 * 1_000_000;
+    /// Chaos faults one kind may draw in a run, at the top of its `rate` range.
+    pub const CHAOS_FAULTS_MAX: u64 = 10_000;
 }
 
 /// A scenario that cannot be used, with where and why. Displayed as rustc prints an error:
@@ -877,6 +882,7 @@ impl RawScenario {
                 check_step_agents(step, &names).map_err(|p| p.within(steps_path(idx)))?;
             }
         }
+        check_simulated_length(&scenario)?;
         check_labels_and_types(&scenario.steps)?;
         let labels = Labels::of(&scenario.steps);
         expect::check_names(
@@ -887,6 +893,63 @@ impl RawScenario {
         )?;
         Ok(scenario)
     }
+}
+
+/// `30 days (2592000 s)`.
+fn sim_max_text() -> String {
+    let seconds = limits::SIM_MICROS_MAX / 1_000_000;
+    format!("{} days ({seconds} s)", seconds / 86_400)
+}
+
+/// The simulated time a scenario asks for stays within [`limits::SIM_MICROS_MAX`]: its waits
+/// together, each timed fault, the chaos phase.
+fn check_simulated_length(scenario: &Scenario) -> Result<(), Problem> {
+    let mut waited: u64 = 0;
+    for (idx, step) in scenario.steps.iter().enumerate() {
+        if let Action::Wait(micros) = step.action {
+            waited = waited.saturating_add(micros);
+            if waited > limits::SIM_MICROS_MAX {
+                return Err(Problem::at(
+                    format!(
+                        "op `wait`: the waits up to here add up to {} s; a run simulates at most {}",
+                        waited / 1_000_000,
+                        sim_max_text()
+                    ),
+                    [Seg::from("steps"), Seg::Index(idx), "seconds".into()],
+                ));
+            }
+        }
+    }
+    for (idx, timed) in scenario.network.faults.iter().enumerate() {
+        if timed.at > limits::SIM_MICROS_MAX {
+            return Err(Problem::at(
+                format!(
+                    "network.faults[{idx}]: at {} s, past the longest run ({})",
+                    timed.at / 1_000_000,
+                    sim_max_text()
+                ),
+                [
+                    Seg::from("network"),
+                    "faults".into(),
+                    idx.into(),
+                    "at".into(),
+                ],
+            ));
+        }
+    }
+    if let Some(chaos) = &scenario.sweep.chaos {
+        if chaos.until > limits::SIM_MICROS_MAX {
+            return Err(Problem::at(
+                format!(
+                    "chaos.until: {} s is past the longest run ({})",
+                    chaos.until / 1_000_000,
+                    sim_max_text()
+                ),
+                ["chaos", "until"],
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The path of step `idx`.
