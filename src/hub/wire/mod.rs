@@ -15,8 +15,9 @@ use super::registry::{ObservedStat, Passport, Resume};
 use super::rule::{DurationSpec, Rule};
 use super::tasks::TaskMetadata;
 use super::PendingTurn;
-use crate::json::{py_repr, py_str, py_str_repr, py_type_name};
+use crate::json::{py_repr, py_str, py_str_repr, py_type_name, write_compact_python_unsorted};
 use crate::proto::envelope::Envelope;
+use crate::proto::frame::DeferredResult;
 use crate::proto::HubError;
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
@@ -83,6 +84,33 @@ pub fn passport_json(passport: &Passport) -> Value {
         ),
         ("created_at", time_or_empty(passport.created_at)),
     ])
+}
+
+/// Passports answered as a list (`list_agents`), written out only when the response is
+/// encoded: the same text as `passport_json` of each, in a JSON array.
+#[derive(Debug)]
+pub struct Passports(pub Vec<std::sync::Arc<Passport>>);
+
+impl DeferredResult for Passports {
+    fn value(&self) -> Value {
+        Value::Array(self.0.iter().map(|p| passport_json(p)).collect())
+    }
+
+    fn write(&self, out: &mut String) {
+        out.push('[');
+        for (idx, passport) in self.0.iter().enumerate() {
+            if idx > 0 {
+                out.push_str(", ");
+            }
+            write_compact_python_unsorted(out, &passport_json(passport));
+        }
+        out.push(']');
+    }
+
+    fn size_hint(&self) -> usize {
+        // A plain passport prints in about 340 bytes.
+        self.0.len() * 360
+    }
 }
 
 fn observed_json(stat: &ObservedStat) -> Value {
