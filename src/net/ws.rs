@@ -28,12 +28,12 @@
 
 use super::shared::{Seat, SharedHub};
 use crate::ids::EndpointId;
-use crate::proto::frame::FRAME_BYTES_MAX;
+use crate::proto::frame::{Frame, FrameKind, FRAME_BYTES_MAX};
 use crate::server::{HubServer, ServerOutput};
 use crate::time::{Instant, Now, Timestamp};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -57,6 +57,20 @@ pub const OUTBOUND_MESSAGES_MAX: usize = 4096;
 
 /// Events the readers may queue for the owner before they wait (backpressure on the sockets).
 pub const EVENTS_QUEUE_MAX: usize = 1024;
+
+/// With [`ServeOptions::fair`], messages one connection's reader may queue for the owner before
+/// it stops reading its socket (and TCP pushes back on the peer).
+pub const INBOX_MESSAGES_MAX: usize = 32;
+
+/// With [`ServeOptions::fair`], the bytes a connection reads from its socket at once (and the
+/// read buffer it starts with); tungstenite's default, 128 KiB, is zero-filled on the first read
+/// and so costs every idle connection that much memory. Larger messages still arrive whole.
+pub const FAIR_READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// With [`ServeOptions::fair`], a frame whose deferred result (see
+/// [`DeferredResult`](crate::proto::frame::DeferredResult)) encodes to about this many bytes or
+/// more is encoded on a blocking thread.
+pub const ENCODE_APART_BYTES: usize = 64 * 1024;
 
 /// How long a WebSocket opening handshake may take (`websockets`' `open_timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,16 +126,25 @@ pub struct ServeOptions {
     /// Close a connection with 1008 when no agent is bound to it (a hello welcomed, or a
     /// `register`) within this.
     pub hello_timeout: Option<Duration>,
+    /// Serve the connections in turn, one message of each connection that has one per turn,
+    /// from a queue per connection (instead of every message in arrival order from one queue,
+    /// where a flooding client's backlog sits ahead of everyone), and have each connection's
+    /// writer encode the frames it sends, off the owner loop (a large answer, `list_agents`
+    /// over thousands of agents, then costs the loop little more than a reference count per
+    /// record). Reads use a small buffer ([`FAIR_READ_BUFFER_BYTES`]). The order in which one
+    /// connection's frames are handled, and every byte sent, are the same either way.
+    pub fair: bool,
 }
 
 impl ServeOptions {
-    /// ag2's keepalive (20 s / 20 s), 1024 connections, 30 s to say hello.
+    /// ag2's keepalive (20 s / 20 s), 1024 connections, 30 s to say hello, fair.
     pub fn real() -> ServeOptions {
         ServeOptions {
             ping_interval: Some(PING_INTERVAL),
             ping_timeout: Some(PING_TIMEOUT),
             max_connections: Some(1024),
             hello_timeout: Some(Duration::from_secs(30)),
+            fair: true,
         }
     }
 }
@@ -155,6 +178,15 @@ pub fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MESSAGE_BYTES_MAX))
         .max_frame_size(Some(MESSAGE_BYTES_MAX))
+}
+
+/// The server's WebSocket configuration: [`config`], with a small read buffer when fair.
+fn server_config(options: ServeOptions) -> WebSocketConfig {
+    if options.fair {
+        config().read_buffer_size(FAIR_READ_BUFFER_BYTES)
+    } else {
+        config()
+    }
 }
 
 /// Where [`serve`] takes connections from: a tokio or a turmoil TCP listener.
@@ -213,9 +245,11 @@ impl Clock {
 
 /// What a connection's tasks tell the owner.
 enum Event {
-    /// A WebSocket handshake finished: attach it and answer with its endpoint.
+    /// A WebSocket handshake finished: attach it and answer with its endpoint. When fair, the
+    /// connection's other events come through `inbox`.
     Opened {
         outgoing: mpsc::Sender<Outgoing>,
+        inbox: Option<mpsc::Receiver<Event>>,
         reply: oneshot::Sender<EndpointId>,
     },
     /// A text message (or a binary one that is UTF-8).
@@ -233,6 +267,8 @@ enum Event {
 #[derive(Debug)]
 enum Outgoing {
     Text(String),
+    /// A frame for the writer to encode and send (when fair).
+    Frame(Frame),
     /// Send a close frame with this code and reason, and end.
     Close(CloseCode, &'static str),
 }
@@ -240,6 +276,9 @@ enum Outgoing {
 /// The owner's side of one connection.
 struct Connection {
     outgoing: mpsc::Sender<Outgoing>,
+    /// When fair: the events its tasks queued, and whether it is in the owner's turn order.
+    inbox: Option<mpsc::Receiver<Event>>,
+    in_turn: bool,
     /// Still known to the server (false once it was detached).
     attached: bool,
     /// When it must have an agent bound by; `None` once it had one, or without a deadline.
@@ -288,6 +327,11 @@ where
         start: tokio::time::Instant::now(),
         epoch,
     };
+    let mut server = server;
+    if options.fair {
+        // The writers encode the frames.
+        server.carry_frames(true);
+    }
     run_owner(listener, Owned { server, clock }, options, shutdown).await
 }
 
@@ -324,16 +368,30 @@ where
     S: Seat,
 {
     let (events_tx, events) = mpsc::channel(EVENTS_QUEUE_MAX);
+    // When fair, each reader says which connection has a message queued.
+    let (ready_tx, ready) = match options.fair {
+        true => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     // Every connection task holds a sender; once all are dropped, every socket is closed.
     let (alive, mut closed) = mpsc::channel::<()>(1);
-    let accepting = tokio::spawn(accept_loop(listener, events_tx, options, alive));
+    let inboxes = Inboxes {
+        events: events_tx,
+        ready: ready_tx,
+    };
+    let accepting = tokio::spawn(accept_loop(listener, inboxes, options, alive));
     let mut owner = Owner {
         seat,
         connections: BTreeMap::new(),
         hello_deadlines: BTreeSet::new(),
         hello_timeout: options.hello_timeout,
+        turns: VecDeque::new(),
+        fair: options.fair,
     };
-    let result = owner.run(events, shutdown).await;
+    let result = owner.run(events, ready, shutdown).await;
     accepting.abort();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed.recv()).await;
     result
@@ -388,7 +446,7 @@ impl Drop for Counted {
 /// pause that grows to [`ACCEPT_BACKOFF_MAX`]; connections over the cap are told to come back.
 async fn accept_loop<L: Listener>(
     listener: L,
-    events: mpsc::Sender<Event>,
+    inboxes: Inboxes,
     options: ServeOptions,
     alive: mpsc::Sender<()>,
 ) {
@@ -428,7 +486,7 @@ async fn accept_loop<L: Listener>(
         let spawned = connection(
             stream,
             peer,
-            events.clone(),
+            inboxes.clone(),
             options,
             counted,
             alive.clone(),
@@ -458,6 +516,52 @@ where
     tracing::warn!(%peer, code = 1013, reason = OVER_CAP_REASON, "refused: too many connections");
 }
 
+/// Where connections' tasks send their events: the owner's queue, and when fair the channel on
+/// which readers say which connection has a message in its own queue.
+#[derive(Clone)]
+struct Inboxes {
+    events: mpsc::Sender<Event>,
+    ready: Option<mpsc::UnboundedSender<EndpointId>>,
+}
+
+/// Where one attached connection's tasks send its events.
+#[derive(Clone)]
+enum Inbox {
+    /// The owner's queue, shared by every connection: handled in arrival order.
+    Shared(mpsc::Sender<Event>),
+    /// The connection's own queue (fair); `ready` tells the owner a message is in it.
+    Own {
+        queue: mpsc::Sender<Event>,
+        ready: mpsc::UnboundedSender<EndpointId>,
+        endpoint: EndpointId,
+    },
+}
+
+impl Inbox {
+    /// Hands `event` to the owner, waiting while the queue is full; an error once the owner
+    /// is gone.
+    async fn send(&self, event: Event) -> Result<(), ()> {
+        match self {
+            Inbox::Shared(events) => events.send(event).await.map_err(|_| ()),
+            Inbox::Own {
+                queue,
+                ready,
+                endpoint,
+            } => {
+                if ready.is_closed() {
+                    return Err(());
+                }
+                // The owner closes the queue of a connection it forgot; what such a connection
+                // still sends is dropped, as a shared queue's owner ignores it.
+                if queue.send(event).await.is_ok() {
+                    let _ = ready.send(*endpoint);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 struct Owner<S> {
     seat: S,
     /// Ordered, so nothing here depends on hash order.
@@ -465,12 +569,19 @@ struct Owner<S> {
     /// The connections with no agent bound yet, by deadline.
     hello_deadlines: BTreeSet<(tokio::time::Instant, EndpointId)>,
     hello_timeout: Option<Duration>,
+    /// When fair: the connections with a message queued, in turn order (each once).
+    turns: VecDeque<EndpointId>,
+    fair: bool,
 }
 
 impl<S: Seat> Owner<S> {
+    /// Handles events until `shutdown`: in arrival order from `events`; or, when fair, the
+    /// connections opening from `events` and the others' messages in turn, one message of each
+    /// connection that `ready` said has one per turn.
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
+        mut ready: Option<mpsc::UnboundedReceiver<EndpointId>>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -493,6 +604,14 @@ impl<S: Seat> Owner<S> {
                     // The accept loop holds a sender for ever.
                     None => return Ok(()),
                 },
+                Some(endpoint) = next_ready(&mut ready) => {
+                    self.queue_turn(endpoint);
+                    if let Some(ready) = &mut ready {
+                        while let Ok(endpoint) = ready.try_recv() {
+                            self.queue_turn(endpoint);
+                        }
+                    }
+                }
                 () = self.seat.changed() => {
                     for endpoint in self.seat.take_closing() {
                         self.drop_connection(endpoint, None);
@@ -500,14 +619,56 @@ impl<S: Seat> Owner<S> {
                 }
                 () = sleep_until(deadline) => self.seat.with(HubServer::handle_timeout),
                 () = sleep_until(hello_deadline) => self.expire_hellos(),
+                () = std::future::ready(()), if !self.turns.is_empty() => self.take_turn(),
             }
             self.route();
+            if !self.turns.is_empty() {
+                // Turns never wait: let the connections' tasks run now and then.
+                tokio::task::consume_budget().await;
+            }
+        }
+    }
+
+    /// `endpoint` has a message queued: it takes its turn after those already waiting.
+    fn queue_turn(&mut self, endpoint: EndpointId) {
+        if let Some(connection) = self.connections.get_mut(&endpoint) {
+            if !connection.in_turn {
+                connection.in_turn = true;
+                self.turns.push_back(endpoint);
+            }
+        }
+    }
+
+    /// Handles one event of the connection whose turn it is; it goes to the back of the turn
+    /// order while it has more.
+    fn take_turn(&mut self) {
+        let Some(endpoint) = self.turns.pop_front() else {
+            return;
+        };
+        let Some(connection) = self.connections.get_mut(&endpoint) else {
+            return;
+        };
+        let Some(event) = connection
+            .inbox
+            .as_mut()
+            .and_then(|inbox| inbox.try_recv().ok())
+        else {
+            connection.in_turn = false;
+            return;
+        };
+        self.handle_event(event);
+        if self.connections.contains_key(&endpoint) {
+            self.turns.push_back(endpoint);
         }
     }
 
     fn handle_event(&mut self, event: Event) {
         match event {
-            Event::Opened { outgoing, reply } => {
+            Event::Opened {
+                outgoing,
+                inbox,
+                reply,
+            } => {
                 let endpoint = self.seat.with(|server, _| server.connect());
                 if reply.send(endpoint).is_ok() {
                     let hello_by = self
@@ -518,6 +679,8 @@ impl<S: Seat> Owner<S> {
                     }
                     let connection = Connection {
                         outgoing,
+                        inbox,
+                        in_turn: false,
                         attached: true,
                         hello_by,
                     };
@@ -606,29 +769,16 @@ impl<S: Seat> Owner<S> {
     /// Hands the server's outputs to the writers.
     fn route(&mut self) {
         while let Some(output) = self.seat.with(|server, _| server.poll_output()) {
-            let output = match output {
-                // Only a server set to carry frames hands them out; encode them for the wire.
-                ServerOutput::Frame { endpoint, frame } => ServerOutput::Send {
-                    endpoint,
-                    text: frame.encode(),
-                },
-                other => other,
-            };
-            match output {
-                ServerOutput::Frame { .. } => {}
-                ServerOutput::Send { endpoint, text } => {
-                    let Some(connection) = self.connections.get(&endpoint) else {
-                        continue;
-                    };
-                    if tracing::enabled!(tracing::Level::WARN) && text.contains("\"auth_failed\"") {
-                        log_auth_refusal(endpoint, &text);
-                    }
-                    self.seat.count(false);
-                    if connection.outgoing.try_send(Outgoing::Text(text)).is_err() {
-                        // The peer stopped reading (or the writer is gone).
-                        self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
-                    }
+            let (endpoint, outgoing) = match output {
+                // A fair server carries frames: the writer encodes them.
+                ServerOutput::Frame { endpoint, frame } if self.fair => {
+                    (endpoint, Outgoing::Frame(frame))
                 }
+                // Only a server set to carry frames hands them out; encode them for the wire.
+                ServerOutput::Frame { endpoint, frame } => {
+                    (endpoint, Outgoing::Text(frame.encode()))
+                }
+                ServerOutput::Send { endpoint, text } => (endpoint, Outgoing::Text(text)),
                 ServerOutput::Close { endpoint } => {
                     // The server closes for size: a message, or a queue, over its cap. It has
                     // already forgotten the connection.
@@ -636,10 +786,49 @@ impl<S: Seat> Owner<S> {
                         connection.attached = false;
                     }
                     self.drop_connection(endpoint, Some((CloseCode::Size, "")));
+                    continue;
                 }
+            };
+            let Some(connection) = self.connections.get(&endpoint) else {
+                continue;
+            };
+            if tracing::enabled!(tracing::Level::WARN) {
+                match &outgoing {
+                    Outgoing::Text(text) if text.contains("\"auth_failed\"") => {
+                        log_auth_refusal(endpoint, text);
+                    }
+                    Outgoing::Frame(frame) => log_auth_refusal_frame(endpoint, frame),
+                    _ => {}
+                }
+            }
+            self.seat.count(false);
+            if connection.outgoing.try_send(outgoing).is_err() {
+                // The peer stopped reading (or the writer is gone).
+                self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
             }
         }
         self.seat.routed();
+    }
+}
+
+/// The next connection a reader said has a message queued (fair owners only).
+async fn next_ready(ready: &mut Option<mpsc::UnboundedReceiver<EndpointId>>) -> Option<EndpointId> {
+    match ready {
+        Some(ready) => ready.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`log_auth_refusal`] for a frame not yet encoded.
+fn log_auth_refusal_frame(endpoint: EndpointId, frame: &Frame) {
+    let (code, message) = match frame.kind {
+        FrameKind::Error => (frame.get("code"), frame.get("message")),
+        FrameKind::Response => (frame.get("error_code"), frame.get("error_message")),
+        _ => return,
+    };
+    if code.as_str() == Some("auth_failed") {
+        let message = message.as_str().unwrap_or_default();
+        tracing::warn!(%endpoint, error = message, "refused: auth_failed");
     }
 }
 
@@ -684,14 +873,15 @@ enum Ending {
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
-    events: mpsc::Sender<Event>,
+    inboxes: Inboxes,
     options: ServeOptions,
     _counted: Counted,
     _alive: mpsc::Sender<()>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config()));
+    let handshake =
+        tokio_tungstenite::accept_async_with_config(stream, Some(server_config(options)));
     let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(error)) => {
@@ -705,15 +895,31 @@ async fn connection<S>(
     };
     let (outgoing_tx, outgoing) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
     let (reply, endpoint) = oneshot::channel();
+    let (queue, inbox) = match inboxes.ready {
+        Some(_) => {
+            let (queue, inbox) = mpsc::channel(INBOX_MESSAGES_MAX);
+            (Some(queue), Some(inbox))
+        }
+        None => (None, None),
+    };
     let opened = Event::Opened {
         outgoing: outgoing_tx,
+        inbox,
         reply,
     };
-    if events.send(opened).await.is_err() {
+    if inboxes.events.send(opened).await.is_err() {
         return;
     }
     let Ok(endpoint) = endpoint.await else {
         return;
+    };
+    let events = match (queue, inboxes.ready) {
+        (Some(queue), Some(ready)) => Inbox::Own {
+            queue,
+            ready,
+            endpoint,
+        },
+        _ => Inbox::Shared(inboxes.events),
     };
     tracing::info!(%endpoint, %peer, "connection opened");
     let (sink, source) = socket.split();
@@ -781,7 +987,7 @@ struct PeerEnd {
 async fn read<S>(
     mut source: SplitStream<WebSocketStream<S>>,
     endpoint: EndpointId,
-    events: mpsc::Sender<Event>,
+    events: Inbox,
     pongs: watch::Sender<Vec<u8>>,
 ) -> PeerEnd
 where
@@ -879,6 +1085,24 @@ where
             biased;
             next = outgoing.recv() => match next {
                 Some(Outgoing::Text(text)) => {
+                    let sent =
+                        tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::text(text)));
+                    if !matches!(sent.await, Ok(Ok(()))) {
+                        return Ending::Lost;
+                    }
+                }
+                Some(Outgoing::Frame(frame)) => {
+                    let text = if frame.deferred_size_hint() >= ENCODE_APART_BYTES {
+                        // Tens of milliseconds of work: on a blocking thread, so that the
+                        // runtime's workers keep reading and writing the other sockets.
+                        let encoding = tokio::task::spawn_blocking(move || frame.encode());
+                        let Ok(text) = encoding.await else {
+                            return Ending::Lost;
+                        };
+                        text
+                    } else {
+                        frame.encode()
+                    };
                     let sent =
                         tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::text(text)));
                     if !matches!(sent.await, Ok(Ok(()))) {

@@ -300,6 +300,14 @@ impl Frame {
         self
     }
 
+    /// About how many bytes [`Frame::encode`] writes for a deferred result (0 without one): what
+    /// a writer looks at to encode a large answer away from its sockets' tasks.
+    pub fn deferred_size_hint(&self) -> usize {
+        self.deferred_result
+            .as_ref()
+            .map_or(0, |deferred| deferred.result.size_hint())
+    }
+
     /// Moves a response's `result` out, shared, deferred or not.
     pub fn take_result(&mut self) -> Arc<Value> {
         if let Some(deferred) = self.deferred_result.take() {

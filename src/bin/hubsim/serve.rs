@@ -15,6 +15,9 @@ use std::time::Duration;
 /// The environment variable that may hold the API keys instead of `--api-keys FILE`.
 pub(crate) const API_KEYS_ENV: &str = "HUBSIM_API_KEYS";
 
+/// Worker threads for the connections' tasks (the owner loop has its own).
+const SOCKET_THREADS: usize = 2;
+
 /// `hubsim serve`'s arguments.
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
@@ -241,13 +244,17 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
         ping_timeout: unless_zero(args.ping_timeout),
         max_connections: Some(args.max_connections),
         hello_timeout: unless_zero(args.hello_timeout),
+        fair: true,
     };
     let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let epoch = hubsim::time::Timestamp {
         micros: i64::try_from(since_unix.as_micros())?,
         offset_seconds: 0,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The owner loop runs on this thread (`block_on`); the connections' tasks, which encode
+    // and send the hub's answers, on the runtime's worker threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(SOCKET_THREADS)
         .enable_all()
         .build()?;
     runtime.block_on(async {
