@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -71,6 +71,9 @@ pub const FAIR_READ_BUFFER_BYTES: usize = 8 * 1024;
 /// [`DeferredResult`](crate::proto::frame::DeferredResult)) encodes to about this many bytes or
 /// more is encoded on a blocking thread.
 pub const ENCODE_APART_BYTES: usize = 64 * 1024;
+
+/// Large frames encoded at once (the others wait their turn).
+pub const ENCODING_AT_ONCE: usize = 1;
 
 /// How long a WebSocket opening handshake may take (`websockets`' `open_timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -381,6 +384,7 @@ where
     let inboxes = Inboxes {
         events: events_tx,
         ready: ready_tx,
+        encoding: Arc::new(Semaphore::new(ENCODING_AT_ONCE)),
     };
     let accepting = tokio::spawn(accept_loop(listener, inboxes, options, alive));
     let mut owner = Owner {
@@ -522,6 +526,8 @@ where
 struct Inboxes {
     events: mpsc::Sender<Event>,
     ready: Option<mpsc::UnboundedSender<EndpointId>>,
+    /// Turns to encode a large frame (see [`ENCODE_APART_BYTES`]).
+    encoding: Arc<Semaphore>,
 }
 
 /// Where one attached connection's tasks send its events.
@@ -925,7 +931,7 @@ async fn connection<S>(
     let (sink, source) = socket.split();
     let (pongs_tx, pongs) = watch::channel(Vec::new());
     let mut reader = tokio::spawn(read(source, endpoint, events.clone(), pongs_tx));
-    let ending = write(sink, outgoing, pongs, options).await;
+    let ending = write(sink, outgoing, pongs, options, inboxes.encoding).await;
     let mut peer_end = PeerEnd::default();
     match ending {
         Ending::Closed(..) => {
@@ -1069,6 +1075,7 @@ async fn write<S>(
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut pongs: watch::Receiver<Vec<u8>>,
     options: ServeOptions,
+    encoding: Arc<Semaphore>,
 ) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -1093,10 +1100,18 @@ where
                 }
                 Some(Outgoing::Frame(frame)) => {
                     let text = if frame.deferred_size_hint() >= ENCODE_APART_BYTES {
-                        // Tens of milliseconds of work: on a blocking thread, so that the
-                        // runtime's workers keep reading and writing the other sockets.
-                        let encoding = tokio::task::spawn_blocking(move || frame.encode());
-                        let Ok(text) = encoding.await else {
+                        // Milliseconds of work: on a blocking thread, so that the runtime's
+                        // workers keep reading and writing the other sockets, and one at a time,
+                        // so that large answers leave the other cores to everyone else.
+                        let Ok(turn) = Arc::clone(&encoding).acquire_owned().await else {
+                            return Ending::Lost;
+                        };
+                        let encoded = tokio::task::spawn_blocking(move || {
+                            let text = frame.encode();
+                            drop((frame, turn));
+                            text
+                        });
+                        let Ok(text) = encoded.await else {
                             return Ending::Lost;
                         };
                         text

@@ -36,6 +36,9 @@ pub(crate) struct BenchServeArgs {
     /// Idle connections to open for the memory figure (0: skip it).
     #[arg(long, default_value_t = 2_000)]
     idle_connections: usize,
+    /// `hubsim serve --socket-threads` (its default if not given).
+    #[arg(long)]
+    socket_threads: Option<usize>,
 }
 
 /// A `hubsim serve` child, killed when dropped.
@@ -52,7 +55,8 @@ impl Drop for Hub {
 }
 
 impl Hub {
-    fn start() -> BenchResult<Hub> {
+    fn start(socket_threads: Option<usize>) -> BenchResult<Hub> {
+        let threads = socket_threads.map(|n| n.to_string());
         let mut child = Command::new(std::env::current_exe()?)
             .args([
                 "serve",
@@ -64,6 +68,11 @@ impl Hub {
                 "0",
             ])
             .args(["--max-connections", "1000000"])
+            .args(
+                threads
+                    .iter()
+                    .flat_map(|n| ["--socket-threads", n.as_str()]),
+            )
             .env_remove(crate::serve::API_KEYS_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -272,7 +281,7 @@ pub(crate) fn bench_serve(args: BenchServeArgs) -> Result<ExitCode, Box<dyn Erro
 }
 
 fn run(args: &BenchServeArgs) -> BenchResult<()> {
-    let hub = Hub::start()?;
+    let hub = Hub::start(args.socket_threads)?;
     let addr = hub.addr;
     let rt = runtime()?;
     let started = Instant::now();

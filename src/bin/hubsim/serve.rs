@@ -15,9 +15,6 @@ use std::time::Duration;
 /// The environment variable that may hold the API keys instead of `--api-keys FILE`.
 pub(crate) const API_KEYS_ENV: &str = "HUBSIM_API_KEYS";
 
-/// Worker threads for the connections' tasks (the owner loop has its own).
-const SOCKET_THREADS: usize = 2;
-
 /// `hubsim serve`'s arguments.
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
@@ -58,6 +55,10 @@ pub(crate) struct ServeArgs {
     /// Seconds between sweeps of turn expectations (`reply_within`, `max_silence`); 0: never.
     #[arg(long, value_name = "TIME", default_value = "10", value_parser = parse_duration)]
     expectation_sweep_interval: Duration,
+    /// Worker threads for the connections' tasks (the owner loop has its own); 0: every task
+    /// on the owner's thread.
+    #[arg(long, value_name = "N", default_value_t = 2, hide = true)]
+    socket_threads: usize,
     /// What to log to stderr: one line per connection opened, closed or refused at `info`.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -253,10 +254,15 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
     };
     // The owner loop runs on this thread (`block_on`); the connections' tasks, which encode
     // and send the hub's answers, on the runtime's worker threads.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(SOCKET_THREADS)
-        .enable_all()
-        .build()?;
+    let runtime = match args.socket_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
         eprintln!("hubsim: serving on ws://{}/", listener.local_addr()?);

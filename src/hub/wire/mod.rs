@@ -15,7 +15,9 @@ use super::registry::{ObservedStat, Passport, Resume};
 use super::rule::{DurationSpec, Rule};
 use super::tasks::TaskMetadata;
 use super::PendingTurn;
-use crate::json::{py_repr, py_str, py_str_repr, py_type_name, write_compact_python_unsorted};
+use crate::json::{
+    py_repr, py_str, py_str_repr, py_type_name, write_compact_python_unsorted, write_py_json_string,
+};
 use crate::proto::envelope::Envelope;
 use crate::proto::frame::DeferredResult;
 use crate::proto::HubError;
@@ -102,7 +104,7 @@ impl DeferredResult for Passports {
             if idx > 0 {
                 out.push_str(", ");
             }
-            write_compact_python_unsorted(out, &passport_json(passport));
+            write_passport(out, passport);
         }
         out.push(']');
     }
@@ -111,6 +113,50 @@ impl DeferredResult for Passports {
         // A plain passport prints in about 340 bytes.
         self.0.len() * 360
     }
+}
+
+/// Appends `json.dumps(passport_json(passport))` without building the value.
+fn write_passport(out: &mut String, passport: &Passport) {
+    let details = &passport.details;
+    let value = |out: &mut String, key: &str, value: &Value| {
+        out.push_str(key);
+        write_compact_python_unsorted(out, value);
+    };
+    out.push_str("{\"name\": ");
+    write_py_json_string(out, &passport.name);
+    value(out, ", \"owner\": ", &details.owner);
+    value(out, ", \"provider\": ", &details.provider);
+    value(out, ", \"model\": ", &details.model);
+    value(out, ", \"cost\": ", &details.cost);
+    value(out, ", \"region\": ", &details.region);
+    out.push_str(", \"auth\": {\"scheme\": ");
+    write_py_json_string(out, &passport.auth_scheme);
+    value(out, ", \"issuer\": ", &details.issuer);
+    value(out, ", \"audience\": ", &details.audience);
+    value(out, ", \"key_fingerprint\": ", &details.key_fingerprint);
+    out.push_str(", \"claim\": {}}, \"kind\": ");
+    match &passport.kind {
+        Some(kind) => write_py_json_string(out, kind),
+        None => out.push_str("null"),
+    }
+    value(out, ", \"hub_id\": ", &details.hub_id);
+    value(out, ", \"version\": ", &details.version);
+    out.push_str(", \"agent_id\": ");
+    match passport.agent_id {
+        Some(id) => {
+            // 32 hex digits: nothing to escape.
+            out.push('"');
+            let _ = std::fmt::Write::write_fmt(out, format_args!("{id}"));
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(", \"created_at\": ");
+    match passport.created_at {
+        Some(at) => write_py_json_string(out, &at.to_string()),
+        None => out.push_str("\"\""),
+    }
+    out.push('}');
 }
 
 fn observed_json(stat: &ObservedStat) -> Value {
