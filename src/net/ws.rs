@@ -134,8 +134,9 @@ pub struct ServeOptions {
     /// where a flooding client's backlog sits ahead of everyone), and have each connection's
     /// writer encode the frames it sends, off the owner loop (a large answer, `list_agents`
     /// over thousands of agents, then costs the loop little more than a reference count per
-    /// record). Reads use a small buffer ([`FAIR_READ_BUFFER_BYTES`]). The order in which one
-    /// connection's frames are handled, and every byte sent, are the same either way.
+    /// record). Reads use a small buffer ([`FAIR_READ_BUFFER_BYTES`]), and a large message is
+    /// written without shifting tungstenite's buffer after every partial write. The order in
+    /// which one connection's frames are handled, and every byte sent, are the same either way.
     pub fair: bool,
 }
 
@@ -886,6 +887,7 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let stream = Unshifted::new(stream, options.fair);
     let handshake =
         tokio_tungstenite::accept_async_with_config(stream, Some(server_config(options)));
     let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -1185,5 +1187,99 @@ where
                 return Ending::Keepalive;
             }
         }
+    }
+}
+
+/// A stream whose writes always take the whole buffer: what the socket does not take at once is
+/// kept and sent from an offset by the next write or flush. tungstenite writes a message from
+/// its own buffer and shifts the rest of that buffer to the front after every partial write, so
+/// a message of megabytes sent in socket-sized pieces costs it megabytes of copying per piece;
+/// here it is written once and shifted once. The bytes on the wire are the same. With `stash`
+/// off, writes go straight through.
+struct Unshifted<S> {
+    inner: S,
+    stash: bool,
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl<S> Unshifted<S> {
+    fn new(inner: S, stash: bool) -> Unshifted<S> {
+        Unshifted {
+            inner,
+            stash,
+            pending: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Unshifted<S> {
+    /// Sends what is kept; ready once it all went.
+    fn poll_pending(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        while self.sent < self.pending.len() {
+            let rest = &self.pending[self.sent..];
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => self.sent += written,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Unshifted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Unshifted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        if !self.stash {
+            return std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|done| done.map(|()| 0)),
+        }
+        let written = match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(written)) => written,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            // The socket is full: keep it all (the waker is registered).
+            Poll::Pending => 0,
+        };
+        self.pending.extend_from_slice(&buf[written..]);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -39,6 +39,21 @@ pub(crate) struct BenchServeArgs {
     /// `hubsim serve --socket-threads` (its default if not given).
     #[arg(long)]
     socket_threads: Option<usize>,
+    /// The flooders run in a child process at this `nice` level, so that on a small machine
+    /// they take the CPU the way a remote attacker's machine would not; 0: the flooders'
+    /// priority is the hub's.
+    #[arg(long, default_value_t = 19)]
+    flood_nice: u8,
+    /// Milliseconds between one ping's answer and the next ping, so that a phase spans many
+    /// `list_agents` calls.
+    #[arg(long, default_value_t = 1)]
+    ping_gap_ms: u64,
+    /// Serve with this `hubsim` binary instead of this one (another build, to compare).
+    #[arg(long, value_name = "PATH")]
+    hub_binary: Option<std::path::PathBuf>,
+    /// Internal: be the flooders' process, flooding this address until killed.
+    #[arg(long, hide = true)]
+    flood_at: Option<SocketAddr>,
 }
 
 /// A `hubsim serve` child, killed when dropped.
@@ -55,9 +70,13 @@ impl Drop for Hub {
 }
 
 impl Hub {
-    fn start(socket_threads: Option<usize>) -> BenchResult<Hub> {
-        let threads = socket_threads.map(|n| n.to_string());
-        let mut child = Command::new(std::env::current_exe()?)
+    fn start(args: &BenchServeArgs) -> BenchResult<Hub> {
+        let threads = args.socket_threads.map(|n| n.to_string());
+        let binary = match &args.hub_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?,
+        };
+        let mut child = Command::new(binary)
             .args([
                 "serve",
                 "--port",
@@ -159,8 +178,8 @@ async fn register(addr: SocketAddr, agents: usize) -> BenchResult<()> {
     Ok(())
 }
 
-/// Round trips of `pings` app-level pings, one at a time, after 100 untimed ones.
-async fn ping(addr: SocketAddr, pings: usize) -> BenchResult<Vec<Duration>> {
+/// Round trips of `pings` app-level pings, one at a time `gap` apart, after 100 untimed ones.
+async fn ping(addr: SocketAddr, pings: usize, gap: Duration) -> BenchResult<Vec<Duration>> {
     let mut ws = connect(addr).await?;
     let mut times = Vec::with_capacity(pings);
     for i in 0..pings + 100 {
@@ -173,6 +192,9 @@ async fn ping(addr: SocketAddr, pings: usize) -> BenchResult<Vec<Duration>> {
         }
         if i >= 100 {
             times.push(took);
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
         }
     }
     ws.close(None).await?;
@@ -199,8 +221,15 @@ async fn flood(
         let sent = Instant::now();
         ws.send(Message::text(request.to_string())).await?;
         let answer = text(&mut ws).await?;
-        times.push(sent.elapsed());
+        let took = sent.elapsed();
+        times.push(took);
         bytes = answer.len();
+        {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{bytes} {}", took.as_micros())?;
+            stdout.flush()?;
+        }
         if !answer.contains("\"ok\": true") {
             return Err(format!("list_agents failed: {}", &answer[..answer.len().min(200)]).into());
         }
@@ -223,35 +252,61 @@ fn quantiles(times: &mut [Duration]) -> [f64; 4] {
 
 /// One phase's pings, with `flooders` clients looping `list_agents` meanwhile.
 fn phase(addr: SocketAddr, args: &BenchServeArgs, flooders: usize) -> BenchResult<Phase> {
-    let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..flooders)
-        .map(|_| {
-            let (stop, calls, limit) = (Arc::clone(&stop), Arc::clone(&calls), args.limit);
-            std::thread::spawn(move || runtime()?.block_on(flood(addr, limit, stop, calls)))
-        })
-        .collect();
+    let mut flood = None;
+    let mut counting = None;
+    if flooders > 0 {
+        let mut child = Command::new("nice")
+            .args(["-n", &args.flood_nice.to_string()])
+            .arg(std::env::current_exe()?)
+            .args(["bench-serve", "--flood-at", &addr.to_string()])
+            .args([
+                "--flooders",
+                &flooders.to_string(),
+                "--limit",
+                &args.limit.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let calls = Arc::clone(&calls);
+        // One line per answer: its size and round trip in µs.
+        counting = Some(std::thread::spawn(move || {
+            let (mut times, mut bytes) = (Vec::new(), 0);
+            for line in stdout.lines().map_while(Result::ok) {
+                let mut words = line.split(' ').map(str::parse::<u64>);
+                if let (Some(Ok(size)), Some(Ok(micros))) = (words.next(), words.next()) {
+                    bytes = size as usize;
+                    times.push(Duration::from_micros(micros));
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            (times, bytes)
+        }));
+        flood = Some(FloodChild(child));
+    }
     // The flood is on once every flooder had an answer.
     let started = Instant::now();
     while calls.load(Ordering::Relaxed) < flooders as u64 {
-        if threads.iter().any(|t| t.is_finished()) || started.elapsed() > Duration::from_secs(120) {
-            break;
+        if counting.as_ref().is_some_and(|t| t.is_finished())
+            || started.elapsed() > Duration::from_secs(120)
+        {
+            return Err("the flooders did not get an answer".into());
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     let before = calls.load(Ordering::Relaxed);
     let pinging = Instant::now();
-    let pings = runtime()?.block_on(ping(addr, args.pings));
+    let gap = Duration::from_millis(args.ping_gap_ms);
+    let pings = runtime()?.block_on(ping(addr, args.pings, gap));
     let seconds = pinging.elapsed().as_secs_f64();
     let during = calls.load(Ordering::Relaxed) - before;
-    stop.store(true, Ordering::Relaxed);
-    let mut flood_times = Vec::new();
-    let mut bytes = 0;
-    for thread in threads {
-        let (times, size) = thread.join().map_err(|_| "a flooder panicked")??;
-        flood_times.extend(times);
-        bytes = size;
-    }
+    drop(flood);
+    let (mut flood_times, bytes) = match counting {
+        Some(thread) => thread.join().map_err(|_| "the flood counter panicked")?,
+        None => (Vec::new(), 0),
+    };
     Ok(Phase {
         flooders,
         pings: quantiles(&mut pings?),
@@ -260,6 +315,36 @@ fn phase(addr: SocketAddr, args: &BenchServeArgs, flooders: usize) -> BenchResul
         call: (!flood_times.is_empty()).then(|| quantiles(&mut flood_times)[0]),
         bytes,
     })
+}
+
+/// The flooders' process, killed when dropped.
+struct FloodChild(Child);
+
+impl Drop for FloodChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The flooders' process (`--flood-at`): `flooders` clients loop `list_agents` until killed,
+/// each answer a line on stdout.
+fn flood_until_killed(addr: SocketAddr, args: &BenchServeArgs) -> BenchResult<()> {
+    let flooders = args.flooders.first().copied().unwrap_or(1);
+    let threads: Vec<_> = (0..flooders)
+        .map(|_| {
+            let limit = args.limit;
+            let (stop, calls) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicU64::new(0)),
+            );
+            std::thread::spawn(move || runtime()?.block_on(flood(addr, limit, stop, calls)))
+        })
+        .collect();
+    for thread in threads {
+        thread.join().map_err(|_| "a flooder panicked")??;
+    }
+    Ok(())
 }
 
 struct Phase {
@@ -281,7 +366,10 @@ pub(crate) fn bench_serve(args: BenchServeArgs) -> Result<ExitCode, Box<dyn Erro
 }
 
 fn run(args: &BenchServeArgs) -> BenchResult<()> {
-    let hub = Hub::start(args.socket_threads)?;
+    if let Some(addr) = args.flood_at {
+        return flood_until_killed(addr, args);
+    }
+    let hub = Hub::start(args)?;
     let addr = hub.addr;
     let rt = runtime()?;
     let started = Instant::now();
@@ -297,9 +385,11 @@ fn run(args: &BenchServeArgs) -> BenchResult<()> {
     }
     let idle = phases[0].pings;
     out!(
-        "{} pings per phase; flooders loop list_agents(limit={})",
+        "{} pings per phase, {} ms apart; flooders loop list_agents(limit={}) at nice {}",
         args.pings,
-        args.limit
+        args.ping_gap_ms,
+        args.limit,
+        args.flood_nice
     );
     out!(
         "{:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>12} {:>14}",

@@ -55,9 +55,10 @@ pub(crate) struct ServeArgs {
     /// Seconds between sweeps of turn expectations (`reply_within`, `max_silence`); 0: never.
     #[arg(long, value_name = "TIME", default_value = "10", value_parser = parse_duration)]
     expectation_sweep_interval: Duration,
-    /// Worker threads for the connections' tasks (the owner loop has its own); 0: every task
-    /// on the owner's thread.
-    #[arg(long, value_name = "N", default_value_t = 2, hide = true)]
+    /// Worker threads for the connections' tasks, the owner loop staying on its own; 0: every
+    /// task on the owner's thread (measured fairer, `hubsim bench-serve`), large answers still
+    /// encoded on a blocking thread.
+    #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
     socket_threads: usize,
     /// What to log to stderr: one line per connection opened, closed or refused at `info`.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
@@ -252,8 +253,8 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
         micros: i64::try_from(since_unix.as_micros())?,
         offset_seconds: 0,
     };
-    // The owner loop runs on this thread (`block_on`); the connections' tasks, which encode
-    // and send the hub's answers, on the runtime's worker threads.
+    // The owner loop runs on this thread (`block_on`), with the connections' tasks unless
+    // `--socket-threads` gives them worker threads.
     let runtime = match args.socket_threads {
         0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
