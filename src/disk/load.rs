@@ -259,7 +259,7 @@ fn load_agent(dir: &Path, name: &str) -> Result<Option<AgentFiles>, StoreError> 
         }
     }
     let entry = AgentEntry {
-        passport,
+        passport: std::sync::Arc::new(passport),
         resume,
         rule,
         skill,

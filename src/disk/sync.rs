@@ -39,7 +39,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// An agent's files as last written; `None` where the file must still be written.
 #[derive(Debug, Default)]
 struct AgentOnDisk {
-    passport: Option<Passport>,
+    passport: Option<std::sync::Arc<Passport>>,
     resume: Option<Resume>,
     rule: Option<Rule>,
     /// `SKILL.md`, absent when `None`.

@@ -203,7 +203,8 @@ impl Refused {
 /// A registered agent.
 #[derive(Clone, Debug)]
 pub(crate) struct AgentEntry {
-    pub(crate) passport: Passport,
+    /// Shared, so that a `list_agents` answer holds the passports without copying them.
+    pub(crate) passport: Arc<Passport>,
     pub(crate) resume: Resume,
     pub(crate) rule: Rule,
     pub(crate) skill: Option<String>,

@@ -12,6 +12,7 @@ use crate::time::{Now, Timestamp};
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The identity part of a registration (ag2's `Passport`).
 #[derive(Clone, Debug, PartialEq)]
@@ -189,7 +190,7 @@ impl Hub {
         self.agents.insert(
             agent,
             AgentEntry {
-                passport: passport.clone(),
+                passport: Arc::new(passport.clone()),
                 resume,
                 rule: rule.unwrap_or_default(),
                 skill: None,
@@ -233,7 +234,7 @@ impl Hub {
     pub fn get_agent(&self, name_or_id: &str) -> Result<(AgentId, &Passport), HubError> {
         let by_id = AgentId::parse(name_or_id).filter(|id| self.agents.contains_key(id));
         let id = by_id.or_else(|| self.names.get(name_or_id).copied());
-        id.and_then(|id| self.agents.get(&id).map(|entry| (id, &entry.passport)))
+        id.and_then(|id| self.agents.get(&id).map(|entry| (id, &*entry.passport)))
             .ok_or_else(|| HubError::not_found(format!("agent not found: {name_or_id}")))
     }
 
@@ -423,25 +424,36 @@ impl Hub {
         query: Option<&str>,
         kind: Option<&str>,
     ) -> Vec<AgentId> {
+        self.matching_entries(capability, query, kind)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// [`Hub::matching_agents`] with each agent's entry.
+    pub(crate) fn matching_entries<'a>(
+        &'a self,
+        capability: Option<&'a str>,
+        query: Option<&str>,
+        kind: Option<&'a str>,
+    ) -> impl Iterator<Item = (AgentId, &'a AgentEntry)> + 'a {
         let query = query.map(str::to_lowercase);
         self.agents
             .iter()
-            .filter(|(_, entry)| {
+            .filter(move |(_, entry)| {
                 kind.is_none_or(|kind| entry.passport.kind.as_deref().unwrap_or("agent") == kind)
             })
-            .filter(|(_, entry)| {
+            .filter(move |(_, entry)| {
                 capability.is_none_or(|cap| {
                     entry.resume.claimed_capabilities.iter().any(|c| c == cap)
                         || entry.resume.observed.contains_key(cap)
                 })
             })
-            .filter(|(_, entry)| {
+            .filter(move |(_, entry)| {
                 query
                     .as_ref()
                     .is_none_or(|q| entry.resume.summary.to_lowercase().contains(q.as_str()))
             })
-            .map(|(id, _)| *id)
-            .collect()
+            .map(|(id, entry)| (*id, entry))
     }
 
     /// ag2's `list_agents`: registration order, optionally filtered by capability (claimed or

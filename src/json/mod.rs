@@ -131,6 +131,12 @@ fn write_number(out: &mut String, number: &Number) {
     }
 }
 
+/// Appends `text` as `json.dumps(text)` prints it (ASCII escaping), as
+/// [`write_compact_python_unsorted`] writes a string.
+pub fn write_py_json_string(out: &mut String, text: &str) {
+    write_string_escaped(out, text, true);
+}
+
 /// Appends `text` as a JSON string literal (`ensure_ascii=False` escaping).
 pub fn write_json_string(out: &mut String, text: &str) {
     write_string_escaped(out, text, false);

@@ -32,12 +32,12 @@ use super::tap::{Command, Ended, Pass, Tap, TapContext};
 use crate::hub::store::Store;
 use crate::hub::{Hub, HubConfig};
 use crate::ids::EndpointId;
-use crate::proto::frame::FRAME_BYTES_MAX;
+use crate::proto::frame::{Frame, FrameKind, FRAME_BYTES_MAX};
 use crate::server::{HubServer, ServerOutput};
 use crate::time::{Instant, Now, Timestamp};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -61,6 +61,23 @@ pub const OUTBOUND_MESSAGES_MAX: usize = 4096;
 
 /// Events the readers may queue for the owner before they wait (backpressure on the sockets).
 pub const EVENTS_QUEUE_MAX: usize = 1024;
+
+/// With [`ServeOptions::fair`], messages one connection's reader may queue for the owner before
+/// it stops reading its socket (and TCP pushes back on the peer).
+pub const INBOX_MESSAGES_MAX: usize = 32;
+
+/// With [`ServeOptions::fair`], the bytes a connection reads from its socket at once (and the
+/// read buffer it starts with); tungstenite's default, 128 KiB, is zero-filled on the first read
+/// and so costs every idle connection that much memory. Larger messages still arrive whole.
+pub const FAIR_READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// With [`ServeOptions::fair`], a frame whose deferred result (see
+/// [`DeferredResult`](crate::proto::frame::DeferredResult)) encodes to about this many bytes or
+/// more is encoded on a blocking thread.
+pub const ENCODE_APART_BYTES: usize = 64 * 1024;
+
+/// Large frames encoded at once (the others wait their turn).
+pub const ENCODING_AT_ONCE: usize = 1;
 
 /// How long a WebSocket opening handshake may take (`websockets`' `open_timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,16 +133,26 @@ pub struct ServeOptions {
     /// Close a connection with 1008 when no agent is bound to it (a hello welcomed, or a
     /// `register`) within this.
     pub hello_timeout: Option<Duration>,
+    /// Serve the connections in turn, one message of each connection that has one per turn,
+    /// from a queue per connection (instead of every message in arrival order from one queue,
+    /// where a flooding client's backlog sits ahead of everyone), and have each connection's
+    /// writer encode the frames it sends, off the owner loop (a large answer, `list_agents`
+    /// over thousands of agents, then costs the loop little more than a reference count per
+    /// record). Reads use a small buffer ([`FAIR_READ_BUFFER_BYTES`]), and a large message is
+    /// written without shifting tungstenite's buffer after every partial write. The order in
+    /// which one connection's frames are handled, and every byte sent, are the same either way.
+    pub fair: bool,
 }
 
 impl ServeOptions {
-    /// ag2's keepalive (20 s / 20 s), 1024 connections, 30 s to say hello.
+    /// ag2's keepalive (20 s / 20 s), 1024 connections, 30 s to say hello, fair.
     pub fn real() -> ServeOptions {
         ServeOptions {
             ping_interval: Some(PING_INTERVAL),
             ping_timeout: Some(PING_TIMEOUT),
             max_connections: Some(1024),
             hello_timeout: Some(Duration::from_secs(30)),
+            fair: true,
         }
     }
 }
@@ -159,6 +186,15 @@ pub fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MESSAGE_BYTES_MAX))
         .max_frame_size(Some(MESSAGE_BYTES_MAX))
+}
+
+/// The server's WebSocket configuration: [`config`], with a small read buffer when fair.
+fn server_config(options: ServeOptions) -> WebSocketConfig {
+    if options.fair {
+        config().read_buffer_size(FAIR_READ_BUFFER_BYTES)
+    } else {
+        config()
+    }
 }
 
 /// Where [`serve`] takes connections from: a tokio or a turmoil TCP listener.
@@ -217,9 +253,11 @@ impl Clock {
 
 /// What a connection's tasks tell the owner.
 enum Event {
-    /// A WebSocket handshake finished: attach it and answer with its endpoint.
+    /// A WebSocket handshake finished: attach it and answer with its endpoint. When fair, the
+    /// connection's other events come through `inbox`.
     Opened {
         outgoing: mpsc::Sender<Outgoing>,
+        inbox: Option<mpsc::Receiver<Event>>,
         reply: oneshot::Sender<EndpointId>,
     },
     /// A text message (or a binary one that is UTF-8).
@@ -237,6 +275,8 @@ enum Event {
 #[derive(Debug)]
 enum Outgoing {
     Text(String),
+    /// A frame for the writer to encode and send (when fair).
+    Frame(Frame),
     /// Send a close frame with this code and reason, and end.
     Close(CloseCode, &'static str),
     /// End at once, without a closing handshake (a fault: the peer sees the socket go).
@@ -246,6 +286,9 @@ enum Outgoing {
 /// The owner's side of one connection.
 struct Connection {
     outgoing: mpsc::Sender<Outgoing>,
+    /// When fair: the events its tasks queued, and whether it is in the owner's turn order.
+    inbox: Option<mpsc::Receiver<Event>>,
+    in_turn: bool,
     /// Still known to the server (false once it was detached).
     attached: bool,
     /// When it must have an agent bound by; `None` once it had one, or without a deadline.
@@ -377,6 +420,11 @@ where
         start: tokio::time::Instant::now(),
         epoch,
     };
+    let mut server = server;
+    if options.fair {
+        // The writers encode the frames.
+        server.carry_frames(true);
+    }
     let seat = Owned { server, clock };
     run_owner(listener, seat, options, extras, shutdown).await
 }
@@ -417,9 +465,22 @@ where
     S: Seat,
 {
     let (events_tx, events) = mpsc::channel(EVENTS_QUEUE_MAX);
+    // When fair, each reader says which connection has a message queued.
+    let (ready_tx, ready) = match options.fair {
+        true => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     // Every connection task holds a sender; once all are dropped, every socket is closed.
     let (alive, mut closed) = mpsc::channel::<()>(1);
-    let accepting = tokio::spawn(accept_loop(listener, events_tx, options, alive));
+    let inboxes = Inboxes {
+        events: events_tx,
+        ready: ready_tx,
+        encoding: Arc::new(Semaphore::new(ENCODING_AT_ONCE)),
+    };
+    let accepting = tokio::spawn(accept_loop(listener, inboxes, options, alive));
     let mut owner = Owner {
         seat,
         connections: BTreeMap::new(),
@@ -429,8 +490,10 @@ where
         started: tokio::time::Instant::now(),
         down: None,
         durability: extras.durability,
+        turns: VecDeque::new(),
+        fair: options.fair,
     };
-    let result = owner.run(events, shutdown).await;
+    let result = owner.run(events, ready, shutdown).await;
     accepting.abort();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed.recv()).await;
     result
@@ -485,7 +548,7 @@ impl Drop for Counted {
 /// pause that grows to [`ACCEPT_BACKOFF_MAX`]; connections over the cap are told to come back.
 async fn accept_loop<L: Listener>(
     listener: L,
-    events: mpsc::Sender<Event>,
+    inboxes: Inboxes,
     options: ServeOptions,
     alive: mpsc::Sender<()>,
 ) {
@@ -525,7 +588,7 @@ async fn accept_loop<L: Listener>(
         let spawned = connection(
             stream,
             peer,
-            events.clone(),
+            inboxes.clone(),
             options,
             counted,
             alive.clone(),
@@ -555,6 +618,54 @@ where
     tracing::warn!(%peer, code = 1013, reason = OVER_CAP_REASON, "refused: too many connections");
 }
 
+/// Where connections' tasks send their events: the owner's queue, and when fair the channel on
+/// which readers say which connection has a message in its own queue.
+#[derive(Clone)]
+struct Inboxes {
+    events: mpsc::Sender<Event>,
+    ready: Option<mpsc::UnboundedSender<EndpointId>>,
+    /// Turns to encode a large frame (see [`ENCODE_APART_BYTES`]).
+    encoding: Arc<Semaphore>,
+}
+
+/// Where one attached connection's tasks send its events.
+#[derive(Clone)]
+enum Inbox {
+    /// The owner's queue, shared by every connection: handled in arrival order.
+    Shared(mpsc::Sender<Event>),
+    /// The connection's own queue (fair); `ready` tells the owner a message is in it.
+    Own {
+        queue: mpsc::Sender<Event>,
+        ready: mpsc::UnboundedSender<EndpointId>,
+        endpoint: EndpointId,
+    },
+}
+
+impl Inbox {
+    /// Hands `event` to the owner, waiting while the queue is full; an error once the owner
+    /// is gone.
+    async fn send(&self, event: Event) -> Result<(), ()> {
+        match self {
+            Inbox::Shared(events) => events.send(event).await.map_err(|_| ()),
+            Inbox::Own {
+                queue,
+                ready,
+                endpoint,
+            } => {
+                if ready.is_closed() {
+                    return Err(());
+                }
+                // The owner closes the queue of a connection it forgot; what such a connection
+                // still sends is dropped, as a shared queue's owner ignores it.
+                if queue.send(event).await.is_ok() {
+                    let _ = ready.send(*endpoint);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 struct Owner<S> {
     seat: S,
     /// Ordered, so nothing here depends on hash order.
@@ -570,6 +681,9 @@ struct Owner<S> {
     started: tokio::time::Instant,
     /// A crashed hub's durable state, until it restarts.
     down: Option<Down>,
+    /// When fair: the connections with a message queued, in turn order (each once).
+    turns: VecDeque<EndpointId>,
+    fair: bool,
 }
 
 /// What a crashed hub restarts from.
@@ -581,9 +695,13 @@ struct Down {
 }
 
 impl<S: Seat> Owner<S> {
+    /// Handles events until `shutdown`: in arrival order from `events`; or, when fair, the
+    /// connections opening from `events` and the others' messages in turn, one message of each
+    /// connection that `ready` said has one per turn.
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
+        mut ready: Option<mpsc::UnboundedReceiver<EndpointId>>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -620,6 +738,14 @@ impl<S: Seat> Owner<S> {
                     // The accept loop holds a sender for ever.
                     None => return Ok(()),
                 },
+                Some(endpoint) = next_ready(&mut ready) => {
+                    self.queue_turn(endpoint);
+                    if let Some(ready) = &mut ready {
+                        while let Ok(endpoint) = ready.try_recv() {
+                            self.queue_turn(endpoint);
+                        }
+                    }
+                }
                 () = self.seat.changed() => {
                     for endpoint in self.seat.take_closing() {
                         self.drop_connection(endpoint, None);
@@ -631,9 +757,47 @@ impl<S: Seat> Owner<S> {
                     self.durable(|store, server| store.flush(server));
                     continue;
                 }
+                () = std::future::ready(()), if !self.turns.is_empty() => self.take_turn(),
             }
             self.durable(|store, server| store.handled(server));
             self.route();
+            if !self.turns.is_empty() {
+                // Turns never wait: let the connections' tasks run now and then.
+                tokio::task::consume_budget().await;
+            }
+        }
+    }
+
+    /// `endpoint` has a message queued: it takes its turn after those already waiting.
+    fn queue_turn(&mut self, endpoint: EndpointId) {
+        if let Some(connection) = self.connections.get_mut(&endpoint) {
+            if !connection.in_turn {
+                connection.in_turn = true;
+                self.turns.push_back(endpoint);
+            }
+        }
+    }
+
+    /// Handles one event of the connection whose turn it is; it goes to the back of the turn
+    /// order while it has more.
+    fn take_turn(&mut self) {
+        let Some(endpoint) = self.turns.pop_front() else {
+            return;
+        };
+        let Some(connection) = self.connections.get_mut(&endpoint) else {
+            return;
+        };
+        let Some(event) = connection
+            .inbox
+            .as_mut()
+            .and_then(|inbox| inbox.try_recv().ok())
+        else {
+            connection.in_turn = false;
+            return;
+        };
+        self.handle_event(event);
+        if self.connections.contains_key(&endpoint) {
+            self.turns.push_back(endpoint);
         }
     }
 
@@ -642,7 +806,11 @@ impl<S: Seat> Owner<S> {
             Event::Opened { .. } if self.down.is_some() => {
                 // The hub is down: dropping the reply ends the connection at once.
             }
-            Event::Opened { outgoing, reply } => {
+            Event::Opened {
+                outgoing,
+                inbox,
+                reply,
+            } => {
                 let endpoint = self.seat.with(|server, _| server.connect());
                 if reply.send(endpoint).is_ok() {
                     let hello_by = self
@@ -653,6 +821,8 @@ impl<S: Seat> Owner<S> {
                     }
                     let connection = Connection {
                         outgoing,
+                        inbox,
+                        in_turn: false,
                         attached: true,
                         hello_by,
                     };
@@ -781,7 +951,7 @@ impl<S: Seat> Owner<S> {
                     if up {
                         self.receive(endpoint, &text);
                     } else {
-                        self.send(endpoint, text);
+                        self.send(endpoint, Outgoing::Text(text));
                     }
                 }
                 Command::Cut(endpoint) => self.cut(endpoint, Ended::Cut),
@@ -851,9 +1021,11 @@ impl<S: Seat> Owner<S> {
         let Some(down) = self.down.take() else {
             return;
         };
+        let frames = self.fair;
         let hydrated = self.seat.with(|server, now| {
             Hub::hydrate(down.config.clone(), &down.store, down.id_floor, now.mono).map(|hub| {
                 *server = HubServer::new(hub);
+                server.carry_frames(frames);
             })
         });
         match &hydrated {
@@ -868,12 +1040,12 @@ impl<S: Seat> Owner<S> {
 
     /// Hands `text` to `endpoint`'s writer; a writer that is not keeping up loses its
     /// connection.
-    fn send(&mut self, endpoint: EndpointId, text: String) {
+    fn send(&mut self, endpoint: EndpointId, outgoing: Outgoing) {
         let Some(connection) = self.connections.get(&endpoint) else {
             return;
         };
         self.seat.count(false);
-        if connection.outgoing.try_send(Outgoing::Text(text)).is_err() {
+        if connection.outgoing.try_send(outgoing).is_err() {
             // The peer stopped reading (or the writer is gone).
             self.drop_connection(endpoint, Some((CloseCode::Policy, "")));
         }
@@ -939,30 +1111,20 @@ impl<S: Seat> Owner<S> {
         self.with_tap(|tap, cx| tap.closed(cx, endpoint, ended));
     }
 
-    /// Hands the server's outputs to the writers.
+    /// Hands the server's outputs to the writers (through the tap, if any).
     fn route(&mut self) {
         while let Some(output) = self.seat.with(|server, _| server.poll_output()) {
-            let output = match output {
-                // Only a server set to carry frames hands them out; encode them for the wire.
-                ServerOutput::Frame { endpoint, frame } => ServerOutput::Send {
-                    endpoint,
-                    text: frame.encode(),
-                },
-                other => other,
-            };
-            match output {
-                ServerOutput::Frame { .. } => {}
-                ServerOutput::Send { endpoint, text } => {
-                    if !self.connections.contains_key(&endpoint) {
-                        continue;
-                    }
-                    if tracing::enabled!(tracing::Level::WARN) && text.contains("\"auth_failed\"") {
-                        log_auth_refusal(endpoint, &text);
-                    }
-                    if self.tap_outbound(endpoint, &text) == Pass::Now {
-                        self.send(endpoint, text);
-                    }
+            let (endpoint, outgoing) = match output {
+                // A fair server carries frames: the writer encodes them, unless a tap reads
+                // them first.
+                ServerOutput::Frame { endpoint, frame } if self.fair && self.tap.is_none() => {
+                    (endpoint, Outgoing::Frame(frame))
                 }
+                // Only a server set to carry frames hands them out; encode them for the wire.
+                ServerOutput::Frame { endpoint, frame } => {
+                    (endpoint, Outgoing::Text(frame.encode()))
+                }
+                ServerOutput::Send { endpoint, text } => (endpoint, Outgoing::Text(text)),
                 ServerOutput::Close { endpoint } => {
                     // The server closes for size: a message, or a queue, over its cap. It has
                     // already forgotten the connection.
@@ -970,10 +1132,50 @@ impl<S: Seat> Owner<S> {
                         connection.attached = false;
                     }
                     self.drop_connection(endpoint, Some((CloseCode::Size, "")));
+                    continue;
+                }
+            };
+            if !self.connections.contains_key(&endpoint) {
+                continue;
+            }
+            if tracing::enabled!(tracing::Level::WARN) {
+                match &outgoing {
+                    Outgoing::Text(text) if text.contains("\"auth_failed\"") => {
+                        log_auth_refusal(endpoint, text);
+                    }
+                    Outgoing::Frame(frame) => log_auth_refusal_frame(endpoint, frame),
+                    _ => {}
                 }
             }
+            if let Outgoing::Text(text) = &outgoing {
+                if self.tap_outbound(endpoint, text) != Pass::Now {
+                    continue;
+                }
+            }
+            self.send(endpoint, outgoing);
         }
         self.seat.routed();
+    }
+}
+
+/// The next connection a reader said has a message queued (fair owners only).
+async fn next_ready(ready: &mut Option<mpsc::UnboundedReceiver<EndpointId>>) -> Option<EndpointId> {
+    match ready {
+        Some(ready) => ready.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`log_auth_refusal`] for a frame not yet encoded.
+fn log_auth_refusal_frame(endpoint: EndpointId, frame: &Frame) {
+    let (code, message) = match frame.kind {
+        FrameKind::Error => (frame.get("code"), frame.get("message")),
+        FrameKind::Response => (frame.get("error_code"), frame.get("error_message")),
+        _ => return,
+    };
+    if code.as_str() == Some("auth_failed") {
+        let message = message.as_str().unwrap_or_default();
+        tracing::warn!(%endpoint, error = message, "refused: auth_failed");
     }
 }
 
@@ -1020,14 +1222,16 @@ enum Ending {
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
-    events: mpsc::Sender<Event>,
+    inboxes: Inboxes,
     options: ServeOptions,
     _counted: Counted,
     _alive: mpsc::Sender<()>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config()));
+    let stream = Unshifted::new(stream, options.fair);
+    let handshake =
+        tokio_tungstenite::accept_async_with_config(stream, Some(server_config(options)));
     let socket = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(socket)) => socket,
         Ok(Err(error)) => {
@@ -1041,21 +1245,37 @@ async fn connection<S>(
     };
     let (outgoing_tx, outgoing) = mpsc::channel(OUTBOUND_MESSAGES_MAX);
     let (reply, endpoint) = oneshot::channel();
+    let (queue, inbox) = match inboxes.ready {
+        Some(_) => {
+            let (queue, inbox) = mpsc::channel(INBOX_MESSAGES_MAX);
+            (Some(queue), Some(inbox))
+        }
+        None => (None, None),
+    };
     let opened = Event::Opened {
         outgoing: outgoing_tx,
+        inbox,
         reply,
     };
-    if events.send(opened).await.is_err() {
+    if inboxes.events.send(opened).await.is_err() {
         return;
     }
     let Ok(endpoint) = endpoint.await else {
         return;
     };
+    let events = match (queue, inboxes.ready) {
+        (Some(queue), Some(ready)) => Inbox::Own {
+            queue,
+            ready,
+            endpoint,
+        },
+        _ => Inbox::Shared(inboxes.events),
+    };
     tracing::info!(%endpoint, %peer, "connection opened");
     let (sink, source) = socket.split();
     let (pongs_tx, pongs) = watch::channel(Vec::new());
     let mut reader = tokio::spawn(read(source, endpoint, events.clone(), pongs_tx));
-    let ending = write(sink, outgoing, pongs, options).await;
+    let ending = write(sink, outgoing, pongs, options, inboxes.encoding).await;
     let mut peer_end = PeerEnd::default();
     match ending {
         Ending::Closed(..) => {
@@ -1117,7 +1337,7 @@ struct PeerEnd {
 async fn read<S>(
     mut source: SplitStream<WebSocketStream<S>>,
     endpoint: EndpointId,
-    events: mpsc::Sender<Event>,
+    events: Inbox,
     pongs: watch::Sender<Vec<u8>>,
 ) -> PeerEnd
 where
@@ -1199,6 +1419,7 @@ async fn write<S>(
     mut outgoing: mpsc::Receiver<Outgoing>,
     mut pongs: watch::Receiver<Vec<u8>>,
     options: ServeOptions,
+    encoding: Arc<Semaphore>,
 ) -> Ending
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -1222,6 +1443,32 @@ where
                     }
                 }
                 Some(Outgoing::Cut) => return Ending::Cut,
+                Some(Outgoing::Frame(frame)) => {
+                    let text = if frame.deferred_size_hint() >= ENCODE_APART_BYTES {
+                        // Milliseconds of work: on a blocking thread, so that the runtime's
+                        // workers keep reading and writing the other sockets, and one at a time,
+                        // so that large answers leave the other cores to everyone else.
+                        let Ok(turn) = Arc::clone(&encoding).acquire_owned().await else {
+                            return Ending::Lost;
+                        };
+                        let encoded = tokio::task::spawn_blocking(move || {
+                            let text = frame.encode();
+                            drop((frame, turn));
+                            text
+                        });
+                        let Ok(text) = encoded.await else {
+                            return Ending::Lost;
+                        };
+                        text
+                    } else {
+                        frame.encode()
+                    };
+                    let sent =
+                        tokio::time::timeout(WRITE_STALL_TIMEOUT, sink.send(Message::text(text)));
+                    if !matches!(sent.await, Ok(Ok(()))) {
+                        return Ending::Lost;
+                    }
+                }
                 Some(Outgoing::Close(code, reason)) => {
                     let frame = CloseFrame {
                         code,
@@ -1283,5 +1530,99 @@ where
                 return Ending::Keepalive;
             }
         }
+    }
+}
+
+/// A stream whose writes always take the whole buffer: what the socket does not take at once is
+/// kept and sent from an offset by the next write or flush. tungstenite writes a message from
+/// its own buffer and shifts the rest of that buffer to the front after every partial write, so
+/// a message of megabytes sent in socket-sized pieces costs it megabytes of copying per piece;
+/// here it is written once and shifted once. The bytes on the wire are the same. With `stash`
+/// off, writes go straight through.
+struct Unshifted<S> {
+    inner: S,
+    stash: bool,
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl<S> Unshifted<S> {
+    fn new(inner: S, stash: bool) -> Unshifted<S> {
+        Unshifted {
+            inner,
+            stash,
+            pending: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Unshifted<S> {
+    /// Sends what is kept; ready once it all went.
+    fn poll_pending(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        while self.sent < self.pending.len() {
+            let rest = &self.pending[self.sent..];
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => self.sent += written,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Unshifted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Unshifted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        if !self.stash {
+            return std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        }
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|done| done.map(|()| 0)),
+        }
+        let written = match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(written)) => written,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            // The socket is full: keep it all (the waker is registered).
+            Poll::Pending => 0,
+        };
+        self.pending.extend_from_slice(&buf[written..]);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

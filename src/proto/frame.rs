@@ -159,7 +159,10 @@ pub(crate) const ENVELOPE_REQUIRED: usize = 5;
 
 /// A decoded (or to-be-encoded) frame: its kind and every field, defaults filled in, in
 /// dataclass order.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Two frames are equal when their kinds and fields are, a response's `result` compared as the
+/// JSON value it stands for, however it is held.
+#[derive(Clone, Debug)]
 pub struct Frame {
     /// The kind.
     pub kind: FrameKind,
@@ -167,6 +170,46 @@ pub struct Frame {
     /// A response's `result` when it is shared rather than owned: a read-only record the hub
     /// hands to many readers (a WAL read), which a frame carried without encoding need not copy.
     shared_result: Option<Arc<Value>>,
+    /// A response's `result` held as shared records and written out only when the frame is
+    /// encoded (or read as a value, see [`DeferredResult`]).
+    deferred_result: Option<Deferred>,
+}
+
+/// A response `result` built from shared, read-only records only when it is needed: a large
+/// answer (`list_agents` over thousands of agents) costs its producer a handful of reference
+/// counts, and whoever encodes the frame (a connection's writer, off the hub's loop) pays for
+/// the text.
+pub trait DeferredResult: Send + Sync + std::fmt::Debug {
+    /// The result as a JSON value.
+    fn value(&self) -> Value;
+
+    /// Appends the result as `json.dumps` prints it; the same text as
+    /// `write_compact_python_unsorted(out, &self.value())`.
+    fn write(&self, out: &mut String);
+
+    /// About how many bytes [`DeferredResult::write`] appends.
+    fn size_hint(&self) -> usize {
+        0
+    }
+}
+
+/// A deferred result and its value once something read it.
+#[derive(Clone, Debug)]
+struct Deferred {
+    result: Arc<dyn DeferredResult>,
+    value: std::sync::OnceLock<Value>,
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        self.kind == other.kind
+            && self.fields.len() == other.fields.len()
+            && self
+                .fields
+                .iter()
+                .zip(&other.fields)
+                .all(|((a, _), (b, _))| a == b && self.get(a) == other.get(b))
+    }
 }
 
 /// Why a message is not a frame. ag2 logs it and drops the message; the connection stays open.
@@ -234,6 +277,7 @@ impl Frame {
             kind,
             fields,
             shared_result: None,
+            deferred_result: None,
         })
     }
 
@@ -245,8 +289,31 @@ impl Frame {
         self
     }
 
-    /// Moves a response's `result` out, shared or not.
+    /// A `response` whose `result` is deferred (see [`DeferredResult`]).
+    pub fn with_deferred_result(mut self, result: Arc<dyn DeferredResult>) -> Frame {
+        if self.kind == FrameKind::Response {
+            self.deferred_result = Some(Deferred {
+                result,
+                value: std::sync::OnceLock::new(),
+            });
+        }
+        self
+    }
+
+    /// About how many bytes [`Frame::encode`] writes for a deferred result (0 without one): what
+    /// a writer looks at to encode a large answer away from its sockets' tasks.
+    pub fn deferred_size_hint(&self) -> usize {
+        self.deferred_result
+            .as_ref()
+            .map_or(0, |deferred| deferred.result.size_hint())
+    }
+
+    /// Moves a response's `result` out, shared, deferred or not.
     pub fn take_result(&mut self) -> Arc<Value> {
+        if let Some(deferred) = self.deferred_result.take() {
+            let value = deferred.value.into_inner();
+            return Arc::new(value.unwrap_or_else(|| deferred.result.value()));
+        }
         match self.shared_result.take() {
             Some(shared) => shared,
             None => Arc::new(self.take("result")),
@@ -270,6 +337,9 @@ impl Frame {
     /// # Panics
     /// When `kind` has no such field: a bug in the caller.
     pub fn get(&self, field: &str) -> &Value {
+        if let (Some(deferred), "result") = (&self.deferred_result, field) {
+            return deferred.value.get_or_init(|| deferred.result.value());
+        }
         if let (Some(shared), "result") = (&self.shared_result, field) {
             return shared;
         }
@@ -282,16 +352,17 @@ impl Frame {
 
     /// `json.dumps(encode_frame(frame))`: fields in dataclass order, then `kind`.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(256);
+        let deferred = self.deferred_result.as_ref().map(|d| &d.result);
+        let mut out = String::with_capacity(256 + deferred.map_or(0, |d| d.size_hint()));
         out.push('{');
         for (name, value) in &self.fields {
             write_json_string(&mut out, name);
             out.push_str(": ");
-            let value = match (&self.shared_result, *name) {
-                (Some(shared), "result") => &**shared,
-                _ => value,
-            };
-            write_compact_python_unsorted(&mut out, value);
+            match (deferred, &self.shared_result, *name) {
+                (Some(deferred), _, "result") => deferred.write(&mut out),
+                (None, Some(shared), "result") => write_compact_python_unsorted(&mut out, shared),
+                _ => write_compact_python_unsorted(&mut out, value),
+            }
             out.push_str(", ");
         }
         out.push_str("\"kind\": ");

@@ -13,6 +13,7 @@ mod network;
 mod proptest_adapters;
 mod report;
 mod serve;
+mod serve_fair;
 mod serve_live;
 mod serve_store;
 mod store;

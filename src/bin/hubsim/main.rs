@@ -16,6 +16,7 @@ macro_rules! out {
     }};
 }
 
+mod bench_serve;
 mod check;
 mod fuzz;
 mod report;
@@ -77,6 +78,10 @@ enum Command {
     /// Serve a hub over WebSocket, as ag2's `serve_ws`, until SIGINT or SIGTERM: API keys,
     /// keepalive, a connection cap and a hello deadline, a log line per connection.
     Serve(serve::ServeArgs),
+    /// Measure how fair `hubsim serve` is: a client's ping latency alone and while others
+    /// loop `list_agents` over thousands of agents, and memory per idle connection.
+    #[command(hide = true)]
+    BenchServe(bench_serve::BenchServeArgs),
 }
 
 /// `hubsim run`'s arguments.
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
             runs,
         } => bench(&paths, seconds, runs),
         Command::Serve(args) => serve::serve(args),
+        Command::BenchServe(args) => bench_serve::bench_serve(args),
     };
     match result {
         Ok(code) => code,

@@ -69,6 +69,11 @@ pub(crate) struct ServeArgs {
     /// SIGTERM) writes everything either way.
     #[arg(long, value_name = "TIME|always", default_value = "100ms", value_parser = parse_sync)]
     sync: SyncPolicy,
+    /// Worker threads for the connections' tasks, the owner loop staying on its own; 0: every
+    /// task on the owner's thread (measured fairer, `hubsim bench-serve`), large answers still
+    /// encoded on a blocking thread.
+    #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
+    socket_threads: usize,
     /// What to log to stderr: one line per connection opened, closed or refused at `info`.
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -311,6 +316,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
         ping_timeout: unless_zero(args.ping_timeout),
         max_connections: Some(args.max_connections),
         hello_timeout: unless_zero(args.hello_timeout),
+        fair: true,
     };
     let plan = match (&args.faults, &args.record) {
         (Some(path), _) => Some(FaultPlan::load(path)?),
@@ -330,9 +336,17 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn Error>> {
     let keys = config.auth.api_keys.as_ref().map_or(0, BTreeMap::len);
     let ttl_sweep = config.ttl_sweep_interval_micros;
     let (hub, durability) = open_store(config, args.store.as_deref(), args.sync)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The owner loop runs on this thread (`block_on`), with the connections' tasks unless
+    // `--socket-threads` gives them worker threads.
+    let runtime = match args.socket_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
         eprintln!("hubsim: serving on ws://{}/", listener.local_addr()?);

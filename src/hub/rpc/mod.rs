@@ -48,11 +48,14 @@ pub struct OpenAnswered {
 }
 
 /// An op's result before it becomes a response.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 enum Reply {
     Done(Value),
     /// A result shared with other readers (see [`Frame::with_shared_result`]).
     Shared(std::sync::Arc<Value>),
+    /// A result written out only when the response is encoded (see
+    /// [`Frame::with_deferred_result`]).
+    Deferred(std::sync::Arc<dyn crate::proto::frame::DeferredResult>),
     Pending(ChannelId),
 }
 
@@ -106,6 +109,11 @@ impl Hub {
             Ok(Reply::Shared(result)) => {
                 let frame =
                     response(request_id.clone(), Ok(Value::Null)).with_shared_result(result);
+                self.respond(endpoint, frame);
+            }
+            Ok(Reply::Deferred(result)) => {
+                let frame =
+                    response(request_id.clone(), Ok(Value::Null)).with_deferred_result(result);
                 self.respond(endpoint, frame);
             }
             Ok(Reply::Pending(channel)) => {

@@ -3,12 +3,13 @@
 use super::params::{key_text, slice_index, Params};
 use super::Reply;
 use crate::hub::wire::{self, hashable, py_iter, wrong_type};
-use crate::hub::{python_slice, Hub};
+use crate::hub::{python_slice, Hub, Passport};
 use crate::ids::{AgentId, EndpointId};
 use crate::json::{py_repr, py_str, py_truthy, py_type_name};
 use crate::proto::{ErrorKind, HubError};
 use crate::time::Now;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 type OpResult = Result<Reply, HubError>;
 
@@ -165,28 +166,32 @@ impl Hub {
             }
             _ => None,
         };
-        let mut agents = match (p.get("capability"), p.get("kind")) {
+        let mut agents: Vec<&Arc<Passport>> = match (p.get("capability"), p.get("kind")) {
             (Some(capability), _) if !capability.is_string() => {
                 hashable(capability)?;
                 Vec::new()
             }
             (_, Some(kind)) if !kind.is_string() => Vec::new(),
-            (capability, kind) => self.matching_agents(
-                capability.and_then(Value::as_str),
-                query,
-                kind.and_then(Value::as_str),
-            ),
+            (capability, kind) => self
+                .matching_entries(
+                    capability.and_then(Value::as_str),
+                    query,
+                    kind.and_then(Value::as_str),
+                )
+                .map(|(_, entry)| &entry.passport)
+                .collect(),
         };
         if p.get("sort_by").and_then(Value::as_str) == Some("name") {
-            agents.sort_by(|a, b| self.name_of(*a).cmp(&self.name_of(*b)));
+            // A stable sort by the registered name (every agent has its own).
+            agents.sort_by(|a, b| a.name.cmp(&b.name));
         }
         let fifty = Value::from(50);
         let range = python_slice(agents.len(), None, slice_index(p.get_or("limit", &fifty))?);
-        let passports = agents[range]
-            .iter()
-            .filter_map(|agent| self.agents.get(agent))
-            .map(|entry| wire::passport_json(&entry.passport));
-        done(Value::Array(passports.collect()))
+        let passports = agents[range].iter().map(|passport| Arc::clone(passport));
+        // The passports are shared, and written out only when the response is encoded.
+        Ok(Reply::Deferred(Arc::new(wire::Passports(
+            passports.collect(),
+        ))))
     }
 
     pub(super) fn op_set_resume(

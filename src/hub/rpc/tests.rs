@@ -626,3 +626,60 @@ fn malformed_frames_still_get_a_response() {
         [Output::Frame { frame, .. }] if frame.kind == FrameKind::Response
     ));
 }
+
+/// `list_agents` answers with the passports shared and writes them out when the response is
+/// encoded: the text, and the value a frame carried without encoding gives, are those of the
+/// response built from each passport's record.
+#[test]
+fn list_agents_answers_encode_as_the_records_they_share() {
+    let mut world = World::with_connections(1);
+    let passports = [
+        json!({"name": "zoé", "owner": "ops", "cost": 0.1, "region": {"eu": [1, 2.5e16]}}),
+        json!({"name": "alpha \"quoted\"\n", "kind": "human", "version": 3}),
+        json!({"name": "mid", "provider": "x", "model": null, "hub_id": "h"}),
+        json!({"name": "日本", "auth": {"scheme": "none", "issuer": "\u{1}"}}),
+    ];
+    for (i, passport) in passports.iter().enumerate() {
+        let params = json!({"passport": passport, "resume": {"summary": format!("agent {i}")}});
+        world.ok("a", "register", params);
+    }
+    let entries: Vec<_> = world
+        .hub
+        .agents
+        .values()
+        .map(|e| e.passport.clone())
+        .collect();
+    let by_name = {
+        let mut sorted = entries.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted
+    };
+    for (params, expected) in [
+        (json!({}), entries.clone()),
+        (
+            json!({"sort_by": "name", "limit": 3}),
+            by_name[..3].to_vec(),
+        ),
+        (json!({"limit": -1}), entries[..3].to_vec()),
+        (json!({"kind": "human"}), entries[1..2].to_vec()),
+        (json!({"limit": 0}), Vec::new()),
+    ] {
+        let mut frame = world.call("a", "list_agents", params.clone());
+        let records: Vec<Value> = expected
+            .iter()
+            .map(|p| super::wire::passport_json(p))
+            .collect();
+        let eager = Frame::new(
+            FrameKind::Response,
+            vec![
+                ("request_id", json!("r")),
+                ("ok", json!(true)),
+                ("result", Value::Array(records.clone())),
+            ],
+        );
+        assert_eq!(frame.encode(), eager.encode(), "{params}");
+        assert_eq!(frame, eager, "{params}");
+        assert_eq!(frame.get("result"), &Value::Array(records.clone()));
+        assert_eq!(*frame.take_result(), Value::Array(records), "{params}");
+    }
+}

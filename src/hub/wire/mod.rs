@@ -15,8 +15,11 @@ use super::registry::{ObservedStat, Passport, Resume};
 use super::rule::{DurationSpec, Rule};
 use super::tasks::TaskMetadata;
 use super::PendingTurn;
-use crate::json::{py_repr, py_str, py_str_repr, py_type_name};
+use crate::json::{
+    py_repr, py_str, py_str_repr, py_type_name, write_compact_python_unsorted, write_py_json_string,
+};
 use crate::proto::envelope::Envelope;
+use crate::proto::frame::DeferredResult;
 use crate::proto::HubError;
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
@@ -83,6 +86,77 @@ pub fn passport_json(passport: &Passport) -> Value {
         ),
         ("created_at", time_or_empty(passport.created_at)),
     ])
+}
+
+/// Passports answered as a list (`list_agents`), written out only when the response is
+/// encoded: the same text as `passport_json` of each, in a JSON array.
+#[derive(Debug)]
+pub struct Passports(pub Vec<std::sync::Arc<Passport>>);
+
+impl DeferredResult for Passports {
+    fn value(&self) -> Value {
+        Value::Array(self.0.iter().map(|p| passport_json(p)).collect())
+    }
+
+    fn write(&self, out: &mut String) {
+        out.push('[');
+        for (idx, passport) in self.0.iter().enumerate() {
+            if idx > 0 {
+                out.push_str(", ");
+            }
+            write_passport(out, passport);
+        }
+        out.push(']');
+    }
+
+    fn size_hint(&self) -> usize {
+        // A plain passport prints in about 340 bytes.
+        self.0.len() * 360
+    }
+}
+
+/// Appends `json.dumps(passport_json(passport))` without building the value.
+fn write_passport(out: &mut String, passport: &Passport) {
+    let details = &passport.details;
+    let value = |out: &mut String, key: &str, value: &Value| {
+        out.push_str(key);
+        write_compact_python_unsorted(out, value);
+    };
+    out.push_str("{\"name\": ");
+    write_py_json_string(out, &passport.name);
+    value(out, ", \"owner\": ", &details.owner);
+    value(out, ", \"provider\": ", &details.provider);
+    value(out, ", \"model\": ", &details.model);
+    value(out, ", \"cost\": ", &details.cost);
+    value(out, ", \"region\": ", &details.region);
+    out.push_str(", \"auth\": {\"scheme\": ");
+    write_py_json_string(out, &passport.auth_scheme);
+    value(out, ", \"issuer\": ", &details.issuer);
+    value(out, ", \"audience\": ", &details.audience);
+    value(out, ", \"key_fingerprint\": ", &details.key_fingerprint);
+    out.push_str(", \"claim\": {}}, \"kind\": ");
+    match &passport.kind {
+        Some(kind) => write_py_json_string(out, kind),
+        None => out.push_str("null"),
+    }
+    value(out, ", \"hub_id\": ", &details.hub_id);
+    value(out, ", \"version\": ", &details.version);
+    out.push_str(", \"agent_id\": ");
+    match passport.agent_id {
+        Some(id) => {
+            // 32 hex digits: nothing to escape.
+            out.push('"');
+            let _ = std::fmt::Write::write_fmt(out, format_args!("{id}"));
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(", \"created_at\": ");
+    match passport.created_at {
+        Some(at) => write_py_json_string(out, &at.to_string()),
+        None => out.push_str("\"\""),
+    }
+    out.push('}');
 }
 
 fn observed_json(stat: &ObservedStat) -> Value {
