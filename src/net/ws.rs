@@ -111,6 +111,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// The close reason `websockets` gives when a keepalive ping goes unanswered (code 1011).
 pub const KEEPALIVE_REASON: &str = "keepalive ping timeout";
 
+/// The close reason `websockets` gives a message over the 1 MiB limit (code 1009).
+pub const TOO_BIG_REASON: &str = "frame exceeds limit of 1048576 bytes";
+
 /// The close reason of a connection over the cap (code 1013).
 pub const OVER_CAP_REASON: &str = "too many connections; try again later";
 
@@ -852,7 +855,11 @@ impl<S: Seat> Owner<S> {
                 }
             }
             Event::Ended { endpoint, close } => {
-                self.drop_connection(endpoint, close.map(|code| (code, "")));
+                let reason = |code| match code {
+                    CloseCode::Size => TOO_BIG_REASON,
+                    _ => "",
+                };
+                self.drop_connection(endpoint, close.map(|code| (code, reason(code))));
             }
         }
     }

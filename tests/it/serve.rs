@@ -428,3 +428,24 @@ fn out_of_descriptors_the_server_waits_and_goes_on_serving() -> TestResult {
     assert!(log.contains("accepting again"), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_closed_with_1009_and_websockets_reason() -> TestResult {
+    let served = start(HubConfig::default(), ServeOptions::real()).await?;
+    let mut big = connect(served.addr).await?;
+    let mut other = connect(served.addr).await?;
+    big.send(Message::text(
+        "x".repeat(hubsim::net::ws::MESSAGE_BYTES_MAX + 1),
+    ))
+    .await?;
+    assert_eq!(
+        close_frame(&mut big).await?,
+        (1009, hubsim::net::ws::TOO_BIG_REASON.to_string())
+    );
+    // The hub serves the others on.
+    answers(&mut other).await?;
+    drop((big, other));
+    let _ = served.stop.send(());
+    served.task.await??;
+    Ok(())
+}
